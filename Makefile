@@ -1,0 +1,37 @@
+# Ember: `make install` then `make test`. Everything runs from the local virtual environment.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# On a machine without an NVIDIA driver, pin torch to the CPU build (constraints-cpu.txt);
+# with one, pip picks its default (CUDA) build. Override with `make install TORCH_CONSTRAINT=`.
+TORCH_CONSTRAINT ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,constraints-cpu.txt)
+PIP_C := $(if $(TORCH_CONSTRAINT),-c $(TORCH_CONSTRAINT),)
+CONFIG ?= configs/quickstart.yaml
+RUNS ?= runs
+
+.PHONY: install test test-all fit bench ui lint clean
+
+install:  ## create .venv and install ember with its test dependencies
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip
+	$(BIN)/pip install -q $(PIP_C) -e '.[test]'
+	$(BIN)/ember --version
+
+test:  ## the CPU test suite (what CI runs)
+	$(BIN)/python -m pytest -q -x --durations=10
+
+fit:  ## train the quickstart model (CONFIG=... to pick another)
+	$(BIN)/ember fit --config $(CONFIG)
+
+bench:  ## backbone comparison table for BENCHMARKS.md
+	$(BIN)/python benchmarks/compare_backbones.py
+
+ui:  ## browse runs in the MLflow UI (installs the full mlflow server on first use)
+	@$(BIN)/python -c "import mlflow.server" 2>/dev/null || $(BIN)/pip install -q $(PIP_C) -e '.[ui]'
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUNS))/mlflow.db
+
+lint:
+	$(BIN)/python -m ruff check ember plugins data_modules callbacks tests benchmarks || true
+
+clean:
+	rm -rf $(RUNS) .pytest_cache

@@ -1,0 +1,1 @@
+"""LightningDataModules and task generators (installed as `ember.data_modules`)."""

@@ -1,0 +1,122 @@
+"""One abstract base class per plugin kind. The base classes *are* the registry.
+
+jsonargparse resolves `class_path: ShortName` among the imported subclasses of the type hint,
+so a plugin is usable in YAML as soon as its module is imported (ember.registry imports the
+built-ins and the `ember.plugins` entry points before the CLI parses anything).
+
+Each base is a LightningModule, so a plugin that can learn alone can be trained alone.
+Letters: b batch, n tokens, s sensory tokens, p prefix tokens, d width, v vocabulary.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar, NamedTuple
+
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from ember.state import StateBase
+
+
+class EmberPlugin(LightningModule, ABC):
+    """Common root of every plugin kind; `kind` names the slot it fills."""
+
+    kind: ClassVar[str] = "plugin"
+
+
+class BackboneOutput(NamedTuple):
+    logits: Tensor  # (b, n, v) float
+    state: StateBase  # the stream state after the last token (carries state)
+
+
+class LanguageBackbone(EmberPlugin):
+    """H-module: a byte-level sequence model with explicit per-stream state."""
+
+    kind = "backbone"
+    d_model: int
+    vocab_size: int
+
+    @abstractmethod
+    def forward(self, tokens: Tensor, state: StateBase | None = None,
+                prefix: Tensor | None = None) -> BackboneOutput:
+        """tokens (b, n) int64; state from the previous chunk or None; prefix (b, p, d) or None."""
+
+
+class SensoryOutput(NamedTuple):
+    tokens: Tensor  # (b, s, d) latent sensory tokens
+    modulation: Tensor  # (b, k) arousal/valence/threat-like signals for the neuromodulators
+
+
+class SensoryEncoder(EmberPlugin):
+    """L-module: raw signal -> latent tokens + modulation signals (SPEC 3.4)."""
+
+    kind = "sensory"
+    d_model: int
+
+    @abstractmethod
+    def forward(self, signal: Tensor) -> SensoryOutput:
+        """signal: (b, samples) waveform at the encoder's sample rate."""
+
+
+class ReasoningOutput(NamedTuple):
+    answer: Tensor  # (b, s, d) latent answer tokens y
+    halt: Tensor  # (b,) halting probability
+    more_sensing: Tensor  # (b,) probability that another sensory round would help
+
+
+class ReasoningCore(EmberPlugin):
+    """TRM core: recursive refinement of answer y and latent z given x (SPEC 3.5)."""
+
+    kind = "reasoning"
+    d_model: int
+
+    @abstractmethod
+    def forward(self, x: Tensor) -> ReasoningOutput:
+        """x: (b, s, d) input tokens (sensory tokens in the composite)."""
+
+
+class ProceduralMemory(EmberPlugin):
+    """PM: fast low-rank weights inside a layer, committed at plasticity boundaries (SPEC 3.2)."""
+
+    kind = "procedural_memory"
+
+    @abstractmethod
+    def forward(self, x: Tensor, state: StateBase | None = None) -> tuple[Tensor, StateBase]:
+        """x: (b, n, d) -> read-out (b, n, d) and the memory state (carries state)."""
+
+
+class EpisodicMemory(EmberPlugin):
+    """EM: a bounded vector store per block, written at plasticity boundaries (SPEC 3.2)."""
+
+    kind = "episodic_memory"
+
+    @abstractmethod
+    def forward(self, x: Tensor, state: StateBase | None = None) -> tuple[Tensor, StateBase]:
+        """x: (b, n, d) -> read-out (b, n, d) and the memory state (carries state)."""
+
+
+class Neuromodulator(EmberPlugin):
+    """Decides when, how strongly and where a memory writes (SPEC 3.2)."""
+
+    kind = "neuromodulator"
+
+    @abstractmethod
+    def forward(self, summary: Tensor) -> dict[str, Tensor]:
+        """summary: (b, k) features of the span -> {"g", "eta", "lambda", "tau"}, each (b,)."""
+
+
+class Consolidator(EmberPlugin):
+    """Sleep-phase distillation of fast memory into slow weights (SPEC 3.7)."""
+
+    kind = "consolidator"
+
+    @abstractmethod
+    def consolidate(self, model: LightningModule, episodes) -> dict[str, float]:
+        """Distil the memory-ON model into its memory-OFF slow weights; returns metrics."""
+
+
+PLUGIN_KINDS: dict[str, type[EmberPlugin]] = {
+    cls.kind: cls for cls in (SensoryEncoder, ReasoningCore, LanguageBackbone, ProceduralMemory,
+                              EpisodicMemory, Neuromodulator, Consolidator)
+}

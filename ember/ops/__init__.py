@@ -1,0 +1,1 @@
+"""Math kernels: each fast path sits beside its step-by-step reference."""

@@ -1,0 +1,204 @@
+"""Causal multi-head attention over a sliding window (or the whole past), with a KV cache.
+
+Letters: b batch, h heads, n new tokens, c cached tokens, k = c + n keys, e head width.
+
+Keys are cached *unrotated*; rotary angles are applied per call with positions relative to
+the first new token (cache at -c..-1, new tokens at 0..n-1). Attention only sees relative
+offsets, so no absolute position counter is kept and long streams lose no precision.
+
+Mask rule for query i (position i) and key j (position j - c):
+    j - c <= i  and  i - (j - c) < window  and  (j >= c or cache_valid[j])
+
+Backends, chosen by the `backend` init argument (never probed from the environment):
+- "sdpa": torch scaled_dot_product_attention with a boolean mask; the reference, any device.
+- "flex": FlexAttention with a block mask built eagerly (outside any compiled graph) and
+  cached per shape; sparse in the window, so it scales with n * window.
+- "xformers": memory_efficient_attention with a bottom-right local mask (CUDA, optional
+  extra). A partially valid cache (after a per-stream reset) falls back to sdpa, logged once.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from ember.errors import EmberConfigError
+from ember.ops.rope import apply_rope, rope_cos_sin
+from ember.state import StateBase
+
+log = logging.getLogger(__name__)
+BACKENDS = ("sdpa", "flex", "xformers")
+
+
+@dataclass
+class KVCache(StateBase):
+    """Per-stream keys/values of the most recent tokens.
+
+    k, v: (b, h, c, e) unrotated keys and values; valid: (b, c) bool, False for empty slots
+    or slots erased by `reset`. With a window W the cache holds exactly W-1 entries (fixed
+    size, constant bytes per stream); with no window it grows with the stream.
+    """
+
+    k: Tensor
+    v: Tensor
+    valid: Tensor
+
+    def reset(self, mask: Tensor) -> "KVCache":
+        """Forget the cache of streams where mask (b,) is True."""
+        return KVCache(self.k, self.v, self.valid & ~mask[:, None])
+
+
+def window_mask(n: int, c: int, window: int | None, valid: Tensor | None, device) -> Tensor:
+    """Boolean mask (b or 1, 1, n, c + n), True where query i may attend key j (rule above)."""
+    q = torch.arange(n, device=device)[:, None]
+    key_pos = torch.arange(c + n, device=device)[None, :] - c
+    allowed = key_pos <= q
+    if window is not None:
+        allowed = allowed & (q - key_pos < window)
+    allowed = allowed[None, None]  # (1, 1, n, k)
+    if valid is not None and c > 0:
+        key_ok = torch.cat([valid, valid.new_ones(valid.shape[0], n)], dim=1)  # (b, k)
+        allowed = allowed & key_ok[:, None, None, :]
+    return allowed
+
+
+class WindowAttention(nn.Module):
+    """Causal multi-head self-attention with rotary positions over the last `window` tokens.
+
+    Args:
+        d_model: width of the residual stream.
+        heads: number of heads; must divide d_model, head width must be even (rotary).
+        window: keys visible to each query, itself included; None attends the whole past.
+        backend: "sdpa" (reference), "flex" or "xformers".
+        rope_base: rotary frequency base.
+    """
+
+    def __init__(self, d_model: int, heads: int, window: int | None = 256, backend: str = "sdpa",
+                 rope_base: float = 10000.0):
+        super().__init__()
+        if d_model % heads:
+            raise EmberConfigError(f"d_model={d_model} is not divisible by heads={heads}: "
+                                   f"pick heads from {[h for h in range(1, 17) if d_model % h == 0]}")
+        if (d_model // heads) % 2:
+            raise EmberConfigError(f"head width d_model/heads={d_model // heads} must be even for "
+                                   "rotary positions: change heads or d_model")
+        if window is not None and window < 1:
+            raise EmberConfigError(f"window={window} must be >= 1 (or null for full attention)")
+        if backend not in BACKENDS:
+            raise EmberConfigError(f"attention backend {backend!r} is unknown: use one of {BACKENDS}")
+        if backend == "xformers":
+            _require_xformers()
+        self.heads, self.window, self.backend, self.rope_base = heads, window, backend, rope_base
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        self._block_masks: dict = {}
+        self._warned_fallback = False
+
+    def empty_cache(self, batch: int, device, dtype) -> KVCache:
+        """A cache with no valid entries: W-1 empty slots, or none without a window."""
+        c = 0 if self.window is None else self.window - 1
+        e = self.qkv.in_features // self.heads
+        zeros = torch.zeros(batch, self.heads, c, e, device=device, dtype=dtype)
+        return KVCache(zeros, zeros.clone(), torch.zeros(batch, c, dtype=torch.bool, device=device))
+
+    def forward(self, x: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
+        """Attend new tokens to themselves and the cache.
+
+        Args:
+            x: (b, n, d) new tokens (stateless input).
+            cache: the stream's KVCache, or None for an empty one.
+
+        Returns:
+            y: (b, n, d); the updated KVCache (carries state).
+        """
+        b, n, _ = x.shape
+        if cache is None:  # nothing in the past: skip the empty slots entirely
+            empty = x.new_zeros(b, self.heads, 0, x.shape[-1] // self.heads)
+            cache = KVCache(empty, empty, x.new_zeros(b, 0, dtype=torch.bool))
+        q, k, v = rearrange(self.qkv(x), "b n (three h e) -> three b h n e", three=3, h=self.heads)
+        c = cache.k.shape[2]
+        k_all = torch.cat([cache.k, k], dim=2)  # (b, h, c + n, e), unrotated
+        v_all = torch.cat([cache.v, v], dim=2)
+        valid_all = torch.cat([cache.valid, cache.valid.new_ones(b, n)], dim=1)  # (b, c + n)
+        cos, sin = rope_cos_sin(torch.arange(-c, n, device=x.device), q.shape[-1], self.rope_base, x.dtype)
+        y = self._attend(apply_rope(q, cos[c:], sin[c:]), apply_rope(k_all, cos, sin), v_all, c, cache.valid)
+        return self.out(rearrange(y, "b h n e -> b n (h e)")), self._next_cache(k_all, v_all, valid_all)
+
+    def _next_cache(self, k: Tensor, v: Tensor, valid: Tensor) -> KVCache:
+        """Keep the last W-1 keys (left-padded with invalid slots), or all of them without a window."""
+        if self.window is None:
+            return KVCache(k, v, valid)
+        keep = self.window - 1
+        pad = max(keep - k.shape[2], 0)
+        k, v = F.pad(k, (0, 0, pad, 0)), F.pad(v, (0, 0, pad, 0))
+        valid = F.pad(valid, (pad, 0), value=False)
+        start = k.shape[2] - keep
+        return KVCache(k[:, :, start:], v[:, :, start:], valid[:, start:])
+
+    def _attend(self, q: Tensor, k: Tensor, v: Tensor, c: int, valid: Tensor) -> Tensor:
+        """q (b, h, n, e) rotated, k/v (b, h, c + n, e) -> (b, h, n, e)."""
+        all_valid = c == 0 or bool(valid.all())
+        if self.backend == "flex":
+            return self._attend_flex(q, k, v, c, None if all_valid else valid)
+        if self.backend == "xformers":
+            if q.is_cuda and all_valid:
+                return _attend_xformers(q, k, v, self.window)
+            if not self._warned_fallback:
+                log.info("xformers backend: partially valid cache or CPU tensors, using sdpa for this call")
+                self._warned_fallback = True
+        mask = window_mask(q.shape[2], c, self.window, None if all_valid else valid, q.device)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def _attend_flex(self, q: Tensor, k: Tensor, v: Tensor, c: int, valid: Tensor | None) -> Tensor:
+        from torch.nn.attention.flex_attention import flex_attention
+
+        block_mask = _block_mask(self._block_masks, q.shape[2], c, self.window, valid, q.device)
+        return flex_attention(q, k, v, block_mask=block_mask)
+
+
+@torch.compiler.disable
+def _block_mask(cache: dict, n: int, c: int, window: int | None, valid: Tensor | None, device):
+    """Build (or reuse) a FlexAttention block mask eagerly, outside any compiled graph."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    key = (n, c, window, str(device))
+    if valid is None and key in cache:
+        return cache[key]
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        key_pos = kv_idx - c
+        ok = key_pos <= q_idx
+        if window is not None:
+            ok = ok & (q_idx - key_pos < window)
+        if valid is not None:
+            ok = ok & ((kv_idx >= c) | valid[b, kv_idx.clamp(max=c - 1)])
+        return ok
+
+    batch = None if valid is None else valid.shape[0]
+    block_mask = create_block_mask(mask_mod, batch, None, n, c + n, device=device)
+    if valid is None:
+        cache[key] = block_mask
+    return block_mask
+
+
+def _require_xformers():
+    try:
+        import xformers.ops  # noqa: F401
+    except ImportError as err:
+        raise EmberConfigError("attention backend 'xformers' needs the optional extra: "
+                               "pip install 'ember[xformers]' (CUDA only), or use backend: sdpa / flex") from err
+
+
+def _attend_xformers(q: Tensor, k: Tensor, v: Tensor, window: int | None) -> Tensor:
+    from xformers.ops import fmha
+
+    bias = (fmha.attn_bias.LowerTriangularFromBottomRightMask() if window is None
+            else fmha.attn_bias.LocalAttentionFromBottomRightMask(window_left=window - 1, window_right=0))
+    to_bnhe = lambda t: rearrange(t, "b h n e -> b n h e").contiguous()  # noqa: E731
+    y = fmha.memory_efficient_attention(to_bnhe(q), to_bnhe(k), to_bnhe(v), attn_bias=bias)
+    return rearrange(y, "b n h e -> b h n e")

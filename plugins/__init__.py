@@ -1,0 +1,1 @@
+"""Built-in Ember plugins, one concept per file, grouped by kind (installed as `ember.plugins`)."""

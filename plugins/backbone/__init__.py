@@ -1,0 +1,1 @@
+"""Built-in language backbones (H-module and baselines)."""

@@ -1,0 +1,72 @@
+"""NMLBackbone: the H-module of Neural Memory Layers (SPEC 3.1).
+
+Letters: b batch, n tokens, p prefix tokens, d width, v vocabulary.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+from torch import Tensor
+
+from ember.base import BackboneOutput, EpisodicMemory, LanguageBackbone, ProceduralMemory
+from ember.errors import EmberConfigError
+from ember.ops.layers import NMLLayer
+from ember.ops.memory_read import MemoryReadLayer
+from ember.ops.stack import TokenStack
+from ember.state import LayerStates
+
+
+class NMLBackbone(LanguageBackbone):
+    """Byte-level stack of Neural Memory Layers: affine scan + sliding-window working memory.
+
+    B blocks of L layers. Each layer: scan mixer, windowed attention (WM), optional procedural
+    memory read, SwiGLU. Each block starts with an optional episodic memory read. State per
+    stream (scan states, last W-1 keys/values, memory states) is explicit and constant-size.
+
+    Args:
+        d_model: residual width.
+        blocks: number of blocks B.
+        layers_per_block: layers per block L.
+        heads: attention heads of the working memory (must divide d_model).
+        window: working-memory window W in tokens (keys visible per query, itself included).
+        attn_backend: "sdpa" (reference, any device), "flex" (FlexAttention) or "xformers" (CUDA extra).
+        scan: "parallel" (Hillis-Steele scan) or "naive" (step-by-step reference).
+        d_ff: SwiGLU hidden width; default 8/3 * d_model rounded up to a multiple of 8.
+        dropout: dropout on embeddings and residual branches.
+        vocab_size: byte vocabulary (256).
+        reserved_tokens: extra ids after the bytes for latent/prefix markers.
+        pm: procedural memory factory, called with d_model once per layer; null disables PM.
+        em: episodic memory factory, called with d_model once per block; null disables EM.
+    """
+
+    def __init__(self, d_model: int = 256, blocks: int = 1, layers_per_block: int = 4, heads: int = 4,
+                 window: int = 256, attn_backend: str = "sdpa", scan: str = "parallel",
+                 d_ff: Optional[int] = None, dropout: float = 0.0, vocab_size: int = 256,
+                 reserved_tokens: int = 8,
+                 pm: Optional[Callable[[int], ProceduralMemory]] = None,
+                 em: Optional[Callable[[int], EpisodicMemory]] = None):
+        super().__init__()
+        if blocks < 1 or layers_per_block < 1:
+            raise EmberConfigError(f"blocks={blocks} and layers_per_block={layers_per_block} must be >= 1")
+        self.d_model, self.vocab_size = d_model, vocab_size
+        layers = []
+        for _ in range(blocks):
+            if em is not None:
+                layers.append(MemoryReadLayer(d_model, em(d_model)))
+            layers += [NMLLayer(d_model, heads, window, attn_backend, d_ff, scan, dropout,
+                                pm=None if pm is None else pm(d_model))
+                       for _ in range(layers_per_block)]
+        self.stack = TokenStack(vocab_size + reserved_tokens, d_model, layers, dropout)
+
+    def forward(self, tokens: Tensor, state: LayerStates | None = None,
+                prefix: Tensor | None = None) -> BackboneOutput:
+        """Args:
+            tokens: (b, n) int64 byte ids.
+            state: LayerStates from the previous chunk of the same streams, or None (fresh streams).
+            prefix: (b, p, d) latent tokens placed before the bytes, or None.
+
+        Returns:
+            BackboneOutput(logits (b, n, v + reserved), state (LayerStates, carries state)).
+        """
+        return BackboneOutput(*self.stack(tokens, state, prefix))
