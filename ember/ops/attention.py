@@ -12,7 +12,8 @@ Mask rule for query i (position i) and key j (position j - c):
 Backends, chosen by the `backend` init argument (never probed from the environment):
 - "sdpa": torch scaled_dot_product_attention with a boolean mask; the reference, any device.
 - "flex": FlexAttention with a block mask built eagerly (outside any compiled graph) and
-  cached per shape; sparse in the window, so it scales with n * window.
+  cached per shape; sparse in the window, so it scales with n * window. FlexAttention has no
+  backward on the CPU, so CPU training falls back to sdpa (logged once); CPU inference uses flex.
 - "xformers": memory_efficient_attention with a bottom-right local mask (CUDA, optional
   extra). A partially valid cache (after a per-stream reset) falls back to sdpa, logged once.
 """
@@ -144,15 +145,20 @@ class WindowAttention(nn.Module):
         """q (b, h, n, e) rotated, k/v (b, h, c + n, e) -> (b, h, n, e)."""
         all_valid = c == 0 or bool(valid.all())
         if self.backend == "flex":
-            return self._attend_flex(q, k, v, c, None if all_valid else valid)
+            if q.is_cuda or not torch.is_grad_enabled():
+                return self._attend_flex(q, k, v, c, None if all_valid else valid)
+            self._log_fallback("flex has no backward on the CPU")
         if self.backend == "xformers":
             if q.is_cuda and all_valid:
                 return _attend_xformers(q, k, v, self.window)
-            if not self._warned_fallback:
-                log.info("xformers backend: partially valid cache or CPU tensors, using sdpa for this call")
-                self._warned_fallback = True
+            self._log_fallback("xformers needs CUDA tensors and a fully valid cache")
         mask = window_mask(q.shape[2], c, self.window, None if all_valid else valid, q.device)
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+
+    def _log_fallback(self, why: str):
+        if not self._warned_fallback:
+            log.info("attention backend %r: %s; using sdpa where that applies", self.backend, why)
+            self._warned_fallback = True
 
     def _attend_flex(self, q: Tensor, k: Tensor, v: Tensor, c: int, valid: Tensor | None) -> Tensor:
         from torch.nn.attention.flex_attention import flex_attention

@@ -1,0 +1,119 @@
+import math
+
+import pytest
+import torch
+
+from ember.errors import EmberConfigError
+from ember.ops.attention import WindowAttention
+from ember.ops.rope import apply_rope, rope_cos_sin
+
+
+def attention_by_the_equation(attn: WindowAttention, x: torch.Tensor) -> torch.Tensor:
+    """Independent reading of the rule: query i sees keys j with i - W < j <= i, rotary on both."""
+    b, n, d = x.shape
+    h, e = attn.heads, d // attn.heads
+    q, k, v = attn.qkv(x).view(b, n, 3, h, e).permute(2, 0, 3, 1, 4)  # 3 x (b, h, n, e)
+    cos, sin = rope_cos_sin(torch.arange(n), e, attn.rope_base, x.dtype)
+    q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+    out = torch.zeros_like(q)
+    for i in range(n):
+        lo = 0 if attn.window is None else max(0, i - attn.window + 1)
+        scores = (q[:, :, i : i + 1] @ k[:, :, lo : i + 1].transpose(-1, -2)) / math.sqrt(e)
+        out[:, :, i] = (scores.softmax(-1) @ v[:, :, lo : i + 1])[:, :, 0]
+    return attn.out(out.transpose(1, 2).reshape(b, n, d))
+
+
+@pytest.mark.parametrize("window", [1, 5, 16, None])
+def test_sdpa_matches_the_equation(window):
+    attn = WindowAttention(16, 2, window=window).double()
+    x = torch.randn(2, 13, 16, dtype=torch.float64)
+    y, _ = attn(x)
+    torch.testing.assert_close(y, attention_by_the_equation(attn, x))
+
+
+@pytest.mark.parametrize("window", [4, 7, None])
+@pytest.mark.parametrize("splits", [[63], [20, 23, 20], [1] * 17])
+def test_chunked_with_cache_equals_all_at_once(window, splits):
+    attn = WindowAttention(16, 4, window=window).double()
+    n = sum(splits)
+    x = torch.randn(3, n, 16, dtype=torch.float64)
+    y_all, _ = attn(x)
+    outs, cache, start = [], None, 0
+    for size in splits:
+        y, cache = attn(x[:, start : start + size], cache)
+        outs.append(y)
+        start += size
+    torch.testing.assert_close(torch.cat(outs, 1), y_all)
+    if window is not None:
+        assert cache.k.shape[2] == window - 1  # constant-size state
+
+
+@torch.no_grad()
+def test_flex_matches_sdpa_with_and_without_cache():
+    torch.manual_seed(1)
+    sdpa = WindowAttention(32, 4, window=8, backend="sdpa")
+    flex = WindowAttention(32, 4, window=8, backend="flex")
+    flex.load_state_dict(sdpa.state_dict())
+    x = torch.randn(2, 40, 32)
+    y_s, c_s = sdpa(x[:, :24])
+    y_f, c_f = flex(x[:, :24])
+    torch.testing.assert_close(y_f, y_s, rtol=1e-4, atol=1e-5)
+    c_s = c_s.reset(torch.tensor([True, False]))  # partially valid cache exercises the per-batch mask
+    c_f = c_f.reset(torch.tensor([True, False]))
+    torch.testing.assert_close(flex(x[:, 24:], c_f)[0], sdpa(x[:, 24:], c_s)[0], rtol=1e-4, atol=1e-5)
+    assert len(flex._block_masks) == 1  # the full-cache-free mask was cached for reuse
+
+
+def test_reset_makes_a_stream_start_fresh():
+    attn = WindowAttention(16, 2, window=6).double()
+    x = torch.randn(2, 10, 16, dtype=torch.float64)
+    _, cache = attn(x[:, :5])
+    cache = cache.reset(torch.tensor([True, False]))
+    y, _ = attn(x[:, 5:], cache)
+    fresh, _ = attn(x[:1, 5:])
+    torch.testing.assert_close(y[:1], fresh)
+    carried, _ = attn(x[1:, 5:], attn(x[1:, :5])[1])
+    torch.testing.assert_close(y[1:], carried)
+
+
+@pytest.mark.parametrize(
+    "kwargs, fix",
+    [
+        (dict(d_model=100, heads=8), "not divisible by heads=8"),
+        (dict(d_model=12, heads=4), "must be even"),
+        (dict(d_model=16, heads=2, window=0), "window=0"),
+        (dict(d_model=16, heads=2, backend="cuda-magic"), "use one of"),
+    ],
+)
+def test_bad_shapes_name_the_fix(kwargs, fix):
+    with pytest.raises(EmberConfigError, match=fix):
+        WindowAttention(**kwargs)
+
+
+def test_xformers_backend_without_the_extra_names_the_install():
+    pytest.importorskip("torch")
+    try:
+        import xformers  # noqa: F401
+    except ImportError:
+        with pytest.raises(EmberConfigError, match=r"ember\[xformers\]"):
+            WindowAttention(16, 2, backend="xformers")
+    else:
+        pytest.skip("xformers is installed")
+
+
+@pytest.mark.gpu
+def test_xformers_and_flex_match_sdpa_on_cuda():
+    backends = ["flex"]
+    try:
+        import xformers  # noqa: F401
+
+        backends.append("xformers")
+    except ImportError:
+        pass
+    ref = WindowAttention(64, 4, window=32).cuda()
+    x = torch.randn(2, 256, 64, device="cuda")
+    y_ref, _ = ref(x)
+    for name in backends:
+        other = WindowAttention(64, 4, window=32, backend=name).cuda()
+        other.load_state_dict(ref.state_dict())
+        torch.testing.assert_close(other(x)[0], y_ref, rtol=2e-3, atol=2e-3)
