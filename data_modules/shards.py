@@ -1,0 +1,160 @@
+"""Text as webdataset shards: `ember data prepare text` writes them, TextBytes reads them.
+
+Layout of a shard folder:
+    ember-shards.json          manifest: format, splits, shard names, bytes and samples per split
+    train-000000.tar ...       samples {"__key__", "txt": a chunk of raw bytes}
+    val-000000.tar ...
+
+Reading splits the shard list explicitly by (trainer rank, DataLoader worker): Lightning's
+launchers set no RANK variable, so webdataset's own node splitter would hand every rank
+every shard. With fewer shards than readers, readers split the samples instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterator, Optional
+
+import torch
+import webdataset as wds
+from torch.utils.data import IterableDataset, get_worker_info
+
+from ember.errors import EmberDataError
+
+log = logging.getLogger(__name__)
+MANIFEST = "ember-shards.json"
+FORMAT = 1
+
+
+def prepare_text_shards(inputs: list[Path], out: Path, chunk_bytes: int = 1 << 16, shard_bytes: int = 1 << 28,
+                        val_fraction: float = 0.1, overwrite: bool = False) -> dict:
+    """Write text files as train/val shards into `out` (built in a temporary folder, then renamed).
+
+    The concatenated text is split contiguously: the first (1 - val_fraction) train, the rest validate.
+    Returns the manifest.
+    """
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise EmberDataError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
+    if not 0 < val_fraction < 1:
+        raise EmberDataError(f"val_fraction={val_fraction} must be in (0, 1)")
+    data = _read_inputs(inputs)
+    n_val = max(1, int(len(data) * val_fraction))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        manifest = {"format": FORMAT, "chunk_bytes": chunk_bytes,
+                    "train": _write_split(tmp, "train", data[: len(data) - n_val], chunk_bytes, shard_bytes),
+                    "val": _write_split(tmp, "val", data[len(data) - n_val :], chunk_bytes, shard_bytes)}
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %d train and %d val shard(s) to %s", len(manifest["train"]["shards"]),
+             len(manifest["val"]["shards"]), out)
+    return manifest
+
+
+def _read_inputs(inputs: list[Path]) -> bytes:
+    from ember.data_modules.text import read_text_files
+
+    return b"\n".join(read_text_files(Path(p)) for p in inputs)
+
+
+def _write_split(folder: Path, split: str, data: bytes, chunk_bytes: int, shard_bytes: int) -> dict:
+    pattern = str(folder / f"{split}-%06d.tar")
+    with wds.ShardWriter(pattern, maxsize=shard_bytes, verbose=0) as sink:
+        samples = 0
+        for i, start in enumerate(range(0, len(data), chunk_bytes)):
+            sink.write({"__key__": f"{i:09d}", "txt": data[start : start + chunk_bytes]})
+            samples += 1
+    shards = sorted(p.name for p in folder.glob(f"{split}-*.tar"))
+    return {"shards": shards, "bytes": len(data), "samples": samples}
+
+
+def read_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise EmberDataError(f"{path} is not a readable shard manifest ({err}): rewrite the shards with "
+                             "`ember data prepare text --input ... --out ...`") from err
+    if manifest.get("format") != FORMAT:
+        raise EmberDataError(f"{path} has format {manifest.get('format')}, this Ember reads format {FORMAT}: "
+                             "rewrite the shards with `ember data prepare text`")
+    for split in ("train", "val"):
+        missing = [s for s in manifest[split]["shards"] if not (folder / s).is_file()]
+        if missing:
+            raise EmberDataError(f"shard folder {folder} lacks {missing[:3]} listed in its manifest: "
+                                 "copy the whole folder or rewrite it with `ember data prepare text`")
+    return manifest
+
+
+def _samples(folder: Path, shards: list[str]) -> Iterator[bytes]:
+    urls = [str(folder / s) for s in shards]
+    if not urls:
+        return
+    for sample in wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None,
+                                 empty_check=False):
+        yield sample["txt"]
+
+
+def read_split_bytes(folder: Path, split: str, max_bytes: Optional[int] = None) -> torch.Tensor:
+    """All bytes of a split (for validation), or its first max_bytes, as a uint8 tensor."""
+    manifest = read_manifest(folder)
+    parts, size = [], 0
+    for blob in _samples(folder, manifest[split]["shards"]):
+        parts.append(blob)
+        size += len(blob)
+        if max_bytes is not None and size >= max_bytes:
+            break
+    return torch.frombuffer(bytearray(b"".join(parts)), dtype=torch.uint8)
+
+
+class ShardWindows(IterableDataset):
+    """Random windows of `window` bytes drawn from the samples this reader owns.
+
+    Reader r of R = world_size * workers owns shards r, r+R, ... (or samples r, r+R, ...
+    when there are fewer shards than readers). Yields `windows` windows per rank in total.
+    """
+
+    def __init__(self, folder: Path, split: str, window: int, windows: int, seed: int, rank: int, world: int):
+        self.folder, self.split, self.window, self.windows = folder, split, window, windows
+        self.seed, self.rank, self.world = seed, rank, world
+        self.shards = read_manifest(folder)[split]["shards"]
+
+    def __len__(self) -> int:
+        return self.windows
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        info = get_worker_info()
+        workers, worker = (1, 0) if info is None else (info.num_workers, info.id)
+        readers, reader = self.world * workers, self.rank * workers + worker
+        by_shard = len(self.shards) >= readers
+        shards = self.shards[reader::readers] if by_shard else self.shards
+        quota = math.ceil(self.windows / workers)
+        gen = torch.Generator().manual_seed(self.seed * 7919 + reader)
+        produced, passes = 0, 0
+        while produced < quota:
+            passes += 1
+            for i, blob in enumerate(_samples(self.folder, shards)):
+                if not by_shard and i % readers != reader or len(blob) < self.window:
+                    continue
+                data = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
+                for _ in range(max(1, len(blob) // self.window)):
+                    start = int(torch.randint(0, len(blob) - self.window + 1, (1,), generator=gen))
+                    yield data[start : start + self.window].long()
+                    produced += 1
+                    if produced >= quota:
+                        return
+            if passes > 1 and produced == 0:
+                raise EmberDataError(f"no {self.split} sample in {self.folder} is longer than seq_len+1="
+                                     f"{self.window} bytes: rewrite the shards with a larger --chunk-bytes")

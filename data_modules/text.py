@@ -1,0 +1,200 @@
+"""TextBytes: byte-level language-modelling data from the built-in corpus, text files, or shards.
+
+Letters: b batch, n sequence length.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset
+
+from ember.corpus import builtin_corpus
+from ember.data_modules.shards import MANIFEST, ShardWindows, read_manifest, read_split_bytes
+from ember.errors import EmberConfigError, EmberDataError
+
+log = logging.getLogger(__name__)
+
+
+class RandomWindows(Dataset):
+    """`length` windows of n+1 bytes at offsets drawn from a generator seeded by (seed, index).
+
+    Map-style and deterministic per index, so Lightning's DistributedSampler splits it by rank
+    and DataLoader workers need no coordination.
+    """
+
+    def __init__(self, data: torch.Tensor, window: int, length: int, seed: int):
+        if data.numel() <= window:
+            raise EmberDataError(f"the training split has {data.numel()} bytes, fewer than seq_len+1={window}: "
+                                 "give more text or a smaller data.seq_len")
+        self.data, self.window, self.length, self.seed = data, window, length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + index)
+        start = int(torch.randint(0, self.data.numel() - self.window + 1, (1,), generator=gen))
+        return self.data[start : start + self.window].long()  # (n + 1,)
+
+
+class ContiguousWindows(Dataset):
+    """Non-overlapping windows of n+1 bytes covering a split from its start (evaluation)."""
+
+    def __init__(self, data: torch.Tensor, window: int, max_windows: Optional[int]):
+        count = max(1, (data.numel() - 1) // (window - 1)) if data.numel() > window else 0
+        if count == 0:
+            raise EmberDataError(f"an evaluation split has {data.numel()} bytes, fewer than seq_len+1={window}: "
+                                 "give more text, a larger data.val_fraction, or a smaller data.seq_len")
+        self.data, self.window = data, window
+        self.count = count if max_windows is None else min(count, max_windows)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        start = index * (self.window - 1)  # each window predicts the bytes after the previous one's inputs
+        return self.data[start : start + self.window].long()
+
+
+def read_text_files(path: Path) -> bytes:
+    """Bytes of a text file, or of every text file under a directory (sorted, binary files skipped)."""
+    if not path.exists():
+        raise EmberDataError(f"data path {path} does not exist: point data.path at a text file, a folder of "
+                             "text files, or shards from `ember data prepare text` (null uses the built-in corpus)")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    parts = []
+    for file in files:
+        blob = file.read_bytes()
+        if b"\x00" in blob[:65536]:
+            log.info("skipping %s: not text (NUL bytes)", file)
+            continue
+        parts.append(blob)
+    data = b"\n".join(parts)
+    if not data.strip():
+        raise EmberDataError(f"data path {path} holds no text ({len(files)} file(s), none with text bytes)")
+    return data
+
+
+def unigram_bits(data: torch.Tensor) -> float:
+    """Entropy of the byte histogram in bits per byte: what a model with no context could reach."""
+    counts = torch.bincount(data.long(), minlength=256).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log2()).sum())
+
+
+class TextBytes(LightningDataModule):
+    """Byte-level text for language modelling: built-in corpus, text files, enwik8, or shards.
+
+    `path` may be a text file, a folder of text files, or a folder of webdataset shards written
+    by `ember data prepare text` (recognised by its manifest). Files are split contiguously:
+    the first bytes train, then validation, then test (nanoGPT's tiny-shakespeare split is
+    val_fraction 0.1, test_fraction 0; enwik8's standard split is split_bytes [90e6, 5e6, 5e6]).
+
+    Args:
+        path: text file, folder, or shard folder; null for the built-in offline corpus.
+        seq_len: bytes per training sequence n (each sample holds n+1 bytes).
+        batch_size: sequences per batch (per device).
+        val_fraction: share of the bytes held out for validation (files only).
+        test_fraction: share held out for testing after validation; 0 tests on the validation split.
+        split_bytes: explicit [train, val, test] byte counts instead of the fractions.
+        train_windows: random training windows per epoch.
+        max_eval_windows: cap on validation/test windows (null evaluates the whole split).
+        prompts: prompts completed by `ember predict`.
+        num_workers: DataLoader worker processes.
+        seed: seed of the training-window offsets.
+    """
+
+    def __init__(self, path: Optional[str] = None, seq_len: int = 256, batch_size: int = 32,
+                 val_fraction: float = 0.1, test_fraction: float = 0.0, split_bytes: Optional[list[int]] = None,
+                 train_windows: int = 100_000, max_eval_windows: Optional[int] = 256,
+                 prompts: Optional[list[str]] = None, num_workers: int = 0, seed: int = 0):
+        super().__init__()
+        if seq_len < 2 or batch_size < 1:
+            raise EmberConfigError(f"seq_len={seq_len} must be >= 2 and batch_size={batch_size} >= 1")
+        if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+            raise EmberConfigError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in "
+                                   "[0, 1) with val_fraction > 0 and a sum below 1")
+        if split_bytes is not None and (len(split_bytes) != 3 or min(split_bytes) < 0):
+            raise EmberConfigError(f"split_bytes={split_bytes} must be three byte counts [train, val, test]")
+        self.path = None if path is None else Path(path).expanduser()
+        if self.path is not None and not self.path.exists():
+            read_text_files(self.path)  # raises the message that names the fix
+        self.seq_len, self.batch_size, self.num_workers, self.seed = seq_len, batch_size, num_workers, seed
+        self.val_fraction, self.test_fraction, self.split_bytes = val_fraction, test_fraction, split_bytes
+        self.train_windows, self.max_eval_windows = train_windows, max_eval_windows
+        self.prompts = prompts or ["The ", "def "]
+        self.splits: dict[str, torch.Tensor] = {}
+        self.unigram_bpb: Optional[float] = None
+        self._shards: Optional[Path] = None
+
+    @property
+    def is_sharded(self) -> bool:
+        return self.path is not None and (self.path / MANIFEST).is_file()
+
+    def setup(self, stage: str):
+        if self.splits or self._shards:
+            return
+        if self.is_sharded:
+            read_manifest(self.path)  # validates
+            self._shards = self.path
+            self.splits = {"val": read_split_bytes(self.path, "val")}
+            self.splits["test"] = self.splits["val"]
+            sample = read_split_bytes(self.path, "train", max_bytes=1 << 22)
+        else:
+            data = builtin_corpus() if self.path is None else read_text_files(self.path)
+            self.splits = self._split(torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy()))
+            sample = self.splits["train"]
+        self.unigram_bpb = unigram_bits(sample)
+        log.info("data: %s; train %s, val %d bytes; unigram entropy %.3f bits/byte",
+                 self.path or "built-in corpus", "sharded" if self._shards else f"{self.splits['train'].numel()}",
+                 self.splits["val"].numel(), self.unigram_bpb)
+
+    def _split(self, data: torch.Tensor) -> dict[str, torch.Tensor]:
+        total = data.numel()
+        if self.split_bytes is not None:
+            n_train, n_val, n_test = self.split_bytes
+            if n_train + n_val + n_test > total:
+                raise EmberDataError(f"split_bytes={self.split_bytes} needs {n_train + n_val + n_test} bytes but "
+                                     f"{self.path} has {total}: is it the full file?")
+        else:
+            n_val, n_test = int(total * self.val_fraction), int(total * self.test_fraction)
+            n_train = total - n_val - n_test
+        train, val = data[:n_train], data[n_train : n_train + n_val]
+        test = data[n_train + n_val : n_train + n_val + n_test] if n_test else val
+        return {"train": train, "val": val, "test": test}
+
+    def _rank(self) -> tuple[int, int]:
+        """Lightning sets no RANK env var for its own launchers: take it from the trainer."""
+        trainer = getattr(self, "trainer", None)
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def train_dataloader(self) -> DataLoader:
+        if self._shards is not None:
+            rank, world = self._rank()
+            windows = math.ceil(self.train_windows / world)
+            dataset = ShardWindows(self._shards, "train", self.seq_len + 1, windows, self.seed, rank, world)
+            return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+        dataset = RandomWindows(self.splits["train"], self.seq_len + 1, self.train_windows, self.seed)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+                          drop_last=True, persistent_workers=self.num_workers > 0)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = ContiguousWindows(self.splits[split], self.seq_len + 1, self.max_eval_windows)
+        return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        prompts = [torch.tensor(list(p.encode("utf-8")), dtype=torch.long) for p in self.prompts]
+        return DataLoader(prompts, batch_size=1)

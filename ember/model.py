@@ -1,0 +1,216 @@
+"""EmberModel: the composite LightningModule that wires the plugins together (SPEC 3.6).
+
+    signal -> SensoryEncoder -> tokens e, modulation m
+    e -> ReasoningCore -> latent answer tokens y
+    bytes + [y ; e] prefix -> LanguageBackbone (PM/EM inside) -> logits
+
+Training is truncated BPTT by manual optimization: each sequence is cut into chunks, the
+backbone state is carried from chunk to chunk and detached between them, gradients from all
+chunks accumulate, then one optimizer step. Letters: b batch, n tokens, d width, v vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor
+
+from ember.base import BackboneOutput, Consolidator, LanguageBackbone, ReasoningCore, SensoryEncoder
+from ember.errors import CheckpointMismatchError, EmberConfigError, NonFiniteLossError
+
+log = logging.getLogger(__name__)
+LN2 = math.log(2.0)
+CHECKPOINT_FORMAT = 1
+
+
+def lr_at(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """Learning-rate multiplier: linear warm-up, then cosine down to min_ratio. A pure function of step."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class EmberModel(LightningModule):
+    """Composite model: a language backbone plus optional sensory, reasoning and consolidation slots.
+
+    Args:
+        backbone: the H-module (required), e.g. NMLBackbone or TransformerBackbone.
+        sensory: L-module turning a raw signal into prefix tokens; null to ablate.
+        reasoning: TRM core refining the sensory tokens into answer tokens; null to ablate.
+        consolidator: sleep-phase consolidation, driven by the SleepConsolidation callback; null to ablate.
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW weight decay on matrices (not on norms and biases).
+        betas: AdamW betas.
+        warmup_steps: linear warm-up steps before the cosine decay.
+        min_lr_ratio: final learning rate as a fraction of lr.
+        grad_clip: gradient norm clip (0 disables).
+        tbptt_chunk: tokens per truncated-BPTT chunk; null trains each sequence in one chunk.
+        generate_tokens: bytes generated per prompt by `ember predict`.
+        temperature: sampling temperature for `ember predict` (0 = greedy).
+    """
+
+    def __init__(self, backbone: LanguageBackbone, sensory: Optional[SensoryEncoder] = None,
+                 reasoning: Optional[ReasoningCore] = None, consolidator: Optional[Consolidator] = None,
+                 lr: float = 1e-3, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95),
+                 warmup_steps: int = 100, min_lr_ratio: float = 0.1, grad_clip: float = 1.0,
+                 tbptt_chunk: Optional[int] = None, generate_tokens: int = 200, temperature: float = 0.8):
+        super().__init__()
+        if tbptt_chunk is not None and tbptt_chunk < 1:
+            raise EmberConfigError(f"tbptt_chunk={tbptt_chunk} must be >= 1 (or null for whole sequences)")
+        for name, slot in (("sensory", sensory), ("reasoning", reasoning)):
+            if slot is not None and getattr(slot, "d_model", backbone.d_model) != backbone.d_model:
+                raise EmberConfigError(f"{name}.d_model={slot.d_model} must equal backbone.d_model="
+                                       f"{backbone.d_model}: the {name} tokens are the backbone's prefix")
+        self.backbone, self.sensory, self.reasoning, self.consolidator = backbone, sensory, reasoning, consolidator
+        self.automatic_optimization = False
+        self.save_hyperparameters(ignore=["backbone", "sensory", "reasoning", "consolidator"])
+
+    # ---- forward ---------------------------------------------------------------------------
+    def forward(self, tokens: Tensor, state=None, signal: Tensor | None = None) -> BackboneOutput:
+        """tokens (b, n) int64; state: backbone state or None; signal: raw sensory input or None.
+
+        Returns BackboneOutput(logits (b, n, v), state) (carries state).
+        """
+        return self.backbone(tokens, state, self.encode_prefix(signal))
+
+    def encode_prefix(self, signal: Tensor | None) -> Tensor | None:
+        """[y ; e] prefix tokens (b, p, d) from the sensory and reasoning slots, or None."""
+        if signal is None or self.sensory is None:
+            return None
+        sensed = self.sensory(signal).tokens  # (b, s, d)
+        if self.reasoning is None:
+            return sensed
+        return torch.cat([self.reasoning(sensed).answer, sensed], dim=1)
+
+    # ---- training --------------------------------------------------------------------------
+    def training_step(self, batch, batch_idx: int) -> Tensor:
+        opt, sched = self.optimizers(), self.lr_schedulers()
+        opt.zero_grad(set_to_none=True)
+        loss = self._sequence_loss(batch, backward=True)
+        if self.hparams.grad_clip > 0:
+            self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
+        opt.step()
+        sched.step()
+        self.log_dict({"train/loss": loss, "train/bpb": loss / LN2}, prog_bar=True)
+        self.log("train/lr", sched.get_last_lr()[0])
+        return loss
+
+    def _sequence_loss(self, batch, backward: bool) -> Tensor:
+        """Mean next-byte loss (nats) over the batch, chunk by chunk with the state carried.
+
+        With backward=True each chunk's loss is back-propagated at once (TBPTT): the state is
+        detached between chunks, so memory holds one chunk's graph at a time.
+        """
+        tokens, signal = (batch["tokens"], batch.get("signal")) if isinstance(batch, dict) else (batch, None)
+        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (b, n)
+        n = inputs.shape[1]
+        chunk = self.hparams.tbptt_chunk or n
+        state, total = None, inputs.new_zeros((), dtype=torch.float32)
+        for start in range(0, n, chunk):
+            stop = min(n, start + chunk)
+            logits, state = self(inputs[:, start:stop], state, signal if start == 0 else None)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets[:, start:stop].flatten())
+            if backward:
+                self._check_finite(loss)
+                self.manual_backward(loss * (stop - start) / n)
+                state = state.detach()
+            total = total + loss.detach() * (stop - start) / n
+        return total
+
+    def _check_finite(self, loss: Tensor):
+        if torch.isfinite(loss):
+            return
+        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
+        raise NonFiniteLossError(
+            f"loss became {loss.item()} at step {self.global_step}: training stopped. Last good checkpoint: "
+            f"{ckpt}. Lower model.lr (now {self.hparams.lr}), raise model.warmup_steps, or train in "
+            "trainer.precision=32; resume with --ckpt_path <that checkpoint>.")
+
+    def validation_step(self, batch, batch_idx: int):
+        loss = self._sequence_loss(batch, backward=False)
+        self.log_dict({"val/loss": loss, "val/bpb": loss / LN2}, prog_bar=True, sync_dist=True)
+
+    def test_step(self, batch, batch_idx: int):
+        loss = self._sequence_loss(batch, backward=False)
+        self.log_dict({"test/loss": loss, "test/bpb": loss / LN2}, sync_dist=True)
+
+    def on_train_start(self):
+        dm = getattr(self.trainer, "datamodule", None)
+        if getattr(dm, "unigram_bpb", None) is not None:
+            for logger in self.loggers:
+                logger.log_metrics({"data/unigram_bpb": dm.unigram_bpb}, step=0)
+
+    # ---- generation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompt: Tensor, max_new: int, temperature: float = 0.8) -> Tensor:
+        """Sample max_new bytes after prompt (b, p), carrying the backbone state token by token."""
+        logits, state = self(prompt)
+        out = []
+        for _ in range(max_new):
+            last = logits[:, -1, : self.backbone.vocab_size].float()
+            if temperature > 0:
+                nxt = torch.multinomial(F.softmax(last / temperature, dim=-1), 1)
+            else:
+                nxt = last.argmax(-1, keepdim=True)
+            out.append(nxt)
+            logits, state = self(nxt, state)
+        return torch.cat(out, dim=1)  # (b, max_new)
+
+    def predict_step(self, batch, batch_idx: int) -> list[dict[str, str]]:
+        prompt = batch["tokens"] if isinstance(batch, dict) else batch
+        new = self.generate(prompt, self.hparams.generate_tokens, self.hparams.temperature)
+        decode = lambda t: bytes(t.tolist()).decode("utf-8", errors="replace")  # noqa: E731
+        return [{"prompt": decode(p), "completion": decode(c)} for p, c in zip(prompt.cpu(), new.cpu())]
+
+    # ---- optimisation ----------------------------------------------------------------------
+    def configure_optimizers(self):
+        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
+        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
+        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
+                                 {"params": no_decay, "weight_decay": 0.0}],
+                                lr=self.hparams.lr, betas=tuple(self.hparams.betas))
+        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer else 1
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda step: lr_at(step, total, self.hparams.warmup_steps, self.hparams.min_lr_ratio))
+        return [opt], [{"scheduler": sched, "interval": "step"}]
+
+    # ---- checkpoints -----------------------------------------------------------------------
+    def composite_signature(self) -> dict:
+        """Which plugin fills each slot, and every parameter's shape."""
+        slots = {name: None if mod is None else type(mod).__name__ for name, mod in
+                 (("backbone", self.backbone), ("sensory", self.sensory), ("reasoning", self.reasoning),
+                  ("consolidator", self.consolidator))}
+        return {"format": CHECKPOINT_FORMAT, "slots": slots,
+                "shapes": {k: list(v.shape) for k, v in self.state_dict().items()}}
+
+    def on_save_checkpoint(self, checkpoint: dict):
+        checkpoint["ember"] = self.composite_signature()
+
+    def on_load_checkpoint(self, checkpoint: dict):
+        """Refuse a checkpoint of another composite with a message naming the difference."""
+        saved = checkpoint.get("ember")
+        if saved is None:
+            return
+        mine = self.composite_signature()
+        slot_diff = {k: (saved["slots"].get(k), v) for k, v in mine["slots"].items() if saved["slots"].get(k) != v}
+        shape_diff = _shape_diff(saved["shapes"], mine["shapes"])
+        if slot_diff or shape_diff:
+            detail = "; ".join(f"{k}: checkpoint has {a}, config has {b}" for k, (a, b) in slot_diff.items())
+            if shape_diff:
+                detail += ("; " if detail else "") + f"{len(shape_diff)} parameter(s) differ, e.g. {shape_diff[0]}"
+            raise CheckpointMismatchError(
+                f"the checkpoint was saved from a different composite ({detail}). Pass the config it was "
+                "trained with: the config.yaml saved beside its checkpoints folder (and in MLflow).")
+
+
+def _shape_diff(saved: dict, mine: dict) -> list[str]:
+    out = [f"{k} missing from the checkpoint" for k in mine if k not in saved]
+    out += [f"{k} not in this model" for k in saved if k not in mine]
+    out += [f"{k}: checkpoint {saved[k]} vs model {mine[k]}" for k in mine if k in saved and saved[k] != mine[k]]
+    return out
