@@ -90,7 +90,9 @@ def _is_listed(cls: type, kind: str) -> bool:
     if inspect.isabstract(cls) or cls.__name__.startswith("_"):
         return False
     if kind in EXTRA_KINDS:  # only Ember's own data modules and callbacks, not Lightning's internals
-        return cls.__module__.startswith("ember") or cls.__module__.split(".")[0] not in {"lightning", "pytorch_lightning"}
+        top = cls.__module__.split(".")[0]
+        return cls.__module__.startswith(("ember.data_modules", "ember.callbacks")) or top not in {
+            "ember", "lightning", "pytorch_lightning"}
     return True
 
 

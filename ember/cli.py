@@ -1,0 +1,271 @@
+"""The `ember` command: LightningCLI subcommands (fit/validate/test/predict) plus `plugins` and `data`.
+
+    ember fit --config configs/quickstart.yaml [--config configs/ablate/x.yaml] [--trainer.max_steps 100]
+    ember test --config runs/<exp>/<run>/config.yaml --ckpt_path runs/<exp>/<run>/checkpoints/best.ckpt
+    ember plugins [show NAME]
+    ember data prepare text --input FILE [FILE ...] --out DIR
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+import yaml
+from jsonargparse import ArgumentParser
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+import ember
+from ember import registry
+from ember.model import EmberModel  # noqa: F401  (imported so `class_path: EmberModel` resolves)
+from ember.errors import EmberConfigError, EmberError
+from ember.tracking import EmberMLFlowLogger, MLflowSaveConfig
+
+log = logging.getLogger("ember")
+LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+
+
+class EmberCLI(LightningCLI):
+    """LightningCLI with Ember's defaults: MLflow tracking, checkpoints, and a closing summary."""
+
+    def __init__(self, args=None):
+        from jsonargparse import lazy_instance
+
+        super().__init__(
+            LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+            save_config_callback=MLflowSaveConfig, save_config_kwargs={"overwrite": True},
+            trainer_defaults={"logger": lazy_instance(EmberMLFlowLogger), "default_root_dir": "runs",
+                              "log_every_n_steps": 10},
+            auto_configure_optimizers=False, args=args,
+        )
+
+    def add_arguments_to_parser(self, parser):
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min",
+                             "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
+                             "checkpoint.filename": "best", "checkpoint.auto_insert_metric_name": False})
+
+    @rank_zero_only
+    def after_fit(self):
+        trainer = self.trainer
+        ckpt = trainer.checkpoint_callback
+        lines = ["", "Training finished."]
+        if ckpt is not None and (ckpt.best_model_path or ckpt.last_model_path):
+            lines.append(f"  checkpoint: {ckpt.best_model_path or ckpt.last_model_path}")
+            if ckpt.last_model_path:
+                lines.append(f"  last:       {ckpt.last_model_path}")
+        for logger in trainer.loggers:
+            if isinstance(logger, EmberMLFlowLogger):
+                config = logger.run_path / "config.yaml"
+                lines.append(f"  config:     {config}")
+                if ckpt is not None and ckpt.best_model_path:
+                    lines.append(f"  evaluate:   ember test --config {config} --ckpt_path {ckpt.best_model_path}")
+                lines.append(f"  MLflow run: {logger.run_id} (experiment {logger.experiment_id})")
+                lines.append(f"  browse:     make ui   (or: {logger.ui_command()})")
+        log.info("\n".join(lines))
+
+    @rank_zero_only
+    def after_predict(self):
+        for batch in self.trainer.predict_loop.predictions or []:
+            for item in batch:
+                log.info("prompt %r -> %r", item["prompt"], item["completion"])
+
+
+# ---- config checks before parsing ------------------------------------------------------------
+def _config_files(argv: list[str]) -> list[str]:
+    files = []
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            files.append(argv[i + 1])
+        elif arg.startswith("--config="):
+            files.append(arg.split("=", 1)[1])
+    return files
+
+
+def _class_paths(node, where: str = ""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            here = f"{where}.{key}" if where else str(key)
+            if key == "class_path" and isinstance(value, str):
+                yield where, value
+            else:
+                yield from _class_paths(value, here)
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            yield from _class_paths(value, f"{where}[{i}]")
+
+
+def _known_short_names() -> set[str]:
+    import lightning.pytorch.callbacks as callbacks
+    import lightning.pytorch.loggers as loggers
+    import torch.optim
+    import torch.optim.lr_scheduler
+
+    names = set(registry.plugins()) | {"EmberModel", "EmberMLFlowLogger"}
+    for module in (callbacks, loggers, torch.optim, torch.optim.lr_scheduler):
+        names |= {n for n in dir(module) if not n.startswith("_")}
+    return names
+
+
+def check_config_names(argv: list[str]):
+    """Fail early, with near names, on a class_path that names no importable class."""
+    known = None
+    for file in _config_files(argv):
+        path = Path(file)
+        if not path.is_file():
+            raise EmberConfigError(f"config file {file} does not exist (paths are relative to {Path.cwd()})")
+        try:
+            config = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise EmberConfigError(f"{file} is not valid YAML: {err}") from err
+        for where, name in _class_paths(config):
+            if "." in name:
+                _check_importable(name, file, where)
+                continue
+            known = known if known is not None else _known_short_names()
+            if name not in known:
+                raise EmberConfigError(f"unknown plugin {name!r} at {where} in {file}: "
+                                       f"{registry.suggest(name, sorted(known))}")
+
+
+def _check_importable(dotted: str, file: str, where: str):
+    import importlib
+
+    module, _, attr = dotted.rpartition(".")
+    try:
+        getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError) as err:
+        raise EmberConfigError(f"cannot import {dotted!r} at {where} in {file} ({err}): "
+                               f"{registry.suggest(attr)}") from err
+
+
+# ---- ember plugins -------------------------------------------------------------------------
+def plugins_command(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="ember plugins", description="List the registered plugins by kind, or show one.")
+    parser.add_argument("action", nargs="?", default="list", choices=["list", "show"], help="list (default) or show")
+    parser.add_argument("name", nargs="?", help="plugin name for `show`")
+    args = parser.parse_args(argv)
+    failures = registry.load_plugins()
+    found = registry.plugins()
+    if args.action == "show":
+        if not args.name:
+            parser.error("`ember plugins show` needs a NAME, e.g. `ember plugins show NMLBackbone`")
+        return _show_plugin(args.name, found)
+    by_kind: dict[str, list] = {}
+    for info in found.values():
+        by_kind.setdefault(info.kind, []).append(info)
+    kinds = [k for k in registry.PLUGIN_KINDS] + list(registry.EXTRA_KINDS)
+    width = max((len(n) for n in found), default=10) + 2
+    out = []
+    for kind in kinds:
+        out.append(f"{kind}:")
+        infos = sorted(by_kind.get(kind, []), key=lambda i: i.name)
+        out += [f"  {i.name:<{width}}{i.description}" for i in infos] or ["  (none installed)"]
+    for name, err in failures.items():
+        out.append(f"failed to import: {name}: {err}")
+    out.append("\n`ember plugins show NAME` prints a plugin's options; use it in YAML as `class_path: NAME`.")
+    sys.stdout.write("\n".join(out) + "\n")
+    return 0
+
+
+def _show_plugin(name: str, found: dict) -> int:
+    info = found.get(name)
+    if info is None:
+        raise EmberConfigError(f"no plugin named {name!r}: {registry.suggest(name)}")
+    import inspect
+
+    parser = ArgumentParser(prog=f"class_path: {info.name}", description=None, add_help=False)
+    parser.add_class_arguments(info.cls, fail_untyped=False)
+    doc = inspect.cleandoc(info.cls.__doc__ or "").split("\n    Args:")[0].split("\nArgs:")[0]
+    header = f"{info.name}  ({info.kind}; {info.class_path})\n\n{doc}\n\nOptions (init_args):\n"
+    text = parser.format_help()
+    sys.stdout.write(header + text[text.index("\n\n") + 2 :])
+    return 0
+
+
+# ---- ember data ----------------------------------------------------------------------------
+def data_command(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="ember data", description="Prepare data sets (nothing is downloaded).")
+    sub = parser.add_subcommands(required=True, dest="command")
+    prepare = ArgumentParser(description="Prepare a data set.")
+    kinds = prepare.add_subcommands(required=True, dest="kind")
+    text = ArgumentParser(description="Write text files as webdataset shards for TextBytes (data.path: OUT).")
+    text.add_argument("--input", type=list[str], required=True, nargs="+", help="text files or folders")
+    text.add_argument("--out", type=str, required=True, help="output folder (must be new or empty)")
+    text.add_argument("--chunk_bytes", type=int, default=1 << 16, help="bytes per sample")
+    text.add_argument("--shard_bytes", type=int, default=1 << 28, help="maximum bytes per shard file")
+    text.add_argument("--val_fraction", type=float, default=0.1, help="trailing share of the text kept for validation")
+    text.add_argument("--overwrite", type=bool, default=False, help="replace a non-empty --out")
+    kinds.add_subcommand("text", text)
+    sub.add_subcommand("prepare", prepare)
+    args = parser.parse_args(argv)
+    from ember.data_modules.shards import prepare_text_shards
+
+    opts = args.prepare.text
+    inputs = [p for item in opts.input for p in (item if isinstance(item, list) else [item])]
+    manifest = prepare_text_shards([Path(p) for p in inputs], Path(opts.out), opts.chunk_bytes, opts.shard_bytes,
+                                   opts.val_fraction, opts.overwrite)
+    log.info("prepared %s: train %d bytes in %d shard(s), val %d bytes. Train with --data.init_args.path %s",
+             opts.out, manifest["train"]["bytes"], len(manifest["train"]["shards"]), manifest["val"]["bytes"], opts.out)
+    return 0
+
+
+# ---- entry point ---------------------------------------------------------------------------
+def _setup_logging():
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status (2 for a configuration or data error)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    _setup_logging()
+    try:
+        if argv[:1] == ["plugins"]:
+            return plugins_command(argv[1:])
+        if argv[:1] == ["data"]:
+            return data_command(argv[1:])
+        if argv[:1] in (["--version"], ["-V"]):
+            sys.stdout.write(f"ember {ember.__version__}\n")
+            return 0
+        registry.load_plugins()
+        check_config_names(argv)
+        EmberCLI(args=argv)
+        return 0
+    except EmberError as err:
+        log.error("error: %s", err)
+        return 2
+    except Exception as err:
+        cause = _ember_cause(err)
+        if cause is None:
+            raise
+        log.error("error: %s", cause)
+        return 2
+
+
+def _ember_cause(err: BaseException) -> EmberError | None:
+    """The EmberError behind an exception that jsonargparse or Lightning wrapped, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, EmberError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def run():
+    """Console script: exit with main()'s status."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
