@@ -32,7 +32,7 @@ LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
 class EmberCLI(LightningCLI):
     """LightningCLI with Ember's defaults: MLflow tracking, checkpoints, and a closing summary."""
 
-    def __init__(self, args=None):
+    def __init__(self, args=None, run: bool = True):
         from jsonargparse import lazy_instance
 
         super().__init__(
@@ -40,7 +40,7 @@ class EmberCLI(LightningCLI):
             save_config_callback=MLflowSaveConfig, save_config_kwargs={"overwrite": True},
             trainer_defaults={"logger": lazy_instance(EmberMLFlowLogger), "default_root_dir": "runs",
                               "log_every_n_steps": 10},
-            auto_configure_optimizers=False, args=args,
+            auto_configure_optimizers=False, args=args, run=run,
         )
 
     def add_arguments_to_parser(self, parser):

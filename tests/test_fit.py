@@ -1,0 +1,58 @@
+"""End to end: `ember fit` on the debug config, then validate/test/predict on its checkpoint."""
+
+import pytest
+import torch
+
+from helpers import DEBUG, fit_args, mlflow_rows, run_cli, run_folder
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs")
+    assert run_cli(*fit_args(run_dir)) == 0
+    return run_dir, run_folder(run_dir)
+
+
+def test_fit_writes_checkpoint_config_and_mlflow_run(trained):
+    run_dir, folder = trained
+    assert (folder / "checkpoints/best.ckpt").is_file() and (folder / "checkpoints/last.ckpt").is_file()
+    assert "NMLBackbone" in (folder / "config.yaml").read_text()
+    metrics = {k for (k,) in mlflow_rows(run_dir, "select distinct key from metrics")}
+    assert {"train/loss", "train/bpb", "val/loss", "val/bpb", "data/unigram_bpb"} <= metrics
+    artifacts = {p.relative_to(run_dir / "artifacts").as_posix() for p in (run_dir / "artifacts").rglob("*.*")}
+    assert any(a.endswith("config.yaml") for a in artifacts)
+    assert any(a.endswith(".ckpt") for a in artifacts)
+    params = dict(mlflow_rows(run_dir, "select key, value from params"))
+    assert params["model.backbone.d_model"] == "32"
+
+
+def test_loss_falls(trained):
+    run_dir, _ = trained
+    losses = [v for (v,) in mlflow_rows(run_dir, "select value from metrics where key='train/loss' order by step")]
+    assert losses[-1] < losses[0] - 0.5
+
+
+def test_checkpoint_carries_the_composite_signature(trained):
+    _, folder = trained
+    ckpt = torch.load(folder / "checkpoints/last.ckpt", weights_only=False)
+    assert ckpt["ember"]["slots"] == {"backbone": "NMLBackbone", "sensory": None, "reasoning": None,
+                                      "consolidator": None}
+
+
+@pytest.mark.parametrize("command", ["validate", "test", "predict"])
+def test_evaluation_commands_reload_the_checkpoint(trained, command, tmp_path, caplog):
+    _, folder = trained
+    code = run_cli(command, "--config", str(folder / "config.yaml"), "--ckpt_path",
+                   str(folder / "checkpoints/best.ckpt"), "--trainer.logger.init_args.run_dir", str(tmp_path))
+    assert code == 0
+    if command == "predict":
+        assert "prompt 'The ' ->" in caplog.text
+
+
+def test_unigram_entropy_of_the_builtin_corpus_is_reported():
+    from ember.data_modules.text import TextBytes
+
+    dm = TextBytes(seq_len=32)
+    dm.setup("fit")
+    assert 4.0 < dm.unigram_bpb < 5.5
+    assert DEBUG.endswith("quickstart.yaml")
