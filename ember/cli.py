@@ -192,21 +192,20 @@ def data_command(argv: list[str]) -> int:
     parser = ArgumentParser(prog="ember data", description="Prepare data sets (nothing is downloaded).")
     sub = parser.add_subcommands(required=True, dest="command")
     prepare = ArgumentParser(description="Prepare a data set.")
-    kinds = prepare.add_subcommands(required=True, dest="kind")
     text = ArgumentParser(description="Write text files as webdataset shards for TextBytes (data.path: OUT).")
-    text.add_argument("--input", type=list[str], required=True, nargs="+", help="text files or folders")
+    text.add_argument("--input", type=str, required=True, nargs="+", help="text files or folders")
     text.add_argument("--out", type=str, required=True, help="output folder (must be new or empty)")
     text.add_argument("--chunk_bytes", type=int, default=1 << 16, help="bytes per sample")
     text.add_argument("--shard_bytes", type=int, default=1 << 28, help="maximum bytes per shard file")
     text.add_argument("--val_fraction", type=float, default=0.1, help="trailing share of the text kept for validation")
     text.add_argument("--overwrite", type=bool, default=False, help="replace a non-empty --out")
-    kinds.add_subcommand("text", text)
     sub.add_subcommand("prepare", prepare)
+    prepare.add_subcommands(required=True, dest="kind").add_subcommand("text", text)
     args = parser.parse_args(argv)
     from ember.data_modules.shards import prepare_text_shards
 
     opts = args.prepare.text
-    inputs = [p for item in opts.input for p in (item if isinstance(item, list) else [item])]
+    inputs = list(opts.input)
     manifest = prepare_text_shards([Path(p) for p in inputs], Path(opts.out), opts.chunk_bytes, opts.shard_bytes,
                                    opts.val_fraction, opts.overwrite)
     log.info("prepared %s: train %d bytes in %d shard(s), val %d bytes. Train with --data.init_args.path %s",
