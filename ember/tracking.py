@@ -14,11 +14,14 @@ from lightning.pytorch.loggers import MLFlowLogger
 from ember.errors import EmberConfigError
 
 log = logging.getLogger(__name__)
+# Read once: mlflow.set_tracking_uri() writes this variable, so a later run in the same process
+# would otherwise inherit the previous run's store instead of its own run_dir.
+ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 
 def resolve_tracking_uri(run_dir: str, tracking_uri: Optional[str] = None) -> str:
     """tracking_uri, else $MLFLOW_TRACKING_URI, else a sqlite store at <run_dir>/mlflow.db."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(run_dir).resolve()}/mlflow.db"
+    uri = tracking_uri or ENV_TRACKING_URI or f"sqlite:///{Path(run_dir).resolve()}/mlflow.db"
     if uri.startswith("file:") or "://" not in uri:
         raise EmberConfigError(f"MLflow tracking URI {uri!r} is a file store, which current MLflow refuses: use "
                                "sqlite:///path/to/mlflow.db, or http://host:port for a server")

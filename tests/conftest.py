@@ -1,5 +1,6 @@
 """Shared test setup: CPU, deterministic, MLflow pointed at a temporary directory."""
 
+import logging
 import os
 
 import pytest
@@ -12,6 +13,11 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 def _seed_and_isolate(monkeypatch, tmp_path):
     torch.manual_seed(0)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # the CLI's "ember" logger writes to stderr and does not propagate; let caplog see it
+    from ember.cli import _setup_logging
+
+    _setup_logging()
+    monkeypatch.setattr(logging.getLogger("ember"), "propagate", True)
     yield
 
 

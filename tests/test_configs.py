@@ -42,7 +42,9 @@ def test_config_parses_and_builds(config, tmp_path):
 def test_ablation_overlay_combines_with_the_quickstart(overlay, tmp_path):
     base = build(ROOT / "configs/quickstart.yaml", tmp_path=tmp_path)
     ablated = build(ROOT / "configs/quickstart.yaml", overlay, tmp_path=tmp_path)
-    assert repr(ablated.model) != repr(base.model)
+    dump = lambda cli: cli.parser.dump(cli.config, skip_none=False)  # noqa: E731
+    assert dump(ablated) != dump(base)
+    assert isinstance(ablated.model, EmberModel)
 
 
 def test_limit_val_batches_stays_an_int(tmp_path):
