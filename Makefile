@@ -24,7 +24,7 @@ fit:  ## train the quickstart model (CONFIG=... to pick another)
 	$(BIN)/ember fit --config $(CONFIG)
 
 bench:  ## backbone comparison table for BENCHMARKS.md
-	$(BIN)/python benchmarks/compare_backbones.py
+	$(BIN)/python benchmarks/compare_backbones.py $(BENCH_ARGS)
 
 ui:  ## browse runs in the MLflow UI (installs the full mlflow server on first use)
 	@$(BIN)/python -c "import mlflow.server" 2>/dev/null || $(BIN)/pip install -q $(PIP_C) -e '.[ui]'

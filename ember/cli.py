@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 from jsonargparse import ArgumentParser
+from jsonargparse import DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -21,12 +22,21 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 import ember
 from ember import registry
+from ember.callbacks.learning_curves import LearningCurves
 from ember.model import EmberModel  # noqa: F401  (imported so `class_path: EmberModel` resolves)
 from ember.errors import EmberConfigError, EmberError
 from ember.tracking import EmberMLFlowLogger, MLflowSaveConfig
 
 log = logging.getLogger("ember")
-LIGHTNING_SUBCOMMANDS = ("fit", "validate", "test", "predict")
+DESCRIPTION = """Ember: train, evaluate and ablate composite sequence models assembled from plugins.
+
+  ember fit --config configs/quickstart.yaml       train (add --config overlays to ablate)
+  ember validate|test|predict --config C --ckpt_path K
+  ember plugins [show NAME]                        list plugins by kind / show one's options
+  ember data prepare text --input F --out DIR      write text as webdataset shards
+  ember --version
+
+Runs are tracked in MLflow (sqlite under runs/ unless MLFLOW_TRACKING_URI is set)."""
 
 
 class EmberCLI(LightningCLI):
@@ -39,8 +49,9 @@ class EmberCLI(LightningCLI):
             LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
             save_config_callback=MLflowSaveConfig, save_config_kwargs={"overwrite": True},
             trainer_defaults={"logger": lazy_instance(EmberMLFlowLogger), "default_root_dir": "runs",
-                              "log_every_n_steps": 10},
+                              "log_every_n_steps": 10, "callbacks": [lazy_instance(LearningCurves)]},
             auto_configure_optimizers=False, args=args, run=run,
+            parser_kwargs={"description": DESCRIPTION, "formatter_class": RawDescriptionHelpFormatter},
         )
 
     def add_arguments_to_parser(self, parser):
@@ -223,8 +234,16 @@ def _setup_logging():
         log.propagate = False
 
 
+class RawDescriptionHelpFormatter(DefaultHelpFormatter):
+    """Keeps the line breaks of the description."""
+
+    def _fill_text(self, text, width, indent):
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Console entry point; returns the exit status (2 for a configuration or data error)."""
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     _setup_logging()
     try:
@@ -237,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         registry.load_plugins()
         check_config_names(argv)
-        EmberCLI(args=argv)
+        EmberCLI(args=None if from_command_line else argv)
         return 0
     except EmberError as err:
         log.error("error: %s", err)

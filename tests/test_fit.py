@@ -22,6 +22,8 @@ def test_fit_writes_checkpoint_config_and_mlflow_run(trained):
     artifacts = {p.relative_to(run_dir / "artifacts").as_posix() for p in (run_dir / "artifacts").rglob("*.*")}
     assert any(a.endswith("config.yaml") for a in artifacts)
     assert any(a.endswith(".ckpt") for a in artifacts)
+    assert any(a.endswith("plots/learning_curves.png") for a in artifacts)
+    assert (folder / "learning_curves.png").stat().st_size > 10_000
     params = dict(mlflow_rows(run_dir, "select key, value from params"))
     assert params["model.backbone.d_model"] == "32"
 

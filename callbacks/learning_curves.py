@@ -1,0 +1,79 @@
+"""LearningCurves: a PNG of training and validation bits per byte, logged to the MLflow run."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+log = logging.getLogger(__name__)
+
+
+class LearningCurves(Callback):
+    """Plots train/val bits per byte (and the corpus' unigram entropy) at the end of fit.
+
+    The PNG lands in the run folder and in the MLflow run's artifacts under `plots/`.
+
+    Args:
+        train_metric: training metric to plot.
+        val_metric: validation metric to plot.
+        filename: file name of the plot.
+    """
+
+    def __init__(self, train_metric: str = "train/bpb", val_metric: str = "val/bpb",
+                 filename: str = "learning_curves.png"):
+        self.train_metric, self.val_metric, self.filename = train_metric, val_metric, filename
+        self.train: list[tuple[int, float]] = []
+        self.val: list[tuple[int, float]] = []
+        self.path: Path | None = None
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int):
+        value = trainer.callback_metrics.get(self.train_metric)
+        if value is not None and trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
+            self.train.append((trainer.global_step, float(value)))
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule):
+        value = trainer.callback_metrics.get(self.val_metric)
+        if value is not None and not trainer.sanity_checking:
+            self.val.append((trainer.global_step, float(value)))
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule):
+        if not self.train and not self.val:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for points, label in ((self.train, self.train_metric), (self.val, self.val_metric)):
+            if points:
+                ax.plot(*zip(*points), label=label, marker="o" if len(points) < 30 else None)
+        unigram = getattr(getattr(trainer, "datamodule", None), "unigram_bpb", None)
+        if unigram is not None:
+            ax.axhline(unigram, color="gray", linestyle="--", label=f"unigram entropy {unigram:.2f}")
+        ax.set(xlabel="optimizer step", ylabel="bits per byte", title=type(pl_module.backbone).__name__
+               if hasattr(pl_module, "backbone") else type(pl_module).__name__)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        self.path = self._save(trainer, fig)
+        plt.close(fig)
+
+    def _save(self, trainer: Trainer, fig) -> Path:
+        from ember.tracking import EmberMLFlowLogger
+
+        folder = Path(trainer.default_root_dir)
+        for logger in trainer.loggers:
+            if isinstance(logger, EmberMLFlowLogger):
+                folder = logger.run_path
+        path = folder / self.filename
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+        for logger in trainer.loggers:
+            if isinstance(logger, EmberMLFlowLogger):
+                logger.experiment.log_artifact(logger.run_id, str(path), "plots")
+        log.info("learning curves: %s", path)
+        return path
