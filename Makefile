@@ -30,8 +30,9 @@ ui:  ## browse runs in the MLflow UI (installs the full mlflow server on first u
 	@$(BIN)/python -c "import mlflow.server" 2>/dev/null || $(BIN)/pip install -q $(PIP_C) -e '.[ui]'
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUNS))/mlflow.db
 
-lint:
-	$(BIN)/python -m ruff check ember plugins data_modules callbacks tests benchmarks || true
+lint:  ## ruff (installs the dev extra on first use)
+	@$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/pip install -q $(PIP_C) -e '.[dev]'
+	$(BIN)/python -m ruff check ember plugins data_modules callbacks tests benchmarks
 
 clean:
 	rm -rf $(RUNS) .pytest_cache

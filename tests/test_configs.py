@@ -10,8 +10,9 @@ from ember.cli import EmberCLI
 from ember.model import EmberModel
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "ablate" not in p.parts)
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not {"ablate", "cloud"} & set(p.parts))
 OVERLAYS = sorted((ROOT / "configs/ablate").glob("*.yaml"))
+CLOUD = sorted((ROOT / "configs/cloud").glob("*.yaml"))
 
 
 def build(*configs: Path, tmp_path, extra=()) -> EmberCLI:
@@ -45,6 +46,23 @@ def test_ablation_overlay_combines_with_the_quickstart(overlay, tmp_path):
     dump = lambda cli: cli.parser.dump(cli.config, skip_none=False)  # noqa: E731
     assert dump(ablated) != dump(base)
     assert isinstance(ablated.model, EmberModel)
+
+
+class ParseOnlyCLI(EmberCLI):
+    """Parses and instantiates the config's classes but builds no Trainer (no GPU here)."""
+
+    def instantiate_classes(self):
+        self.config_init = self.parser.instantiate_classes(self.config)
+
+
+@pytest.mark.parametrize("overlay", CLOUD, ids=lambda p: p.stem)
+def test_scale_out_overlay_parses_and_its_strategy_builds(overlay, tmp_path):
+    registry.load_plugins()
+    cli = ParseOnlyCLI(args=["--config", str(ROOT / "configs/quickstart.yaml"), "--config", str(overlay),
+                             "--trainer.logger.init_args.run_dir", str(tmp_path)], run=False)
+    trainer = cli.config_init.trainer
+    assert trainer.accelerator == "gpu" and trainer.precision == "bf16-mixed"
+    assert trainer.strategy == "ddp" or type(trainer.strategy).__name__ == "FSDPStrategy"
 
 
 def test_limit_val_batches_stays_an_int(tmp_path):
