@@ -94,7 +94,8 @@ def main():
                      "train_minutes": minutes})
         print(f"{name}: {params / 1e6:.2f}M params, val loss {loss:.4f} nats/byte, {minutes:.1f} min", flush=True)
 
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    commit = git.stdout.strip()
     meta = {"date": datetime.date.today().isoformat(), "commit": commit, "device": device, "steps": opts.steps,
             "batch": f"{opts.batch_size} x 256 bytes", "command": "python " + " ".join(sys.argv)}
     (opts.out / "results.json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))

@@ -17,8 +17,9 @@ import logging
 import math
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 import webdataset as wds

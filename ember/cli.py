@@ -13,8 +13,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from jsonargparse import ArgumentParser
-from jsonargparse import DefaultHelpFormatter
+from jsonargparse import ArgumentParser, DefaultHelpFormatter
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -23,8 +22,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 import ember
 from ember import registry
 from ember.callbacks.learning_curves import LearningCurves
-from ember.model import EmberModel  # noqa: F401  (imported so `class_path: EmberModel` resolves)
 from ember.errors import EmberConfigError, EmberError
+from ember.model import EmberModel  # noqa: F401  (imported so `class_path: EmberModel` resolves)
 from ember.tracking import EmberMLFlowLogger, MLflowSaveConfig
 
 log = logging.getLogger("ember")

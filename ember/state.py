@@ -9,7 +9,7 @@ from rank 0 and would overwrite other ranks' streams).
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable
+from collections.abc import Callable
 
 from torch import Tensor
 

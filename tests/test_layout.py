@@ -1,7 +1,8 @@
 """The installed package list in pyproject.toml covers every package folder (package-dir mapping)."""
 
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPING = {"ember": "ember", "ember.plugins": "plugins", "ember.data_modules": "data_modules",

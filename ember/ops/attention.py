@@ -49,7 +49,7 @@ class KVCache(StateBase):
     v: Tensor
     valid: Tensor
 
-    def reset(self, mask: Tensor) -> "KVCache":
+    def reset(self, mask: Tensor) -> KVCache:
         """Forget the cache of streams where mask (b,) is True."""
         return KVCache(self.k, self.v, self.valid & ~mask[:, None])
 

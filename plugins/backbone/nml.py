@@ -5,7 +5,8 @@ Letters: b batch, n tokens, p prefix tokens, d width, v vocabulary.
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
+from typing import Optional
 
 from torch import Tensor
 
