@@ -89,7 +89,7 @@ class EmberCLI(LightningCLI):
 def _config_files(argv: list[str]) -> list[str]:
     files = []
     for i, arg in enumerate(argv):
-        if arg == "--config" and i + 1 < len(argv):
+        if arg in ("--config", "-c") and i + 1 < len(argv):
             files.append(argv[i + 1])
         elif arg.startswith("--config="):
             files.append(arg.split("=", 1)[1])

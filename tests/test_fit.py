@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from helpers import DEBUG, fit_args, mlflow_rows, run_cli, run_folder
+from helpers import DEBUG, ROOT, fit_args, mlflow_rows, run_cli, run_folder
 
 
 @pytest.fixture(scope="module")
@@ -58,3 +58,10 @@ def test_unigram_entropy_of_the_builtin_corpus_is_reported():
     dm.setup("fit")
     assert 4.0 < dm.unigram_bpb < 5.5
     assert DEBUG.endswith("quickstart.yaml")
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "configs/debug").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_debug_config_fits_a_few_steps(config, tmp_path):
+    assert run_cli(*fit_args(tmp_path, "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
+                             config=str(config))) == 0
+    assert (run_folder(tmp_path) / "checkpoints/last.ckpt").is_file()
