@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from jsonargparse import ArgumentParser, DefaultHelpFormatter
+from jsonargparse import ArgumentParser, DefaultHelpFormatter, lazy_instance
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -38,12 +38,17 @@ DESCRIPTION = """Ember: train, evaluate and ablate composite sequence models ass
 Runs are tracked in MLflow (sqlite under runs/ unless MLFLOW_TRACKING_URI is set)."""
 
 
+class RawDescriptionHelpFormatter(DefaultHelpFormatter):
+    """Keeps the line breaks of the description."""
+
+    def _fill_text(self, text, width, indent):
+        return "".join(indent + line for line in text.splitlines(keepends=True))
+
+
 class EmberCLI(LightningCLI):
     """LightningCLI with Ember's defaults: MLflow tracking, checkpoints, and a closing summary."""
 
     def __init__(self, args=None, run: bool = True):
-        from jsonargparse import lazy_instance
-
         super().__init__(
             LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
             save_config_callback=MLflowSaveConfig, save_config_kwargs={"overwrite": True},
@@ -231,13 +236,6 @@ def _setup_logging():
         log.addHandler(handler)
         log.setLevel(logging.INFO)
         log.propagate = False
-
-
-class RawDescriptionHelpFormatter(DefaultHelpFormatter):
-    """Keeps the line breaks of the description."""
-
-    def _fill_text(self, text, width, indent):
-        return "".join(indent + line for line in text.splitlines(keepends=True))
 
 
 def main(argv: list[str] | None = None) -> int:
