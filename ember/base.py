@@ -96,14 +96,33 @@ class EpisodicMemory(EmberPlugin):
         """x: (b, n, d) -> read-out (b, n, d) and the memory state (carries state)."""
 
 
+class SpanSummary(NamedTuple):
+    """What a neuromodulator reads at a plasticity boundary, per stream."""
+
+    pooled: Tensor  # (b, d) mean input of the span
+    surprise: Tensor  # (b,) how badly the memory predicted the span: 0 exactly, 1 not at all
+    occupancy: Tensor  # (b,) mean slot strength in [0, 1]
+    modulation: Tensor | None = None  # (b, k) external signals (sensory arousal/valence/threat), or None
+
+
+class Modulation(NamedTuple):
+    """A neuromodulator's decision, per stream; each (b,)."""
+
+    g: Tensor  # commit gate in [0, 1]
+    eta: Tensor  # write strength in [0, 1]
+    lam: Tensor  # decay of existing strengths in [0, 1]
+    tau: Tensor  # slot-selection temperature > 0
+    aux_loss: Tensor | None = None  # scalar added to the training loss (e.g. a commit budget)
+
+
 class Neuromodulator(EmberPlugin):
     """Decides when, how strongly and where a memory writes (SPEC 3.2)."""
 
     kind = "neuromodulator"
 
     @abstractmethod
-    def forward(self, summary: Tensor) -> dict[str, Tensor]:
-        """summary: (b, k) features of the span -> {"g", "eta", "lambda", "tau"}, each (b,)."""
+    def forward(self, summary: SpanSummary) -> Modulation:
+        """Read the span summary, return the commit decision."""
 
 
 class Consolidator(EmberPlugin):

@@ -118,10 +118,19 @@ class EmberModel(LightningModule):
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets[:, start:stop].flatten())
             if backward:
                 self._check_finite(loss)
-                self.manual_backward(loss * (stop - start) / n)
+                aux = sum(state.collect("aux_loss"), loss.new_zeros(()))  # controller budgets of this chunk
+                self.manual_backward((loss + aux) * (stop - start) / n)
                 state = state.detach()
             total = total + loss.detach() * (stop - start) / n
+        self._log_memory(state)
         return total
+
+    def _log_memory(self, state):
+        """Mean commit rate over the memory instances of the last chunk, as mem/commit_rate."""
+        rates = state.collect("commit_rate")
+        if rates and self._trainer is not None:
+            stage = "train" if self.training else "val"
+            self.log(f"mem/{stage}_commit_rate", torch.stack([r.float().mean() for r in rates]).mean())
 
     def _check_finite(self, loss: Tensor):
         if torch.isfinite(loss):

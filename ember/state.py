@@ -29,6 +29,10 @@ class StateBase:
         """Return the state with streams where mask (b,) is True set to their initial value."""
         return type(self)(**{f.name: _reset(getattr(self, f.name), mask) for f in dataclasses.fields(self)})
 
+    def collect(self, name: str) -> list[Tensor]:
+        """Every tensor leaf stored under a field called `name`, anywhere in the tree."""
+        return [t for key, t in self.tensors().items() if key.rsplit(".", 1)[-1] == name]
+
     def nbytes(self) -> int:
         """Bytes held by the state (all streams)."""
         return sum(t.numel() * t.element_size() for t in self.tensors().values())
@@ -56,6 +60,8 @@ def _reset(x, mask):
         return x.reset(mask)
     if isinstance(x, (list, tuple)):
         return type(x)(_reset(v, mask) for v in x)
+    if isinstance(x, Tensor) and x.dim() == 0:  # batch-wide scalars (clocks, losses) are not per stream
+        return x
     if isinstance(x, Tensor):  # default initial value of a plain tensor leaf is zero
         keep = (~mask).to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
         return x * keep

@@ -39,10 +39,19 @@ def test_config_parses_and_builds(config, tmp_path):
     assert sum(p.numel() for p in cli.model.parameters()) > 0
 
 
+def _overlay_base(overlay: Path) -> Path:
+    """The config an overlay is written for: its `# base: PATH` header, else the quickstart."""
+    for line in overlay.read_text().splitlines():
+        if line.startswith("# base:"):
+            return ROOT / line.split(":", 1)[1].strip()
+    return ROOT / "configs/quickstart.yaml"
+
+
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.stem)
-def test_ablation_overlay_combines_with_the_quickstart(overlay, tmp_path):
-    base = build(ROOT / "configs/quickstart.yaml", tmp_path=tmp_path)
-    ablated = build(ROOT / "configs/quickstart.yaml", overlay, tmp_path=tmp_path)
+def test_ablation_overlay_changes_its_base_config(overlay, tmp_path):
+    base_config = _overlay_base(overlay)
+    base = build(base_config, tmp_path=tmp_path)
+    ablated = build(base_config, overlay, tmp_path=tmp_path)
     dump = lambda cli: cli.parser.dump(cli.config, skip_none=False)  # noqa: E731
     assert dump(ablated) != dump(base)
     assert isinstance(ablated.model, EmberModel)
