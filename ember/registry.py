@@ -123,7 +123,3 @@ def suggest(name: str, known: list[str] | None = None) -> str:
     lowered = [k for k in known if k.lower() == name.lower()]
     close = list(dict.fromkeys(lowered + close))
     return f"did you mean {' or '.join(close)}?" if close else "run `ember plugins` to list the names"
-
-
-def failures() -> dict[str, str]:
-    return dict(_failures)

@@ -100,13 +100,6 @@ class WindowAttention(nn.Module):
         self._block_masks: dict = {}
         self._warned_fallback = False
 
-    def empty_cache(self, batch: int, device, dtype) -> KVCache:
-        """A cache with no valid entries: W-1 empty slots, or none without a window."""
-        c = 0 if self.window is None else self.window - 1
-        e = self.qkv.in_features // self.heads
-        zeros = torch.zeros(batch, self.heads, c, e, device=device, dtype=dtype)
-        return KVCache(zeros, zeros.clone(), torch.zeros(batch, c, dtype=torch.bool, device=device))
-
     def forward(self, x: Tensor, cache: KVCache | None = None) -> tuple[Tensor, KVCache]:
         """Attend new tokens to themselves and the cache.
 
