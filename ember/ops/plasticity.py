@@ -72,3 +72,30 @@ def pm_commit(K: Tensor, V: Tensor, s: Tensor, k_e: Tensor, v_e: Tensor, w: Tens
     V = V + gw * (v_e[:, None, :] - V)
     s = (lam[:, None] * s + g[:, None] * eta[:, None] * w).clamp(0.0, 1.0)
     return K, V, s
+
+
+def em_read(q: Tensor, K: Tensor, V: Tensor, s: Tensor, top_k: int) -> Tensor:
+    """Episodic read: each token takes the top-k items by strength-weighted similarity
+    s_i cos(q_t, K_i), then y_t = sum_{j in top-k} s_j softmax_j(q_t . K_j / sqrt(d)) V_j.
+
+    Args:
+        q: (b, n, d); K, V: (b, m, d) items; s: (b, m) strengths; top_k: items per token.
+
+    Returns:
+        (b, n, d); empty items (s = 0) contribute nothing.
+    """
+    score = s[:, None, :] * torch.einsum("bnd,bmd->bnm", F.normalize(q, dim=-1, eps=1e-8), K)  # (b, n, m)
+    idx = score.topk(min(top_k, K.shape[1]), dim=-1).indices  # (b, n, k)
+    logits = torch.einsum("bnd,bmd->bnm", q, K).gather(-1, idx) / math.sqrt(q.shape[-1])  # (b, n, k)
+    weights = torch.softmax(logits, dim=-1) * s[:, None, :].expand_as(score).gather(-1, idx)  # (b, n, k)
+    picked = V[:, None].expand(-1, q.shape[1], -1, -1).gather(2, idx[..., None].expand(-1, -1, -1, V.shape[-1]))
+    return torch.einsum("bnk,bnkd->bnd", weights, picked)  # picked: (b, n, k, d)
+
+
+def merge_or_weakest(K: Tensor, s: Tensor, k_e: Tensor, merge_threshold: float) -> Tensor:
+    """Episodic write target as one-hot slot weights w (b, m): the most similar live item when
+    cos(K_j, k_e) > merge_threshold (merge), otherwise the weakest item (overwrite)."""
+    sim = F.cosine_similarity(K, k_e[:, None, :], dim=-1, eps=1e-8).masked_fill(s <= 0, -2.0)  # (b, m)
+    best_sim, best = sim.max(dim=-1)
+    target = torch.where(best_sim > merge_threshold, best, s.argmin(dim=-1))
+    return F.one_hot(target, K.shape[1]).to(K.dtype)

@@ -1,0 +1,93 @@
+"""EpisodicStore: hand-computed read and write target, invariants, recurrence equivalence."""
+
+import math
+
+import pytest
+import torch
+
+from ember.errors import EmberConfigError
+from ember.ops.plasticity import em_read, merge_or_weakest, pm_commit
+from ember.plugins.backbone.nml import NMLBackbone
+from ember.plugins.memory.episodic import EpisodicStore
+from ember.plugins.memory.procedural import LowRankPM
+from ember.plugins.neuromod.learned import LearnedNeuromodulator
+
+t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+
+
+def test_read_by_hand_takes_the_strongest_similar_item():
+    K = t([1.0, 0.0], [0.0, 1.0], [0.6, 0.8])[None]  # (1, 3, 2), unit keys
+    V = t([10.0, 0.0], [0.0, 10.0], [5.0, 5.0])[None]
+    s = t(0.2, 1.0, 1.0)[None]
+    q = t([1.0, 0.0])[None]  # (1, 1, 2)
+    # s * cos = [0.2, 0.0, 0.6]: top-1 is item 2, read = s_2 * V_2
+    torch.testing.assert_close(em_read(q, K, V, s, top_k=1)[0, 0], t(5.0, 5.0))
+    # top-2 = items 2 and 0: softmax over q.K / sqrt(2) = [0.6, 1.0] / sqrt(2), weighted by s
+    a = torch.softmax(t(0.6, 1.0) / math.sqrt(2), 0)
+    expected = a[0] * 1.0 * V[0, 2] + a[1] * 0.2 * V[0, 0]
+    torch.testing.assert_close(em_read(q, K, V, s, top_k=2)[0, 0], expected)
+
+
+def test_write_merges_into_a_similar_item_else_overwrites_the_weakest():
+    K = t([1.0, 0.0], [0.0, 1.0], [0.0, 0.0])[None]
+    s = t(0.9, 0.5, 0.0)[None]
+    similar, novel = t([0.99, 0.1]), t([-1.0, 0.0])
+    assert merge_or_weakest(K, s, similar, 0.9)[0].tolist() == [1.0, 0.0, 0.0]  # merge into item 0
+    assert merge_or_weakest(K, s, novel, 0.9)[0].tolist() == [0.0, 0.0, 1.0]  # the empty (weakest) item
+    full = t(0.9, 0.5, 0.7)[None]
+    assert merge_or_weakest(K, full, novel, 0.9)[0].tolist() == [0.0, 1.0, 0.0]  # weakest live item
+
+
+def test_capacity_and_strength_bounds_over_a_long_stream():
+    torch.manual_seed(0)
+    b, m, d = 3, 5, 4
+    K, V, s = torch.zeros(b, m, d), torch.zeros(b, m, d), torch.zeros(b, m)
+    for _ in range(100):
+        k_e, v_e = torch.randn(b, d), torch.randn(b, d)
+        w = merge_or_weakest(K, s, k_e, 0.8)
+        K, V, s = pm_commit(K, V, s, k_e, v_e, w, torch.rand(b), torch.rand(b) * 2, torch.rand(b))
+        assert K.shape == (b, m, d) and (s >= 0).all() and (s <= 1).all()
+        assert torch.allclose(w.sum(-1), torch.ones(b))
+
+
+def _memory_backbone():
+    return NMLBackbone(d_model=16, blocks=2, layers_per_block=1, heads=2, window=8,
+                       pm=lambda d: LowRankPM(d, neuromodulator=LearnedNeuromodulator, slots=4, period=8),
+                       em=lambda d: EpisodicStore(d, neuromodulator=LearnedNeuromodulator, items=6, top_k=2,
+                                                  period=8))
+
+
+def test_all_at_once_equals_chunked_equals_token_by_token_with_writes():
+    model = _memory_backbone().double().eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (EpisodicStore, LowRankPM)):
+                module.out.weight.normal_(std=0.2)
+                module.controller.net[-1].bias[0] = 3.0  # commit often so writes happen
+    tokens = torch.randint(0, 256, (2, 63))
+    whole, final = model(tokens)
+    outs, state, pos = [], None, 0
+    for size in (9, 30, 24):
+        out, state = model(tokens[:, pos : pos + size], state)
+        outs.append(out)
+        pos += size
+    torch.testing.assert_close(torch.cat(outs, 1), whole)
+    steps, state = [], None
+    for i in range(63):
+        out, state = model(tokens[:, i : i + 1], state)
+        steps.append(out)
+    torch.testing.assert_close(torch.cat(steps, 1), whole)
+    assert len(final.collect("commit_rate")) == 4  # 2 PM (one per layer) + 2 EM (one per block)
+    assert max(float(s.max()) for s in final.collect("s")) > 0  # memories were written
+
+
+def test_state_size_is_independent_of_stream_length():
+    model = _memory_backbone()
+    sizes = [model(torch.randint(0, 256, (1, n)))[1].nbytes() for n in (16, 200)]
+    assert sizes[0] == sizes[1]
+
+
+@pytest.mark.parametrize("kwargs", [dict(top_k=7), dict(merge_threshold=2.0), dict(period=0)])
+def test_bad_settings_name_the_fix(kwargs):
+    with pytest.raises(EmberConfigError):
+        EpisodicStore(16, neuromodulator=LearnedNeuromodulator, items=6, **kwargs)
