@@ -33,6 +33,8 @@ DESCRIPTION = """Ember: train, evaluate and ablate composite sequence models ass
   ember validate|test|predict --config C --ckpt_path K
   ember plugins [show NAME]                        list plugins by kind / show one's options
   ember data prepare text --input F --out DIR      write text as webdataset shards
+  ember session --config C --ckpt_path K --memory-state F --input TEXT|-
+                                                   stream text with memories writing, weights frozen
   ember --version
 
 Runs are tracked in MLflow (sqlite under runs/ unless MLFLOW_TRACKING_URI is set)."""
@@ -228,6 +230,23 @@ def data_command(argv: list[str]) -> int:
     return 0
 
 
+# ---- ember session -------------------------------------------------------------------------
+def session_command(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="ember session", description="Stream text through a trained model with its "
+                            "memories writing and its slow weights frozen; keep the memory state in a file.")
+    parser.add_argument("--config", required=True, help="the config the checkpoint was trained with")
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint of that config")
+    parser.add_argument("--memory-state", dest="memory_state", required=True,
+                        help="memory-state file: loaded if it exists, written at the end")
+    parser.add_argument("--input", required=True, help="text file, or - for standard input")
+    parser.add_argument("--span", type=int, default=256, help="bytes per reported span")
+    args = parser.parse_args(argv)
+    from ember.session import run_session
+
+    run_session(args.config, args.ckpt_path, args.memory_state, args.input, args.span)
+    return 0
+
+
 # ---- entry point ---------------------------------------------------------------------------
 def _setup_logging():
     if not log.handlers:
@@ -248,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
             return plugins_command(argv[1:])
         if argv[:1] == ["data"]:
             return data_command(argv[1:])
+        if argv[:1] == ["session"]:
+            return session_command(argv[1:])
         if argv[:1] in (["--version"], ["-V"]):
             sys.stdout.write(f"ember {ember.__version__}\n")
             return 0

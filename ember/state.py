@@ -33,6 +33,13 @@ class StateBase:
         """Every tensor leaf stored under a field called `name`, anywhere in the tree."""
         return [t for key, t in self.tensors().items() if key.rsplit(".", 1)[-1] == name]
 
+    def fill(self, flat: dict[str, Tensor], prefix: str = ""):
+        """A state of this structure with every tensor taken from `flat` (names as in `tensors()`)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            out[f.name] = _fill(getattr(self, f.name), flat, f"{prefix}{f.name}")
+        return type(self)(**out)
+
     def nbytes(self) -> int:
         """Bytes held by the state (all streams)."""
         return sum(t.numel() * t.element_size() for t in self.tensors().values())
@@ -65,6 +72,21 @@ def _reset(x, mask):
     if isinstance(x, Tensor):  # default initial value of a plain tensor leaf is zero
         keep = (~mask).to(x.dtype).view(-1, *([1] * (x.dim() - 1)))
         return x * keep
+    return x
+
+
+def _fill(x, flat: dict, name: str):
+    if isinstance(x, Tensor):
+        if name not in flat:
+            raise KeyError(name)
+        value = flat[name]
+        if value.shape != x.shape:
+            raise ValueError(f"{name}: stored shape {tuple(value.shape)}, model expects {tuple(x.shape)}")
+        return value.to(device=x.device, dtype=x.dtype)
+    if isinstance(x, StateBase):
+        return x.fill(flat, prefix=name + ".")
+    if isinstance(x, (list, tuple)):
+        return type(x)(_fill(v, flat, f"{name}.{i}") for i, v in enumerate(x))
     return x
 
 

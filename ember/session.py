@@ -1,0 +1,76 @@
+"""`ember session`: stream text through a trained model whose memories write while its slow
+weights stay frozen, printing the loss span by span, and keep the memory state on disk so the
+next session starts with what this one learned.
+
+Letters: b batch (1 stream), n bytes.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ember.errors import EmberDataError
+from ember.memory_state import load_memory_state, save_memory_state
+
+log = logging.getLogger("ember")
+
+
+def build_model(config: str):
+    """Instantiate the composite of a config (no logger, no run)."""
+    from ember import registry
+    from ember.cli import EmberCLI, check_config_names
+
+    registry.load_plugins()
+    args = ["--config", config, "--trainer.logger", "false"]
+    check_config_names(args)
+    return EmberCLI(args=args, run=False).model
+
+
+def read_input(source: str) -> bytes:
+    data = sys.stdin.buffer.read() if source == "-" else _read_file(Path(source))
+    if len(data) < 2:
+        raise EmberDataError(f"--input {source} holds {len(data)} byte(s): a session needs at least 2")
+    return data
+
+
+def _read_file(path: Path) -> bytes:
+    if not path.is_file():
+        raise EmberDataError(f"--input {path} is not a file: give a text file, or - for standard input")
+    return path.read_bytes()
+
+
+@torch.no_grad()
+def run_session(config: str, ckpt_path: str, memory_state: str, source: str, span: int = 256) -> list[float]:
+    """Stream `source` through the model span by span; returns the per-span losses (nats/byte)."""
+    model = build_model(config)
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    model.on_load_checkpoint(checkpoint)  # refuses a checkpoint of another composite
+    model.load_state_dict(checkpoint["state_dict"])
+    model.eval().requires_grad_(False)  # slow weights frozen: only the fast memories change
+    tokens = torch.tensor(list(read_input(source)), dtype=torch.long)[None]  # (1, n)
+    path = Path(memory_state)
+    state = None
+    if path.exists():
+        template = model(tokens[:, :1])[1]
+        state = load_memory_state(path, model, template)
+        log.info("memory state: loaded %s", path)
+    losses = []
+    for start in range(0, tokens.shape[1] - 1, span):
+        inputs = tokens[:, start : start + span]
+        targets = tokens[:, start + 1 : start + span + 1]
+        inputs = inputs[:, : targets.shape[1]]
+        logits, state = model(inputs, state)
+        loss = F.cross_entropy(logits[0].float(), targets[0]).item()
+        losses.append(loss)
+        log.info("span %d (bytes %d-%d): %.4f nats/byte, %.3f bits/byte", len(losses), start,
+                 start + inputs.shape[1], loss, loss / math.log(2))
+    save_memory_state(state, path, model)
+    log.info("memory state: saved %s (%d bytes of state); mean %.4f nats/byte over %d span(s)", path,
+             state.nbytes(), sum(losses) / len(losses), len(losses))
+    return losses

@@ -1,0 +1,86 @@
+"""`ember session`: memory state persists across runs; bad state files are refused, never half-written."""
+
+import pytest
+import torch
+
+from ember import memory_state
+from helpers import ROOT, fit_args, run_cli, run_folder
+
+MEMORY = str(ROOT / "configs/debug/nml_memory.yaml")
+PLAIN = str(ROOT / "configs/debug/quickstart.yaml")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = {}
+    for name, config in (("memory", MEMORY), ("plain", PLAIN)):
+        run_dir = tmp_path_factory.mktemp(name)
+        assert run_cli(*fit_args(run_dir, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+                                 config=config)) == 0
+        out[name] = (config, str(run_folder(run_dir) / "checkpoints/last.ckpt"))
+    return out
+
+
+@pytest.fixture
+def text(tmp_path):
+    path = tmp_path / "session.txt"
+    path.write_text("Ada Obi's city is Lyon. " * 20)
+    return str(path)
+
+
+def session(config, ckpt, mem, text):
+    return run_cli("session", "--config", config, "--ckpt_path", ckpt, "--memory-state", str(mem), "--input", text,
+                   "--span", "64")
+
+
+def test_state_is_saved_then_resumed_and_slow_weights_stay_frozen(trained, text, tmp_path, caplog):
+    config, ckpt = trained["memory"]
+    before = torch.load(ckpt, weights_only=False)["state_dict"]
+    mem = tmp_path / "user.mem"
+    assert session(config, ckpt, mem, text) == 0
+    assert "span 1 (bytes 0-64)" in caplog.text and mem.is_file()
+    first = mem.read_bytes()
+    caplog.clear()
+    assert session(config, ckpt, mem, text) == 0
+    assert f"memory state: loaded {mem}" in caplog.text
+    assert mem.read_bytes() != first  # the second session continued from the first one's memory
+    after = torch.load(ckpt, weights_only=False)["state_dict"]
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_state_from_another_model_is_refused_and_kept(trained, text, tmp_path, caplog):
+    mem = tmp_path / "user.mem"
+    assert session(*trained["memory"], mem, text) == 0
+    saved = mem.read_bytes()
+    assert session(*trained["plain"], mem, text) == 2
+    assert "written by another model" in caplog.text and mem.read_bytes() == saved
+
+
+def test_corrupt_state_file_is_refused(trained, text, tmp_path, caplog):
+    mem = tmp_path / "user.mem"
+    mem.write_bytes(b"not a safetensors file")
+    assert session(*trained["memory"], mem, text) == 2
+    assert "not a readable Ember memory-state file" in caplog.text
+    assert mem.read_bytes() == b"not a safetensors file"
+
+
+def test_a_crash_while_saving_leaves_the_old_file_whole(trained, text, tmp_path, monkeypatch):
+    mem = tmp_path / "user.mem"
+    assert session(*trained["memory"], mem, text) == 0
+    saved = mem.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(memory_state, "save_file", crash)
+    with pytest.raises(KeyboardInterrupt):
+        session(*trained["memory"], mem, text)
+    assert mem.read_bytes() == saved
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary left
+
+
+def test_empty_input_names_the_fix(trained, tmp_path, caplog):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    assert session(*trained["memory"], tmp_path / "m.mem", str(empty)) == 2
+    assert "needs at least 2" in caplog.text and not (tmp_path / "m.mem").exists()
