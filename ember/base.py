@@ -42,6 +42,10 @@ class LanguageBackbone(EmberPlugin):
                 prefix: Tensor | None = None) -> BackboneOutput:
         """tokens (b, n) int64; state from the previous chunk or None; prefix (b, p, d) or None."""
 
+    def end_session(self, state: StateBase) -> StateBase:
+        """A session ends: plastic memories commit their open spans. No-op without memories."""
+        return state
+
 
 class SensoryOutput(NamedTuple):
     tokens: Tensor  # (b, s, d) latent sensory tokens

@@ -70,6 +70,7 @@ def run_session(config: str, ckpt_path: str, memory_state: str, source: str, spa
         losses.append(loss)
         log.info("span %d (bytes %d-%d): %.4f nats/byte, %.3f bits/byte", len(losses), start,
                  start + inputs.shape[1], loss, loss / math.log(2))
+    state = model.backbone.end_session(state)  # session end: memories commit their open spans
     save_memory_state(state, path, model)
     log.info("memory state: saved %s (%d bytes of state); mean %.4f nats/byte over %d span(s)", path,
              state.nbytes(), sum(losses) / len(losses), len(losses))

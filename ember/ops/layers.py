@@ -116,6 +116,12 @@ class NMLLayer(nn.Module):
         x = x + self.drop(self.ffn(self.norm_ffn(x)))
         return x, NMLLayerState(scan_state, wm_state, pm_state)
 
+    def flush(self, state: NMLLayerState | None) -> NMLLayerState | None:
+        """Session end: the procedural memory commits its open span."""
+        if state is None or self.pm is None:
+            return state
+        return NMLLayerState(state.scan, state.wm, self.pm.flush(state.pm))
+
 
 class AttentionLayer(nn.Module):
     """A pre-norm transformer layer: x += attn(norm x); x += SwiGLU(norm x). State: its KVCache.

@@ -22,3 +22,7 @@ class MemoryReadLayer(nn.Module):
         """x: (b, n, d) -> x + read-out (b, n, d), memory state."""
         y, state = self.memory(self.norm(x), state)
         return x + y, state
+
+    def flush(self, state: StateBase | None) -> StateBase | None:
+        """Session end: the memory commits its open span."""
+        return None if state is None else self.memory.flush(state)

@@ -1,14 +1,17 @@
 """The plasticity loop shared by slot memories (procedural and episodic), SPEC 3.2.
 
-Letters: b batch, n tokens, m slots (r for PM, M for EM), d width.
+Letters: b batch, n tokens, m slots (r for PM, M for EM), c write candidates, d width.
 
 Per token: read the slots (fixed within a plasticity period, so a period's reads run in
-parallel) and feed the eligibility traces. At every boundary (each `period` tokens, a clock
-shared by the batch) the controller reads a summary of the span and the memory commits:
+parallel) and feed the span's write candidates (eligibility traces for PM, the most salient
+tokens for EM). At every boundary (each `period` tokens, a clock shared by the batch, and at
+a session end through `flush`) the controller reads a summary of the span and the memory
+commits its candidates:
 
-    K <- normalize(K + g w (e_k - K)),  V <- V + g w (e_v - V),  s <- clamp(lam s + g eta w, 0, 1)
+    K <- normalize(K + g w (k - K)),  V <- V + g w (v - V),  s <- clamp(lam s + g eta w, 0, 1)
 
-where the memory's `select` chooses the slot weights w. Subclasses define `read` and `select`.
+where the memory's `select` chooses the slot weights w. Subclasses define `read`,
+`init_candidates`, `accumulate` and `commit`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from torch import Tensor, nn
 
 from ember.base import Modulation, Neuromodulator, SpanSummary
 from ember.errors import EmberConfigError
-from ember.ops.plasticity import eligibility, pm_commit
 from ember.state import StateBase
 
 
@@ -30,7 +32,8 @@ class SlotMemoryState(StateBase):
     """Fast state of one slot memory, per stream.
 
     K, V: (b, m, d) slot keys (unit norm once written) and values; s: (b, m) strengths in [0, 1];
-    e_k, e_v: (b, d) eligibility traces; pooled, surprise: (b, d), (b,) sums over the open span;
+    cand: the open span's write candidates (a StateBase of the memory's own kind);
+    pooled, surprise: (b, d), (b,) sums over the open span;
     tokens: () tokens since the last boundary (shared by the batch: boundaries are batch-wide);
     commit_rate: (b,) mean gate of the boundaries of the last call (for logging);
     aux_loss: () controller loss of the last call (e.g. the commit budget).
@@ -39,8 +42,7 @@ class SlotMemoryState(StateBase):
     K: Tensor
     V: Tensor
     s: Tensor
-    e_k: Tensor
-    e_v: Tensor
+    cand: StateBase
     pooled: Tensor
     surprise: Tensor
     tokens: Tensor
@@ -54,37 +56,47 @@ def relative_error(target: Tensor, read: Tensor) -> Tensor:
 
 
 class SlotMemoryMixin:
-    """Period loop, traces, controller and projections; mixed into a memory plugin class."""
+    """Period loop, span summary, controller and projections; mixed into a memory plugin class."""
 
-    def _setup(self, d_model: int, slots: int, neuromodulator: Callable[[int], Neuromodulator], period: int,
-               trace_decay: float):
-        if period < 1 or not 0 <= trace_decay < 1:
-            raise EmberConfigError(f"period={period} must be >= 1 and trace_decay={trace_decay} in [0, 1)")
-        self.d_model, self.slots, self.period, self.trace_decay = d_model, slots, period, trace_decay
+    def _setup(self, d_model: int, slots: int, neuromodulator: Callable[[int], Neuromodulator], period: int):
+        if period < 1:
+            raise EmberConfigError(f"period={period} must be >= 1")
+        self.d_model, self.slots, self.period = d_model, slots, period
         self.controller = neuromodulator(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
         nn.init.zeros_(self.out.weight)  # an empty memory starts as an exact no-op
 
+    # ---- what a memory kind defines -------------------------------------------------------
     def read(self, q: Tensor, K: Tensor, V: Tensor, s: Tensor) -> Tensor:
         """q (b, n, d) against the slots -> (b, n, d)."""
         raise NotImplementedError
 
-    def select(self, K: Tensor, s: Tensor, k_e: Tensor, mod: Modulation) -> Tensor:
-        """Slot weights w (b, m) of a commit."""
+    def init_candidates(self, batch: int, device, dtype) -> StateBase:
+        """Empty write candidates of a fresh span."""
         raise NotImplementedError
 
+    def accumulate(self, cand: StateBase, x: Tensor, k: Tensor, v: Tensor, offset: int) -> StateBase:
+        """Feed the tokens x, k, v (b, n, d) of the open span (starting at span position offset)."""
+        raise NotImplementedError
+
+    def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: StateBase,
+               mod: Modulation) -> tuple[Tensor, Tensor, Tensor]:
+        """Write the span's candidates at a boundary; returns the new K, V, s."""
+        raise NotImplementedError
+
+    # ---- the loop -------------------------------------------------------------------------
     def init_state(self, batch: int, device, dtype) -> SlotMemoryState:
         z = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
         b, m, d = batch, self.slots, self.d_model
-        return SlotMemoryState(z(b, m, d), z(b, m, d), z(b, m), z(b, d), z(b, d), z(b, d), z(b),
-                               torch.zeros((), dtype=torch.long, device=device), z(b), z(()))
+        return SlotMemoryState(z(b, m, d), z(b, m, d), z(b, m), self.init_candidates(b, device, dtype), z(b, d),
+                               z(b), torch.zeros((), dtype=torch.long, device=device), z(b), z(()))
 
     def forward(self, x: Tensor, state: SlotMemoryState | None = None) -> tuple[Tensor, SlotMemoryState]:
         """x: (b, n, d) normalised input -> read-out (b, n, d) and the memory state (carries state)."""
         st = state if state is not None else self.init_state(x.shape[0], x.device, x.dtype)
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (b, n, d)
-        K, V, s, e_k, e_v, pooled, surprise = st.K, st.V, st.s, st.e_k, st.e_v, st.pooled, st.surprise
+        K, V, s, cand, pooled, surprise = st.K, st.V, st.s, st.cand, st.pooled, st.surprise
         tokens, reads, gates, aux = int(st.tokens), [], [], x.new_zeros(())
         start = 0
         while start < x.shape[1]:
@@ -93,16 +105,31 @@ class SlotMemoryMixin:
             reads.append(read)
             surprise = surprise + relative_error(v[:, start:stop], read).sum(1)
             pooled = pooled + x[:, start:stop].sum(1)
-            e_k = eligibility(k[:, start:stop], e_k, self.trace_decay)
-            e_v = eligibility(v[:, start:stop], e_v, self.trace_decay)
+            cand = self.accumulate(cand, x[:, start:stop], k[:, start:stop], v[:, start:stop], tokens)
             tokens += stop - start
             if tokens == self.period:
-                mod = self.controller(SpanSummary(pooled / tokens, surprise / tokens, s.mean(-1)))
-                K, V, s = pm_commit(K, V, s, e_k, e_v, self.select(K, s, e_k, mod), mod.g, mod.eta, mod.lam)
+                K, V, s, mod = self._boundary(K, V, s, cand, pooled, surprise, tokens)
                 gates.append(mod.g)
                 aux = aux + (mod.aux_loss if mod.aux_loss is not None else 0.0)
+                cand = self.init_candidates(x.shape[0], x.device, x.dtype)
                 pooled, surprise, tokens = torch.zeros_like(pooled), torch.zeros_like(surprise), 0
             start = stop
         rate = torch.stack(gates, 1).mean(1) if gates else st.commit_rate
-        new = SlotMemoryState(K, V, s, e_k, e_v, pooled, surprise, torch.tensor(tokens, device=x.device), rate, aux)
+        new = SlotMemoryState(K, V, s, cand, pooled, surprise, torch.tensor(tokens, device=x.device), rate, aux)
         return self.out(torch.cat(reads, dim=1)), new
+
+    def _boundary(self, K, V, s, cand, pooled, surprise, tokens: int):
+        mod = self.controller(SpanSummary(pooled / tokens, surprise / tokens, s.mean(-1)))
+        K, V, s = self.commit(K, V, s, cand, mod)
+        return K, V, s, mod
+
+    def flush(self, state: SlotMemoryState) -> SlotMemoryState:
+        """Session end: commit the open span now (a boundary before the period is full)."""
+        tokens = int(state.tokens)
+        if tokens == 0:
+            return state
+        K, V, s, mod = self._boundary(state.K, state.V, state.s, state.cand, state.pooled, state.surprise, tokens)
+        z = torch.zeros_like
+        b = state.s.shape[0]
+        return SlotMemoryState(K, V, s, self.init_candidates(b, K.device, K.dtype), z(state.pooled),
+                               z(state.surprise), z(state.tokens), mod.g, z(state.aux_loss))

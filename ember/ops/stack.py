@@ -58,3 +58,8 @@ class TokenStack(nn.Module):
             new_states.append(layer_state)
         x = self.norm(x[:, x.shape[1] - tokens.shape[1]:])
         return self.head(x), LayerStates(new_states)
+
+    def flush(self, state: LayerStates) -> LayerStates:
+        """Session end: every layer with a plastic memory commits its open span."""
+        return LayerStates([layer.flush(s) if hasattr(layer, "flush") else s
+                            for layer, s in zip(self.layers, state.layers)])

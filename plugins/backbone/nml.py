@@ -71,3 +71,7 @@ class NMLBackbone(LanguageBackbone):
             BackboneOutput(logits (b, n, v + reserved), state (LayerStates, carries state)).
         """
         return BackboneOutput(*self.stack(tokens, state, prefix))
+
+    def end_session(self, state: LayerStates) -> LayerStates:
+        """Session end: every PM and EM commits its open span (SPEC 3.2)."""
+        return self.stack.flush(state)

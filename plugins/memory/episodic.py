@@ -1,18 +1,50 @@
 """EpisodicStore: a bounded vector store per block (SPEC 3.2, seed 003).
 
-Letters: b batch, n tokens, M items, k retrieved items, d width.
+Letters: b batch, n tokens, M items, k retrieved items, c write candidates per span, d width.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
-from torch import Tensor
+import torch
+from torch import Tensor, nn
 
 from ember.base import EpisodicMemory, Modulation, Neuromodulator
 from ember.errors import EmberConfigError
-from ember.ops.plasticity import em_read, merge_or_weakest
+from ember.ops.plasticity import em_read, merge_or_weakest, pm_commit
 from ember.ops.slot_memory import SlotMemoryMixin
+from ember.state import StateBase
+
+
+@dataclass
+class SalientCandidates(StateBase):
+    """EM write candidates of the open span: the c most salient tokens so far.
+
+    k, v: (b, c, d) their keys and values; a: (b, c) salience in [0, 1] (0 = empty);
+    pos: (b, c) their positions in the span (writes happen in time order).
+    """
+
+    k: Tensor
+    v: Tensor
+    a: Tensor
+    pos: Tensor
+
+
+def top_salient(cand: SalientCandidates, k: Tensor, v: Tensor, a: Tensor, offset: int) -> SalientCandidates:
+    """Keep the c most salient of the old candidates and the new tokens k, v (b, n, d), a (b, n).
+
+    Ties go to the earlier position, so the choice is the same whether a span arrives whole or in pieces.
+    """
+    c = cand.a.shape[1]
+    pos = torch.arange(offset, offset + a.shape[1], device=a.device, dtype=cand.pos.dtype).expand_as(a)
+    all_k, all_v = torch.cat([cand.k, k], 1), torch.cat([cand.v, v], 1)  # (b, c + n, d)
+    all_a, all_pos = torch.cat([cand.a, a], 1), torch.cat([cand.pos, pos], 1)  # (b, c + n)
+    by_pos = all_pos.argsort(dim=1, stable=True)
+    order = by_pos.gather(1, all_a.gather(1, by_pos).argsort(dim=1, descending=True, stable=True))[:, :c]
+    pick = lambda t: t.gather(1, order[..., None].expand(-1, -1, t.shape[-1]))  # noqa: E731
+    return SalientCandidates(pick(all_k), pick(all_v), all_a.gather(1, order), all_pos.gather(1, order))
 
 
 class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
@@ -20,12 +52,15 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
 
     Read:   each token takes the top-k items by s_i cos(q_t, K_i) and attends over them:
             y_t = W_o sum_j s_j softmax_j(q_t . K_j / sqrt(d)) V_j  (items fixed within a period).
-    Write (every `period` tokens, candidate (e_k, e_v) = the span's eligibility traces):
-            j = the most similar live item if cos(K_j, e_k) > merge_threshold (merge), else the
-            weakest item (overwrite); with w = one_hot(j):
-            K <- normalize(K + g w (e_k - K)), V <- V + g w (e_v - V), s <- clamp(lam s + g eta w, 0, 1).
-    Every item decays by lam at each boundary; capacity M is fixed whatever the stream length.
-    The controller's tau is not used (the target is chosen, not sampled).
+    Candidates: the c = `writes` tokens of the span with the largest salience a_t = sigmoid(w_a . x_t),
+            each proposing (k_t, v_t) = (W_k x_t, W_v x_t).
+    Write (every `period` tokens and at session ends), candidates in time order, j = 1..c:
+            i = the most similar live item if cos(K_i, k_j) > merge_threshold (merge), else the
+            weakest item (overwrite); with w = one_hot(i) and gate g_j = g a_j:
+            K <- normalize(K + g_j w (k_j - K)), V <- V + g_j w (v_j - V), s <- clamp(lam s + g_j eta w, 0, 1)
+            (every item decays by lam once per boundary, at the first write).
+    Capacity M is fixed whatever the stream length. The controller's tau is not used (the
+    target is chosen, not sampled).
 
     Args:
         d_model: host width (passed by the backbone's factory).
@@ -33,22 +68,43 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
         items: capacity M.
         top_k: items retrieved per token.
         period: plasticity period P in tokens.
+        writes: candidates c written per boundary (the most salient tokens of the span).
         merge_threshold: cosine above which a candidate merges into an existing item.
-        trace_decay: rho of the eligibility traces.
     """
 
     def __init__(self, d_model: int, neuromodulator: Callable[[int], Neuromodulator], items: int = 256,
-                 top_k: int = 4, period: int = 64, merge_threshold: float = 0.9, trace_decay: float = 0.9):
+                 top_k: int = 4, period: int = 64, writes: int = 4, merge_threshold: float = 0.9):
         super().__init__()
         if not 1 <= top_k <= items:
             raise EmberConfigError(f"top_k={top_k} must be between 1 and items={items}")
+        if not 1 <= writes <= min(items, period):
+            raise EmberConfigError(f"writes={writes} must be between 1 and min(items, period)="
+                                   f"{min(items, period)}")
         if not -1 <= merge_threshold <= 1:
             raise EmberConfigError(f"merge_threshold={merge_threshold} is a cosine: use a value in [-1, 1]")
-        self._setup(d_model, items, neuromodulator, period, trace_decay)
-        self.top_k, self.merge_threshold = top_k, merge_threshold
+        self._setup(d_model, items, neuromodulator, period)
+        self.top_k, self.writes, self.merge_threshold = top_k, writes, merge_threshold
+        self.salience = nn.Linear(d_model, 1)
 
     def read(self, q: Tensor, K: Tensor, V: Tensor, s: Tensor) -> Tensor:
         return em_read(q, K, V, s, self.top_k)
 
-    def select(self, K: Tensor, s: Tensor, k_e: Tensor, mod: Modulation) -> Tensor:
-        return merge_or_weakest(K, s, k_e, self.merge_threshold)
+    def init_candidates(self, batch: int, device, dtype) -> SalientCandidates:
+        z = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
+        c, d = self.writes, self.d_model
+        return SalientCandidates(z(batch, c, d), z(batch, c, d), z(batch, c), z(batch, c))
+
+    def accumulate(self, cand: SalientCandidates, x: Tensor, k: Tensor, v: Tensor, offset: int):
+        return top_salient(cand, k, v, torch.sigmoid(self.salience(x)).squeeze(-1), offset)
+
+    def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: SalientCandidates, mod: Modulation):
+        order = cand.pos.argsort(dim=1)  # (b, c): time order
+        one = torch.ones_like(mod.lam)
+        for j in range(self.writes):
+            i = order[:, j : j + 1]  # (b, 1)
+            k_j = cand.k.gather(1, i[..., None].expand(-1, -1, K.shape[-1]))[:, 0]  # (b, d)
+            v_j = cand.v.gather(1, i[..., None].expand(-1, -1, K.shape[-1]))[:, 0]
+            g_j = mod.g * cand.a.gather(1, i)[:, 0]
+            w = merge_or_weakest(K, s, k_j, self.merge_threshold)
+            K, V, s = pm_commit(K, V, s, k_j, v_j, w, g_j, mod.eta, mod.lam if j == 0 else one)
+        return K, V, s

@@ -5,14 +5,25 @@ Letters: b batch, n tokens, r slots, d width.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import Tensor
 
 from ember.base import Modulation, Neuromodulator, ProceduralMemory
 from ember.errors import EmberConfigError
-from ember.ops.plasticity import pm_read, slot_weights
+from ember.ops.plasticity import eligibility, pm_commit, pm_read, slot_weights
 from ember.ops.slot_memory import SlotMemoryMixin
+from ember.state import StateBase
+
+
+@dataclass
+class TraceCandidates(StateBase):
+    """PM write candidate of the open span: eligibility traces e_k, e_v (b, d)."""
+
+    e_k: Tensor
+    e_v: Tensor
 
 
 class LowRankPM(SlotMemoryMixin, ProceduralMemory):
@@ -20,7 +31,7 @@ class LowRankPM(SlotMemoryMixin, ProceduralMemory):
 
     Read:   y_t = W_o sum_i s_i softmax_i(q_t . K_i / sqrt(d)) V_i,  q = W_q x.
     Trace:  e_k <- rho e_k + (1 - rho) W_k x_t,  e_v <- rho e_v + (1 - rho) W_v x_t.
-    Commit (every `period` tokens; see ember.ops.plasticity.pm_commit):
+    Commit (every `period` tokens and at session ends; see ember.ops.plasticity.pm_commit):
             w = top-k softmax((cos(K, e_k) - beta (1 - s)) / tau),
             K <- normalize(K + g w (e_k - K)), V <- V + g w (e_v - V), s <- clamp(lam s + g eta w, 0, 1),
     with (g, eta, lam, tau) from the neuromodulator reading the span's mean input, surprise
@@ -42,11 +53,21 @@ class LowRankPM(SlotMemoryMixin, ProceduralMemory):
         super().__init__()
         if not 1 <= top_k <= slots:
             raise EmberConfigError(f"top_k={top_k} must be between 1 and slots={slots}")
-        self._setup(d_model, slots, neuromodulator, period, trace_decay)
-        self.top_k, self.beta = top_k, beta
+        if not 0 <= trace_decay < 1:
+            raise EmberConfigError(f"trace_decay={trace_decay} must be in [0, 1)")
+        self._setup(d_model, slots, neuromodulator, period)
+        self.top_k, self.beta, self.trace_decay = top_k, beta, trace_decay
 
     def read(self, q: Tensor, K: Tensor, V: Tensor, s: Tensor) -> Tensor:
         return pm_read(q, K, V, s)
 
-    def select(self, K: Tensor, s: Tensor, k_e: Tensor, mod: Modulation) -> Tensor:
-        return slot_weights(K, s, k_e, mod.tau, self.beta, self.top_k)
+    def init_candidates(self, batch: int, device, dtype) -> TraceCandidates:
+        return TraceCandidates(torch.zeros(batch, self.d_model, device=device, dtype=dtype),
+                               torch.zeros(batch, self.d_model, device=device, dtype=dtype))
+
+    def accumulate(self, cand: TraceCandidates, x: Tensor, k: Tensor, v: Tensor, offset: int) -> TraceCandidates:
+        return TraceCandidates(eligibility(k, cand.e_k, self.trace_decay), eligibility(v, cand.e_v, self.trace_decay))
+
+    def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: TraceCandidates, mod: Modulation):
+        w = slot_weights(K, s, cand.e_k, mod.tau, self.beta, self.top_k)
+        return pm_commit(K, V, s, cand.e_k, cand.e_v, w, mod.g, mod.eta, mod.lam)

@@ -5,10 +5,11 @@ import math
 import pytest
 import torch
 
+from ember.base import Modulation
 from ember.errors import EmberConfigError
 from ember.ops.plasticity import em_read, merge_or_weakest, pm_commit
 from ember.plugins.backbone.nml import NMLBackbone
-from ember.plugins.memory.episodic import EpisodicStore
+from ember.plugins.memory.episodic import EpisodicStore, SalientCandidates, top_salient
 from ember.plugins.memory.procedural import LowRankPM
 from ember.plugins.neuromod.learned import LearnedNeuromodulator
 
@@ -87,7 +88,53 @@ def test_state_size_is_independent_of_stream_length():
     assert sizes[0] == sizes[1]
 
 
-@pytest.mark.parametrize("kwargs", [dict(top_k=7), dict(merge_threshold=2.0), dict(period=0)])
+def test_candidates_are_the_most_salient_tokens_whole_or_in_pieces():
+    b, c, d = 1, 2, 3
+    empty = SalientCandidates(torch.zeros(b, c, d), torch.zeros(b, c, d), torch.zeros(b, c), torch.zeros(b, c))
+    k = torch.arange(5.0)[None, :, None].expand(b, 5, d)  # token t has key (t, t, t)
+    a = t(0.1, 0.9, 0.3, 0.9, 0.5).float()[None]  # tokens 1 and 3 tie at the top
+    whole = top_salient(empty, k, k, a, offset=0)
+    assert sorted(whole.pos[0].tolist()) == [1.0, 3.0] and whole.k[0, :, 0].tolist() == [1.0, 3.0]
+    first = top_salient(empty, k[:, :2], k[:, :2], a[:, :2], offset=0)
+    pieces = top_salient(first, k[:, 2:], k[:, 2:], a[:, 2:], offset=2)
+    for name in ("k", "a", "pos"):
+        torch.testing.assert_close(getattr(pieces, name), getattr(whole, name))
+    ties = top_salient(empty, k, k, torch.full((1, 5), 0.5), offset=0)
+    assert ties.pos[0].tolist() == [0.0, 1.0]  # equal salience: the earliest tokens
+
+
+def test_commit_writes_candidates_in_time_order_with_gate_times_salience():
+    torch.manual_seed(0)
+    mem = EpisodicStore(2, neuromodulator=LearnedNeuromodulator, items=3, top_k=2, period=4, writes=2,
+                       merge_threshold=0.9)
+    K, V, s = torch.zeros(1, 3, 2), torch.zeros(1, 3, 2), torch.zeros(1, 3)
+    cand = SalientCandidates(torch.tensor([[[0.0, 2.0], [3.0, 0.0]]]), torch.tensor([[[5.0, 5.0], [7.0, 7.0]]]),
+                             torch.tensor([[1.0, 0.5]]), torch.tensor([[3.0, 1.0]]))  # second is earlier
+    one = torch.ones(1)
+
+    K, V, s = mem.commit(K, V, s, cand, Modulation(one, one, one, one))
+    # time order: (3, 0) with gate 0.5 into the weakest item 0, then (0, 2) with gate 1 into item 1
+    torch.testing.assert_close(K[0], torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
+    torch.testing.assert_close(V[0], torch.tensor([[3.5, 3.5], [5.0, 5.0], [0.0, 0.0]]))
+    torch.testing.assert_close(s[0], torch.tensor([0.5, 1.0, 0.0]))
+
+
+def test_session_end_flush_commits_the_open_span():
+    model = _memory_backbone().eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (EpisodicStore, LowRankPM)):
+                module.controller.net[-1].bias[0] = 3.0
+        _, state = model(torch.randint(0, 256, (2, 5)))  # 5 < period 8: nothing committed yet
+        assert all(float(s.abs().sum()) == 0 for s in state.collect("s"))
+        flushed = model.end_session(state)
+    assert all(float(s.sum()) > 0 for s in flushed.collect("s"))
+    assert all(int(t) == 0 for t in flushed.collect("tokens"))
+    assert model.end_session(flushed).tensors().keys() == flushed.tensors().keys()
+
+
+@pytest.mark.parametrize("kwargs", [dict(top_k=7), dict(merge_threshold=2.0), dict(period=0),
+                                    dict(writes=0), dict(writes=7)])
 def test_bad_settings_name_the_fix(kwargs):
     with pytest.raises(EmberConfigError):
         EpisodicStore(16, neuromodulator=LearnedNeuromodulator, items=6, **kwargs)
