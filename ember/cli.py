@@ -35,6 +35,7 @@ DESCRIPTION = """Ember: train, evaluate and ablate composite sequence models ass
   ember data prepare text --input F --out DIR      write text as webdataset shards
   ember session --config C --ckpt_path K --memory-state F --input TEXT|-
                                                    stream text with memories writing, weights frozen
+  ember ablate --config C --variant NAME=OVERLAY ... fit + test each variant, write one table
   ember --version
 
 Runs are tracked in MLflow (sqlite under runs/ unless MLFLOW_TRACKING_URI is set)."""
@@ -247,6 +248,26 @@ def session_command(argv: list[str]) -> int:
     return 0
 
 
+# ---- ember ablate --------------------------------------------------------------------------
+def ablate_command(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="ember ablate", description="Fit and test a config under several variants "
+                            "(overlays) with the same data, seed and budget; write one table (markdown + JSON).")
+    parser.add_argument("--config", action="append", required=True, help="base config (repeat to stack configs)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OVERLAY[,OVERLAY|,--key=value]",
+                        help="a variant: overlay configs and/or dotted overrides on top of the base; NAME= alone "
+                             "is the base itself (repeat; default: the base only)")
+    parser.add_argument("--out", default="runs/ablate", help="folder for the table and the runs")
+    parser.add_argument("--set", action="append", default=[], metavar="--key=value",
+                        help="an override applied to every variant, e.g. --set=--trainer.max_steps=200")
+    args = parser.parse_args(argv)
+    from ember.ablate import run_ablation
+
+    registry.load_plugins()
+    extra = [a for item in args.set for a in item.split("=", 1)]
+    run_ablation(args.config, args.variant, args.out, extra)
+    return 0
+
+
 # ---- entry point ---------------------------------------------------------------------------
 def _setup_logging():
     if not log.handlers:
@@ -269,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
             return data_command(argv[1:])
         if argv[:1] == ["session"]:
             return session_command(argv[1:])
+        if argv[:1] == ["ablate"]:
+            return ablate_command(argv[1:])
         if argv[:1] in (["--version"], ["-V"]):
             sys.stdout.write(f"ember {ember.__version__}\n")
             return 0

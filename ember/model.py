@@ -22,6 +22,7 @@ from torch import Tensor
 
 from ember.base import BackboneOutput, Consolidator, LanguageBackbone, ReasoningCore, SensoryEncoder
 from ember.errors import CheckpointMismatchError, EmberConfigError, NonFiniteLossError
+from ember.metrics import answer_stats
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2.0)
@@ -92,7 +93,7 @@ class EmberModel(LightningModule):
     def training_step(self, batch, batch_idx: int) -> Tensor:
         opt, sched = self.optimizers(), self.lr_schedulers()
         opt.zero_grad(set_to_none=True)
-        loss = self._sequence_loss(batch, backward=True)
+        loss, _ = self._sequence_loss(batch, backward=True)
         if self.hparams.grad_clip > 0:
             self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
@@ -101,36 +102,56 @@ class EmberModel(LightningModule):
         self.log("train/lr", sched.get_last_lr()[0])
         return loss
 
-    def _sequence_loss(self, batch, backward: bool) -> Tensor:
+    def _sequence_loss(self, batch, backward: bool) -> tuple[Tensor, Tensor]:
         """Mean next-byte loss (nats) over the batch, chunk by chunk with the state carried.
 
         With backward=True each chunk's loss is back-propagated at once (TBPTT): the state is
-        detached between chunks, so memory holds one chunk's graph at a time.
+        detached between chunks, so memory holds one chunk's graph at a time. A batch with a
+        `loss_mask` (b, n) (generated benchmarks) is scored on the masked targets only.
+        Returns the loss and the greedy predictions (b, n).
         """
         tokens, signal = (batch["tokens"], batch.get("signal")) if isinstance(batch, dict) else (batch, None)
         inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (b, n)
+        mask = batch.get("loss_mask") if isinstance(batch, dict) else None
+        weight = torch.ones_like(targets, dtype=torch.float32) if mask is None else mask.float()  # (b, n)
+        total_weight = weight.sum().clamp_min(1.0)
         n = inputs.shape[1]
         chunk = self.hparams.tbptt_chunk or n
-        state, total = None, inputs.new_zeros((), dtype=torch.float32)
+        state, total, preds = None, inputs.new_zeros((), dtype=torch.float32), []
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             logits, state = self(inputs[:, start:stop], state, signal if start == 0 else None)
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets[:, start:stop].flatten())
+            per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets[:, start:stop].flatten(),
+                                        reduction="none")  # (b * chunk,)
+            loss = (per_token * weight[:, start:stop].flatten()).sum() / total_weight  # this chunk's share
             if backward:
                 self._check_finite(loss)
                 aux = sum(state.collect("aux_loss"), loss.new_zeros(()))  # controller budgets of this chunk
-                self.manual_backward((loss + aux) * (stop - start) / n)
+                self.manual_backward(loss + aux * (stop - start) / n)
                 state = state.detach()
-            total = total + loss.detach() * (stop - start) / n
+            else:
+                preds.append(logits.argmax(-1))
+            total = total + loss.detach()
         self._log_memory(state)
-        return total
+        return total, torch.cat(preds, 1) if preds else targets.new_empty(0)
 
     def _log_memory(self, state):
-        """Mean commit rate over the memory instances of the last chunk, as mem/commit_rate."""
-        rates = state.collect("commit_rate")
-        if rates and self._trainer is not None:
-            stage = "train" if self.training else "val"
-            self.log(f"mem/{stage}_commit_rate", torch.stack([r.float().mean() for r in rates]).mean())
+        """Commit rate and occupancy of each memory instance over the last chunk, and their means:
+        mem/<stage>/<pm|em>_L<layer>/{commit_rate,occupancy} and mem/<stage>_commit_rate."""
+        if self._trainer is None:
+            return
+        stage = "train" if self.training else ("test" if self.trainer.testing else "val")
+        rates, tensors = [], state.tensors()
+        for key, rate in tensors.items():
+            if not key.endswith("commit_rate"):
+                continue
+            path = key[: -len("commit_rate")]
+            instance = ("pm" if ".pm." in key else "em") + "_L" + key.split(".")[1]
+            rates.append(rate.float().mean())
+            self.log(f"mem/{stage}/{instance}/commit_rate", rates[-1])
+            self.log(f"mem/{stage}/{instance}/occupancy", tensors[path + "s"].float().mean())
+        if rates:
+            self.log(f"mem/{stage}_commit_rate", torch.stack(rates).mean())
 
     def _check_finite(self, loss: Tensor):
         if torch.isfinite(loss):
@@ -142,12 +163,31 @@ class EmberModel(LightningModule):
             "trainer.precision=32; resume with --ckpt_path <that checkpoint>.")
 
     def validation_step(self, batch, batch_idx: int):
-        loss = self._sequence_loss(batch, backward=False)
+        loss, preds = self._sequence_loss(batch, backward=False)
         self.log_dict({"val/loss": loss, "val/bpb": loss / LN2}, prog_bar=True, sync_dist=True)
+        self._log_answers("val", batch, preds)
 
     def test_step(self, batch, batch_idx: int):
-        loss = self._sequence_loss(batch, backward=False)
+        loss, preds = self._sequence_loss(batch, backward=False)
         self.log_dict({"test/loss": loss, "test/bpb": loss / LN2}, sync_dist=True)
+        self._log_answers("eval", batch, preds)
+
+    def _log_answers(self, prefix: str, batch, preds: Tensor):
+        """Benchmark batches (with answer_id): <prefix>/<task>/{acc,byte_acc}[/<group>], overall and per group."""
+        if not isinstance(batch, dict) or "answer_id" not in batch:
+            return
+        task = getattr(getattr(self.trainer, "datamodule", None), "eval_task", None)
+        name, groups = (task.name, list(task.group_names)) if task is not None else ("task", ["all"])
+        correct = preds == batch["tokens"][:, 1:]
+        stats = answer_stats(correct, batch["loss_mask"], batch["answer_id"], batch["group"], len(groups))
+        totals = {k: v.sum() for k, v in stats.items()}
+        for suffix, at in [("", totals)] + [(f"/{g}", {k: v[i] for k, v in stats.items()})
+                                             for i, g in enumerate(groups)]:
+            if at["answers"] > 0:
+                self.log(f"{prefix}/{name}/acc{suffix}", at["right"] / at["answers"],
+                         batch_size=int(at["answers"]), sync_dist=True)
+                self.log(f"{prefix}/{name}/byte_acc{suffix}", at["right_bytes"] / at["bytes"],
+                         batch_size=int(at["bytes"]), sync_dist=True)
 
     def on_train_start(self):
         dm = getattr(self.trainer, "datamodule", None)

@@ -21,13 +21,14 @@ from importlib.metadata import entry_points
 from lightning.pytorch import Callback, LightningDataModule
 
 from ember.base import PLUGIN_KINDS
+from ember.data_modules.memory_task import MemoryTask
 from ember.errors import EmberConfigError
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "ember.plugins"
 BUILTIN_PACKAGES = ("ember.plugins", "ember.data_modules", "ember.callbacks")
 # Listed beside the plugin kinds so `ember plugins` shows every name a config can use.
-EXTRA_KINDS = {"data": LightningDataModule, "callback": Callback}
+EXTRA_KINDS = {"data": LightningDataModule, "callback": Callback, "task": MemoryTask}
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,16 @@ def slot_weights(K: Tensor, s: Tensor, k_e: Tensor, tau: Tensor, beta: float, to
     return torch.softmax(score.masked_fill(~keep, float("-inf")), dim=-1)
 
 
+def unit(x: Tensor, eps: float = 1e-6) -> Tensor:
+    """x / ||x|| along the last dim, and 0 where ||x|| <= eps, with a zero (not NaN) gradient there.
+
+    F.normalize back-propagates NaN through an all-zero row (an empty slot), and the direction of
+    a vector that is only starting to grow is undefined anyway.
+    """
+    sumsq = x.pow(2).sum(-1, keepdim=True)
+    return torch.where(sumsq > eps * eps, x * torch.rsqrt(sumsq.clamp_min(eps * eps)), torch.zeros_like(x))
+
+
 def pm_commit(K: Tensor, V: Tensor, s: Tensor, k_e: Tensor, v_e: Tensor, w: Tensor, g: Tensor, eta: Tensor,
               lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """One commit at a plasticity boundary (SPEC 3.2):
@@ -68,7 +78,7 @@ def pm_commit(K: Tensor, V: Tensor, s: Tensor, k_e: Tensor, v_e: Tensor, w: Tens
         g: (b,) commit gate in [0, 1]; eta: (b,) write strength; lam: (b,) decay in [0, 1].
     """
     gw = (g[:, None] * w)[..., None]  # (b, r, 1)
-    K = F.normalize(K + gw * (k_e[:, None, :] - K), dim=-1, eps=1e-8)
+    K = unit(K + gw * (k_e[:, None, :] - K))
     V = V + gw * (v_e[:, None, :] - V)
     s = (lam[:, None] * s + g[:, None] * eta[:, None] * w).clamp(0.0, 1.0)
     return K, V, s

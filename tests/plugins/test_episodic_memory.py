@@ -138,3 +138,13 @@ def test_session_end_flush_commits_the_open_span():
 def test_bad_settings_name_the_fix(kwargs):
     with pytest.raises(EmberConfigError):
         EpisodicStore(16, neuromodulator=LearnedNeuromodulator, items=6, **kwargs)
+
+
+def test_gradients_stay_finite_through_empty_slots():
+    """Untouched slots are all-zero rows: normalising them must not back-propagate NaN."""
+    torch.manual_seed(0)
+    model = _memory_backbone()
+    logits, _ = model(torch.randint(0, 256, (2, 40)))
+    logits.float().logsumexp(-1).mean().backward()
+    bad = [name for name, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
+    assert not bad

@@ -1,0 +1,100 @@
+"""`ember ablate`: train and test one config under several variants and write one table.
+
+Each variant is a name and the overlay configs (and/or dotted overrides) applied on top of the
+base config, e.g. `no_memory=configs/ablate/no_memory.yaml`; `full=` (nothing) is the base
+itself. Every variant gets the same data, seed and step budget; the table holds its parameter
+count, its per-stream state size after one example, and every `eval/...` and `test/...` metric
+of `ember test` on its best checkpoint. Output: <out>/ablation.md and <out>/ablation.json.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+
+from ember.errors import EmberConfigError
+
+log = logging.getLogger("ember")
+
+
+def parse_variant(text: str) -> tuple[str, list[str]]:
+    """'name=a.yaml,b.yaml,--key=value' -> (name, CLI args)."""
+    name, _, spec = text.partition("=")
+    if not name or not _:
+        raise EmberConfigError(f"--variant {text!r}: write NAME=OVERLAY[,OVERLAY...] (NAME= for the base alone)")
+    args = []
+    for part in filter(None, spec.split(",")):
+        if part.startswith("--"):
+            key, _, value = part.partition("=")
+            args += [key, value]
+        else:
+            if not Path(part).is_file():
+                raise EmberConfigError(f"--variant {name}: overlay {part} is not a file")
+            args += ["--config", part]
+    return name, args
+
+
+def state_bytes(model, datamodule) -> int:
+    """Bytes of fast state one stream carries after one validation example."""
+    datamodule.setup("validate")
+    batch = next(iter(datamodule.val_dataloader()))
+    tokens = batch["tokens"] if isinstance(batch, dict) else batch
+    with torch.no_grad():
+        _, state = model.to("cpu").float()(tokens[:1, :-1])
+    return state.nbytes()
+
+
+def run_variant(name: str, base: list[str], extra: list[str], out: Path) -> dict:
+    from ember.cli import EmberCLI, check_config_names
+
+    args = [*base, *extra, "--trainer.logger.init_args.run_dir", str(out / "runs"),
+            "--trainer.logger.init_args.run_name", name]
+    check_config_names(args)
+    cli = EmberCLI(args=args, run=False)
+    params = sum(p.numel() for p in cli.model.parameters())
+    log.info("ablate: variant %s (%d parameters)", name, params)
+    start = time.time()
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    minutes = (time.time() - start) / 60
+    ckpt = cli.trainer.checkpoint_callback
+    path = (ckpt.best_model_path or ckpt.last_model_path) if ckpt is not None else None
+    (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path or None, verbose=False)
+    row = {"variant": name, "params": params, "state_bytes": state_bytes(cli.model, cli.datamodule),
+           "train_minutes": round(minutes, 2), "checkpoint": path}
+    row.update({k: float(v) for k, v in metrics.items() if k.startswith(("eval/", "test/"))})
+    return row
+
+
+def markdown(rows: list[dict]) -> str:
+    keys = [k for k in rows[0] if k not in ("variant", "checkpoint")]
+    for row in rows[1:]:
+        keys += [k for k in row if k not in keys and k not in ("variant", "checkpoint")]
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    lines = ["| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines += [f"| {r['variant']} | " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def run_ablation(configs: list[str], variants: list[str], out: str, extra: list[str]) -> list[dict]:
+    """Fit and test every variant; write the table after each one (a crash keeps the finished rows)."""
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    parsed = [parse_variant(v) for v in variants] or [("base", [])]
+    base = [a for c in configs for a in ("--config", c)] + extra
+    rows = []
+    for name, overlay in parsed:
+        rows.append(run_variant(name, base, overlay, out_dir))
+        _write(out_dir / "ablation.json", json.dumps({"configs": configs, "extra": extra, "rows": rows}, indent=1))
+        _write(out_dir / "ablation.md", markdown(rows))
+    log.info("ablate: table in %s\n%s", out_dir / "ablation.md", markdown(rows))
+    return rows
+
+
+def _write(path: Path, text: str):
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
