@@ -59,12 +59,12 @@ def run_variant(name: str, base: list[str], extra: list[str], out: Path) -> dict
     log.info("ablate: variant %s (%d parameters)", name, params)
     start = time.time()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    minutes = (time.time() - start) / 60
+    minutes, steps = (time.time() - start) / 60, cli.trainer.global_step
     ckpt = cli.trainer.checkpoint_callback
     path = (ckpt.best_model_path or ckpt.last_model_path) if ckpt is not None else None
     (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path or None, verbose=False)
     row = {"variant": name, "params": params, "state_bytes": state_bytes(cli.model, cli.datamodule),
-           "train_minutes": round(minutes, 2), "checkpoint": path}
+           "steps": steps, "train_minutes": round(minutes, 2), "checkpoint": path}
     row.update({k: float(v) for k, v in metrics.items() if k.startswith(("eval/", "test/"))})
     return row
 

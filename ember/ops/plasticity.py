@@ -102,10 +102,37 @@ def em_read(q: Tensor, K: Tensor, V: Tensor, s: Tensor, top_k: int) -> Tensor:
     return torch.einsum("bnk,bnkd->bnd", weights, picked)  # picked: (b, n, k, d)
 
 
-def merge_or_weakest(K: Tensor, s: Tensor, k_e: Tensor, merge_threshold: float) -> Tensor:
-    """Episodic write target as one-hot slot weights w (b, m): the most similar live item when
-    cos(K_j, k_e) > merge_threshold (merge), otherwise the weakest item (overwrite)."""
-    sim = F.cosine_similarity(K, k_e[:, None, :], dim=-1, eps=1e-8).masked_fill(s <= 0, -2.0)  # (b, m)
-    best_sim, best = sim.max(dim=-1)
-    target = torch.where(best_sim > merge_threshold, best, s.argmin(dim=-1))
+def merge_or_weakest(K: Tensor, s: Tensor, k: Tensor, merge_threshold: float) -> Tensor:
+    """Episodic write targets as one-hot slot weights w (b, c, m), one row per candidate j = 1..c:
+    the most similar live item when cos(K_i, k_j) > merge_threshold (merge), otherwise the j-th
+    weakest item (overwrite; distinct candidates overwrite distinct items).
+
+    Args:
+        K: (b, m, d) items; s: (b, m) strengths (0 = empty); k: (b, c, d) candidate keys, c <= m.
+    """
+    sim = torch.einsum("bmd,bcd->bcm", unit(K), unit(k)).masked_fill((s <= 0)[:, None, :], -2.0)  # (b, c, m)
+    best_sim, best = sim.max(dim=-1)  # (b, c)
+    weakest = s.argsort(dim=-1, stable=True)[:, : k.shape[1]]  # (b, c)
+    target = torch.where(best_sim > merge_threshold, best, weakest)
     return F.one_hot(target, K.shape[1]).to(K.dtype)
+
+
+def em_write(K: Tensor, V: Tensor, s: Tensor, k: Tensor, v: Tensor, w: Tensor, g: Tensor, eta: Tensor,
+             lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """c simultaneous episodic writes at a boundary (SPEC 3.2), candidates j with targets w_j:
+
+        K <- normalize(K + sum_j g_j w_j (k_j - K))
+        V <- V + sum_j g_j w_j (v_j - V)
+        s <- clamp(lam s + sum_j g_j eta w_j, 0, 1)
+
+    (one candidate: exactly pm_commit with a one-hot w).
+
+    Args:
+        K, V: (b, m, d); s: (b, m); k, v: (b, c, d) candidates; w: (b, c, m) one-hot targets;
+        g: (b, c) per-candidate gates in [0, 1]; eta: (b,) write strength; lam: (b,) decay in [0, 1].
+    """
+    gw = g[..., None] * w  # (b, c, m)
+    K = unit(K + torch.einsum("bcm,bcd->bmd", gw, k) - gw.sum(1)[..., None] * K)
+    V = V + torch.einsum("bcm,bcd->bmd", gw, v) - gw.sum(1)[..., None] * V
+    s = (lam[:, None] * s + eta[:, None] * gw.sum(1)).clamp(0.0, 1.0)
+    return K, V, s

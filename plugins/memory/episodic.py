@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from ember.base import EpisodicMemory, Modulation, Neuromodulator
 from ember.errors import EmberConfigError
-from ember.ops.plasticity import em_read, merge_or_weakest, pm_commit
+from ember.ops.plasticity import em_read, em_write, merge_or_weakest
 from ember.ops.slot_memory import SlotMemoryMixin
 from ember.state import StateBase
 
@@ -23,7 +23,7 @@ class SalientCandidates(StateBase):
     """EM write candidates of the open span: the c most salient tokens so far.
 
     k, v: (b, c, d) their keys and values; a: (b, c) salience in [0, 1] (0 = empty);
-    pos: (b, c) their positions in the span (writes happen in time order).
+    pos: (b, c) their positions in the span.
     """
 
     k: Tensor
@@ -54,11 +54,11 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
             y_t = W_o sum_j s_j softmax_j(q_t . K_j / sqrt(d)) V_j  (items fixed within a period).
     Candidates: the c = `writes` tokens of the span with the largest salience a_t = sigmoid(w_a . x_t),
             each proposing (k_t, v_t) = (W_k x_t, W_v x_t).
-    Write (every `period` tokens and at session ends), candidates in time order, j = 1..c:
-            i = the most similar live item if cos(K_i, k_j) > merge_threshold (merge), else the
-            weakest item (overwrite); with w = one_hot(i) and gate g_j = g a_j:
-            K <- normalize(K + g_j w (k_j - K)), V <- V + g_j w (v_j - V), s <- clamp(lam s + g_j eta w, 0, 1)
-            (every item decays by lam once per boundary, at the first write).
+    Write (every `period` tokens and at session ends), the c candidates at once:
+            target i_j = the most similar live item if cos(K_i, k_j) > merge_threshold (merge), else
+            the j-th weakest item (overwrite); with w_j = one_hot(i_j) and gates g_j = g a_j:
+            K <- normalize(K + sum_j g_j w_j (k_j - K)), V <- V + sum_j g_j w_j (v_j - V),
+            s <- clamp(lam s + sum_j g_j eta w_j, 0, 1)   (see ember.ops.plasticity.em_write).
     Capacity M is fixed whatever the stream length. The controller's tau is not used (the
     target is chosen, not sampled).
 
@@ -98,13 +98,5 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
         return top_salient(cand, k, v, torch.sigmoid(self.salience(x)).squeeze(-1), offset)
 
     def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: SalientCandidates, mod: Modulation):
-        order = cand.pos.argsort(dim=1)  # (b, c): time order
-        one = torch.ones_like(mod.lam)
-        for j in range(self.writes):
-            i = order[:, j : j + 1]  # (b, 1)
-            k_j = cand.k.gather(1, i[..., None].expand(-1, -1, K.shape[-1]))[:, 0]  # (b, d)
-            v_j = cand.v.gather(1, i[..., None].expand(-1, -1, K.shape[-1]))[:, 0]
-            g_j = mod.g * cand.a.gather(1, i)[:, 0]
-            w = merge_or_weakest(K, s, k_j, self.merge_threshold)
-            K, V, s = pm_commit(K, V, s, k_j, v_j, w, g_j, mod.eta, mod.lam if j == 0 else one)
-        return K, V, s
+        w = merge_or_weakest(K, s, cand.k, self.merge_threshold)  # (b, c, m)
+        return em_write(K, V, s, cand.k, cand.v, w, mod.g[:, None] * cand.a, mod.eta, mod.lam)

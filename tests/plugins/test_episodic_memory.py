@@ -7,7 +7,7 @@ import torch
 
 from ember.base import Modulation
 from ember.errors import EmberConfigError
-from ember.ops.plasticity import em_read, merge_or_weakest, pm_commit
+from ember.ops.plasticity import em_read, em_write, merge_or_weakest, pm_commit
 from ember.plugins.backbone.nml import NMLBackbone
 from ember.plugins.memory.episodic import EpisodicStore, SalientCandidates, top_salient
 from ember.plugins.memory.procedural import LowRankPM
@@ -33,10 +33,10 @@ def test_write_merges_into_a_similar_item_else_overwrites_the_weakest():
     K = t([1.0, 0.0], [0.0, 1.0], [0.0, 0.0])[None]
     s = t(0.9, 0.5, 0.0)[None]
     similar, novel = t([0.99, 0.1]), t([-1.0, 0.0])
-    assert merge_or_weakest(K, s, similar, 0.9)[0].tolist() == [1.0, 0.0, 0.0]  # merge into item 0
-    assert merge_or_weakest(K, s, novel, 0.9)[0].tolist() == [0.0, 0.0, 1.0]  # the empty (weakest) item
+    assert merge_or_weakest(K, s, similar[:, None], 0.9)[0, 0].tolist() == [1.0, 0.0, 0.0]  # merge into item 0
+    assert merge_or_weakest(K, s, novel[:, None], 0.9)[0, 0].tolist() == [0.0, 0.0, 1.0]  # the empty (weakest) item
     full = t(0.9, 0.5, 0.7)[None]
-    assert merge_or_weakest(K, full, novel, 0.9)[0].tolist() == [0.0, 1.0, 0.0]  # weakest live item
+    assert merge_or_weakest(K, full, novel[:, None], 0.9)[0, 0].tolist() == [0.0, 1.0, 0.0]  # weakest live item
 
 
 def test_capacity_and_strength_bounds_over_a_long_stream():
@@ -45,10 +45,21 @@ def test_capacity_and_strength_bounds_over_a_long_stream():
     K, V, s = torch.zeros(b, m, d), torch.zeros(b, m, d), torch.zeros(b, m)
     for _ in range(100):
         k_e, v_e = torch.randn(b, d), torch.randn(b, d)
-        w = merge_or_weakest(K, s, k_e, 0.8)
-        K, V, s = pm_commit(K, V, s, k_e, v_e, w, torch.rand(b), torch.rand(b) * 2, torch.rand(b))
+        k, v = torch.randn(b, 2, d), torch.randn(b, 2, d)
+        w = merge_or_weakest(K, s, k, 0.8)
+        K, V, s = em_write(K, V, s, k, v, w, torch.rand(b, 2), torch.rand(b) * 2, torch.rand(b))
         assert K.shape == (b, m, d) and (s >= 0).all() and (s <= 1).all()
-        assert torch.allclose(w.sum(-1), torch.ones(b))
+        assert torch.allclose(w.sum(-1), torch.ones(b, 2))
+
+
+def test_one_candidate_write_is_the_pm_commit_equation():
+    torch.manual_seed(1)
+    K, V, s = torch.randn(2, 4, 3), torch.randn(2, 4, 3), torch.rand(2, 4)
+    k, v, g, eta, lam = torch.randn(2, 1, 3), torch.randn(2, 1, 3), torch.rand(2), torch.rand(2), torch.rand(2)
+    w = merge_or_weakest(K, s, k, 0.5)
+    for got, want in zip(em_write(K, V, s, k, v, w, g[:, None], eta, lam),
+                         pm_commit(K, V, s, k[:, 0], v[:, 0], w[:, 0], g, eta, lam)):
+        torch.testing.assert_close(got, want)
 
 
 def _memory_backbone():
@@ -103,7 +114,7 @@ def test_candidates_are_the_most_salient_tokens_whole_or_in_pieces():
     assert ties.pos[0].tolist() == [0.0, 1.0]  # equal salience: the earliest tokens
 
 
-def test_commit_writes_candidates_in_time_order_with_gate_times_salience():
+def test_commit_writes_the_candidates_at_once_with_gate_times_salience():
     torch.manual_seed(0)
     mem = EpisodicStore(2, neuromodulator=LearnedNeuromodulator, items=3, top_k=2, period=4, writes=2,
                        merge_threshold=0.9)
@@ -113,10 +124,18 @@ def test_commit_writes_candidates_in_time_order_with_gate_times_salience():
     one = torch.ones(1)
 
     K, V, s = mem.commit(K, V, s, cand, Modulation(one, one, one, one))
-    # time order: (3, 0) with gate 0.5 into the weakest item 0, then (0, 2) with gate 1 into item 1
-    torch.testing.assert_close(K[0], torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]]))
-    torch.testing.assert_close(V[0], torch.tensor([[3.5, 3.5], [5.0, 5.0], [0.0, 0.0]]))
-    torch.testing.assert_close(s[0], torch.tensor([0.5, 1.0, 0.0]))
+    # empty memory: candidate 1 (0, 2) with gate 1 into the weakest item 0, candidate 2 (3, 0) with
+    # gate 0.5 into the next weakest, item 1
+    torch.testing.assert_close(K[0], torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]))
+    torch.testing.assert_close(V[0], torch.tensor([[5.0, 5.0], [3.5, 3.5], [0.0, 0.0]]))
+    torch.testing.assert_close(s[0], torch.tensor([1.0, 0.5, 0.0]))
+    # a candidate like item 1 merges into it: K_1 = normalize(K_1 + 1 (k - K_1)), s_1 = 0.5 + 1
+    cand = SalientCandidates(torch.tensor([[[2.0, 0.1], [0.0, -1.0]]]), torch.tensor([[[1.0, 1.0], [2.0, 2.0]]]),
+                             torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
+    K2, V2, s2 = mem.commit(K, V, s, cand, Modulation(one, one, one, one))
+    torch.testing.assert_close(K2[0, 1], torch.nn.functional.normalize(torch.tensor([2.0, 0.1]), dim=0))
+    torch.testing.assert_close(V2[0, 1], torch.tensor([1.0, 1.0]))
+    torch.testing.assert_close(s2[0], torch.tensor([1.0, 1.0, 0.0]))  # the 0-gate candidate wrote nothing
 
 
 def test_session_end_flush_commits_the_open_span():
