@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -54,13 +55,17 @@ class EmberModel(LightningModule):
         tbptt_chunk: tokens per truncated-BPTT chunk; null trains each sequence in one chunk.
         generate_tokens: bytes generated per prompt by `ember predict`.
         temperature: sampling temperature for `ember predict` (0 = greedy).
+        init_from: checkpoint of an earlier phase to start from (configs/phases): every weight whose
+            name and shape match is copied, the rest (e.g. a memory this phase adds) keeps its init.
+            Ignored when --ckpt_path restores a checkpoint of this model.
     """
 
     def __init__(self, backbone: LanguageBackbone, sensory: Optional[SensoryEncoder] = None,
                  reasoning: Optional[ReasoningCore] = None, consolidator: Optional[Consolidator] = None,
                  lr: float = 1e-3, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95),
                  warmup_steps: int = 100, min_lr_ratio: float = 0.1, grad_clip: float = 1.0,
-                 tbptt_chunk: Optional[int] = None, generate_tokens: int = 200, temperature: float = 0.8):
+                 tbptt_chunk: Optional[int] = None, generate_tokens: int = 200, temperature: float = 0.8,
+                 init_from: Optional[str] = None):
         super().__init__()
         if tbptt_chunk is not None and tbptt_chunk < 1:
             raise EmberConfigError(f"tbptt_chunk={tbptt_chunk} must be >= 1 (or null for whole sequences)")
@@ -71,6 +76,31 @@ class EmberModel(LightningModule):
         self.backbone, self.sensory, self.reasoning, self.consolidator = backbone, sensory, reasoning, consolidator
         self.automatic_optimization = False
         self.save_hyperparameters(ignore=["backbone", "sensory", "reasoning", "consolidator"])
+
+    def setup(self, stage: str):
+        if self.hparams.init_from:
+            self.load_phase(self.hparams.init_from)
+
+    def load_phase(self, path: str) -> dict[str, list[str]]:
+        """Copy the weights of an earlier phase's checkpoint that fit this model (see init_from)."""
+        file = Path(path).expanduser()
+        if not file.is_file():
+            raise EmberConfigError(f"model.init_from={path} does not exist: run the earlier phase first (its config "
+                                   "names the checkpoint folder), or set model.init_from to its checkpoint")
+        saved = torch.load(file, map_location="cpu", weights_only=False)["state_dict"]
+        mine = self.state_dict()
+        bad = [k for k in saved if k in mine and saved[k].shape != mine[k].shape]
+        if bad:
+            raise CheckpointMismatchError(f"model.init_from={path}: {len(bad)} weight(s) changed shape, e.g. {bad[0]}: "
+                                          f"{tuple(saved[bad[0]].shape)} vs {tuple(mine[bad[0]].shape)}. Phases "
+                                          "may add modules but must keep the shared ones' sizes")
+        copied = {k: v for k, v in saved.items() if k in mine}
+        self.load_state_dict(copied, strict=False)
+        report = {"copied": sorted(copied), "new": sorted(set(mine) - set(saved)),
+                  "dropped": sorted(set(saved) - set(mine))}
+        log.info("init_from %s: %d weights copied, %d new (kept at init), %d in the checkpoint not used",
+                 path, len(report["copied"]), len(report["new"]), len(report["dropped"]))
+        return report
 
     # ---- forward ---------------------------------------------------------------------------
     def forward(self, tokens: Tensor, state=None, signal: Tensor | None = None) -> BackboneOutput:
