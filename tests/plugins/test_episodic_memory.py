@@ -44,7 +44,6 @@ def test_capacity_and_strength_bounds_over_a_long_stream():
     b, m, d = 3, 5, 4
     K, V, s = torch.zeros(b, m, d), torch.zeros(b, m, d), torch.zeros(b, m)
     for _ in range(100):
-        k_e, v_e = torch.randn(b, d), torch.randn(b, d)
         k, v = torch.randn(b, 2, d), torch.randn(b, 2, d)
         w = merge_or_weakest(K, s, k, 0.8)
         K, V, s = em_write(K, V, s, k, v, w, torch.rand(b, 2), torch.rand(b) * 2, torch.rand(b))
