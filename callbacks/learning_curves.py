@@ -8,6 +8,8 @@ from pathlib import Path
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from ember.tracking import save_figure
+
 log = logging.getLogger(__name__)
 
 
@@ -59,21 +61,6 @@ class LearningCurves(Callback):
                if hasattr(pl_module, "backbone") else type(pl_module).__name__)
         ax.grid(alpha=0.3)
         ax.legend()
-        self.path = self._save(trainer, fig)
+        self.path = save_figure(trainer, fig, self.filename)
         plt.close(fig)
-
-    def _save(self, trainer: Trainer, fig) -> Path:
-        from ember.tracking import EmberMLFlowLogger
-
-        folder = Path(trainer.default_root_dir)
-        for logger in trainer.loggers:
-            if isinstance(logger, EmberMLFlowLogger):
-                folder = logger.run_path
-        path = folder / self.filename
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-        for logger in trainer.loggers:
-            if isinstance(logger, EmberMLFlowLogger):
-                logger.experiment.log_artifact(logger.run_id, str(path), "plots")
-        log.info("learning curves: %s", path)
-        return path
+        log.info("learning curves: %s", self.path)

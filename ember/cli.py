@@ -22,6 +22,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 import ember
 from ember import registry
 from ember.callbacks.learning_curves import LearningCurves
+from ember.callbacks.memory_usage import MemoryUsage
 from ember.errors import EmberConfigError, EmberError
 from ember.model import EmberModel  # noqa: F401  (imported so `class_path: EmberModel` resolves)
 from ember.tracking import EmberMLFlowLogger, MLflowSaveConfig
@@ -56,7 +57,8 @@ class EmberCLI(LightningCLI):
             LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
             save_config_callback=MLflowSaveConfig, save_config_kwargs={"overwrite": True},
             trainer_defaults={"logger": lazy_instance(EmberMLFlowLogger), "default_root_dir": "runs",
-                              "log_every_n_steps": 10, "callbacks": [lazy_instance(LearningCurves)]},
+                              "log_every_n_steps": 10,
+                              "callbacks": [lazy_instance(LearningCurves), lazy_instance(MemoryUsage)]},
             auto_configure_optimizers=False, args=args, run=run,
             parser_kwargs={"description": DESCRIPTION, "formatter_class": RawDescriptionHelpFormatter},
         )

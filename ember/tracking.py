@@ -119,3 +119,17 @@ def flat_hyperparams(config) -> dict[str, Any]:
         if section in config:
             walk(section, config[section].as_dict() if hasattr(config[section], "as_dict") else config[section])
     return out
+
+
+def save_figure(trainer, fig, filename: str) -> Path:
+    """Save a matplotlib figure in the run folder and log it to the MLflow run under `plots/`."""
+    folder = Path(trainer.default_root_dir)
+    loggers = [lg for lg in trainer.loggers if isinstance(lg, EmberMLFlowLogger)]
+    for logger in loggers:
+        folder = logger.run_path
+    path = folder / filename
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    for logger in loggers:
+        logger.experiment.log_artifact(logger.run_id, str(path), "plots")
+    return path

@@ -136,3 +136,6 @@ def test_ember_ablate_fits_tests_and_tabulates_each_variant(tmp_path):
     header, _, full, no_memory = table.strip().splitlines()
     assert "eval/recall/acc/4xW" in header and "state_bytes" in header
     assert full.startswith("| full |") and no_memory.startswith("| no_memory |")
+    plots = sorted(p.name for p in (tmp_path / "runs").rglob("*slot_usage.png") if "artifacts" not in p.parts)
+    assert plots == ["slot_usage.png", "test_slot_usage.png"]  # only the variant with memories has them
+    assert len(list((tmp_path / "runs" / "artifacts").rglob("plots/*slot_usage.png"))) == 2  # logged to MLflow

@@ -1,0 +1,55 @@
+"""MemoryUsage: a PNG of every memory's slot usage over one validation session, logged to MLflow."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+from ember.slot_usage import slot_usage_figure, trace_slot_usage
+from ember.tracking import save_figure
+
+log = logging.getLogger(__name__)
+
+
+class MemoryUsage(Callback):
+    """At the end of fit and of test, streams the first validation/test sequence through the model
+    span by span and plots each PM/EM instance's slot strengths and commit rate over it.
+    Does nothing for a model without plastic memories.
+
+    Args:
+        span: tokens per step of the trace (one column of the heat map).
+        filename: file name of the plot (test runs get a `test_` prefix).
+    """
+
+    def __init__(self, span: int = 32, filename: str = "slot_usage.png"):
+        self.span, self.filename = span, filename
+        self.path: Path | None = None
+
+    @rank_zero_only
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule):
+        self._plot(trainer, pl_module, trainer.datamodule.val_dataloader() if trainer.datamodule else None, "")
+
+    @rank_zero_only
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule):
+        self._plot(trainer, pl_module, trainer.datamodule.test_dataloader() if trainer.datamodule else None, "test_")
+
+    def _plot(self, trainer: Trainer, pl_module: LightningModule, loader, prefix: str):
+        if loader is None or not hasattr(pl_module, "backbone"):
+            return
+        batch = next(iter(loader))
+        tokens = (batch["tokens"] if isinstance(batch, dict) else batch)[:1].to(pl_module.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        strengths, rates = trace_slot_usage(pl_module, tokens, self.span)
+        pl_module.train(was_training)
+        if not strengths:
+            return
+        import matplotlib.pyplot as plt
+
+        fig = slot_usage_figure(strengths, rates, self.span)
+        self.path = save_figure(trainer, fig, prefix + self.filename)
+        plt.close(fig)
+        log.info("slot usage: %s", self.path)
