@@ -39,6 +39,8 @@ class MemoryUsage(Callback):
     def _plot(self, trainer: Trainer, pl_module: LightningModule, loader, prefix: str):
         if loader is None or not hasattr(pl_module, "backbone"):
             return
+        if isinstance(loader, (list, tuple)):  # several test loaders: the first (the text)
+            loader = loader[0]
         batch = next(iter(loader))
         tokens = (batch["tokens"] if isinstance(batch, dict) else batch)[:1].to(pl_module.device)
         was_training = pl_module.training

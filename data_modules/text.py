@@ -16,6 +16,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from ember.corpus import builtin_corpus
+from ember.data_modules.memory_task import MemoryTask, TaskExamples
 from ember.data_modules.shards import MANIFEST, ShardWindows, read_manifest, read_split_bytes
 from ember.errors import EmberConfigError, EmberDataError
 
@@ -109,12 +110,16 @@ class TextBytes(LightningDataModule):
         prompts: prompts completed by `ember predict`.
         num_workers: DataLoader worker processes.
         seed: seed of the training-window offsets.
+        benchmarks: generated memory benchmarks (SessionRecall, ProceduralPatterns, MQAR, ...) that
+            `ember test` runs after the text, reporting eval/<task>/...; none by default.
+        benchmark_size: examples per benchmark in `ember test`.
     """
 
     def __init__(self, path: Optional[str] = None, seq_len: int = 256, batch_size: int = 32,
                  val_fraction: float = 0.1, test_fraction: float = 0.0, split_bytes: Optional[list[int]] = None,
                  train_windows: int = 100_000, max_eval_windows: Optional[int] = 256,
-                 prompts: Optional[list[str]] = None, num_workers: int = 0, seed: int = 0):
+                 prompts: Optional[list[str]] = None, num_workers: int = 0, seed: int = 0,
+                 benchmarks: Optional[list[MemoryTask]] = None, benchmark_size: int = 128):
         super().__init__()
         if seq_len < 2 or batch_size < 1:
             raise EmberConfigError(f"seq_len={seq_len} must be >= 2 and batch_size={batch_size} >= 1")
@@ -130,6 +135,8 @@ class TextBytes(LightningDataModule):
         self.val_fraction, self.test_fraction, self.split_bytes = val_fraction, test_fraction, split_bytes
         self.train_windows, self.max_eval_windows = train_windows, max_eval_windows
         self.prompts = prompts or ["The ", "def "]
+        self.benchmarks, self.benchmark_size = list(benchmarks or []), benchmark_size
+        self.eval_tasks = [None, *self.benchmarks]  # per test loader: text first (read by EmberModel)
         self.splits: dict[str, torch.Tensor] = {}
         self.unigram_bpb: Optional[float] = None
         self._shards: Optional[Path] = None
@@ -192,8 +199,12 @@ class TextBytes(LightningDataModule):
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader("val")
 
-    def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        if not self.benchmarks:
+            return self._eval_loader("test")
+        tasks = [DataLoader(TaskExamples(task, "test", self.benchmark_size, self.seed), batch_size=self.batch_size,
+                            num_workers=self.num_workers) for task in self.benchmarks]
+        return [self._eval_loader("test"), *tasks]
 
     def predict_dataloader(self) -> DataLoader:
         prompts = [torch.tensor(list(p.encode("utf-8")), dtype=torch.long) for p in self.prompts]

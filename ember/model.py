@@ -197,16 +197,30 @@ class EmberModel(LightningModule):
         self.log_dict({"val/loss": loss, "val/bpb": loss / LN2}, prog_bar=True, sync_dist=True)
         self._log_answers("val", batch, preds)
 
-    def test_step(self, batch, batch_idx: int):
+    def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
+        """Text batches log test/{loss,bpb}; benchmark batches (a data module's extra test loaders,
+        or a MemoryTaskData) log eval/<task>/{loss,acc,byte_acc}."""
         loss, preds = self._sequence_loss(batch, backward=False)
-        self.log_dict({"test/loss": loss, "test/bpb": loss / LN2}, sync_dist=True)
-        self._log_answers("eval", batch, preds)
+        task = self._eval_task(dataloader_idx)
+        if task is None or not isinstance(batch, dict) or "answer_id" not in batch:
+            self.log_dict({"test/loss": loss, "test/bpb": loss / LN2}, sync_dist=True, add_dataloader_idx=False)
+        else:
+            self.log(f"eval/{task.name}/loss", loss, sync_dist=True, add_dataloader_idx=False)
+        self._log_answers("eval", batch, preds, task)
 
-    def _log_answers(self, prefix: str, batch, preds: Tensor):
+    def _eval_task(self, dataloader_idx: int):
+        """The benchmark task behind a test loader: datamodule.eval_tasks[i] (None = text) or eval_task."""
+        dm = getattr(self.trainer, "datamodule", None)
+        tasks = getattr(dm, "eval_tasks", None)
+        if tasks is not None:
+            return tasks[dataloader_idx]
+        return getattr(dm, "eval_task", None)
+
+    def _log_answers(self, prefix: str, batch, preds: Tensor, task=None):
         """Benchmark batches (with answer_id): <prefix>/<task>/{acc,byte_acc}[/<group>], overall and per group."""
         if not isinstance(batch, dict) or "answer_id" not in batch:
             return
-        task = getattr(getattr(self.trainer, "datamodule", None), "eval_task", None)
+        task = task if task is not None else self._eval_task(0)
         name, groups = (task.name, list(task.group_names)) if task is not None else ("task", ["all"])
         correct = preds == batch["tokens"][:, 1:]
         stats = answer_stats(correct, batch["loss_mask"], batch["answer_id"], batch["group"], len(groups))
@@ -215,9 +229,9 @@ class EmberModel(LightningModule):
                                              for i, g in enumerate(groups)]:
             if at["answers"] > 0:
                 self.log(f"{prefix}/{name}/acc{suffix}", at["right"] / at["answers"],
-                         batch_size=int(at["answers"]), sync_dist=True)
+                         batch_size=int(at["answers"]), sync_dist=True, add_dataloader_idx=False)
                 self.log(f"{prefix}/{name}/byte_acc{suffix}", at["right_bytes"] / at["bytes"],
-                         batch_size=int(at["bytes"]), sync_dist=True)
+                         batch_size=int(at["bytes"]), sync_dist=True, add_dataloader_idx=False)
 
     def on_train_start(self):
         dm = getattr(self.trainer, "datamodule", None)
