@@ -45,14 +45,32 @@ def _read_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
-@torch.no_grad()
-def run_session(config: str, ckpt_path: str, memory_state: str, source: str, span: int = 256) -> list[float]:
-    """Stream `source` through the model span by span; returns the per-span losses (nats/byte)."""
+def load_trained(config: str, ckpt_path: str):
+    """The model of a config with a checkpoint's weights, in eval mode with its slow weights frozen."""
     model = build_model(config)
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
     model.on_load_checkpoint(checkpoint)  # refuses a checkpoint of another composite
     model.load_state_dict(checkpoint["state_dict"])
-    model.eval().requires_grad_(False)  # slow weights frozen: only the fast memories change
+    return model.eval().requires_grad_(False)  # slow weights frozen: only the fast memories change
+
+
+@torch.no_grad()
+def stream(model, tokens, state=None, span: int = 256) -> tuple[list[float], object]:
+    """Feed tokens (1, n) span by span with the state carried; returns per-span losses (nats/byte), state."""
+    losses = []
+    for start in range(0, tokens.shape[1] - 1, span):
+        targets = tokens[:, start + 1 : start + span + 1]
+        inputs = tokens[:, start : start + targets.shape[1]]
+        logits, state = model(inputs, state)
+        losses.append(F.cross_entropy(logits[0].float(), targets[0]).item())
+        log.debug("span %d: %.4f nats/byte", len(losses), losses[-1])
+    return losses, state
+
+
+@torch.no_grad()
+def run_session(config: str, ckpt_path: str, memory_state: str, source: str, span: int = 256) -> list[float]:
+    """Stream `source` through the model span by span; returns the per-span losses (nats/byte)."""
+    model = load_trained(config, ckpt_path)
     tokens = torch.tensor(list(read_input(source)), dtype=torch.long)[None]  # (1, n)
     path = Path(memory_state)
     state = None
@@ -62,14 +80,10 @@ def run_session(config: str, ckpt_path: str, memory_state: str, source: str, spa
         log.info("memory state: loaded %s", path)
     losses = []
     for start in range(0, tokens.shape[1] - 1, span):
-        inputs = tokens[:, start : start + span]
-        targets = tokens[:, start + 1 : start + span + 1]
-        inputs = inputs[:, : targets.shape[1]]
-        logits, state = model(inputs, state)
-        loss = F.cross_entropy(logits[0].float(), targets[0]).item()
-        losses.append(loss)
+        part, state = stream(model, tokens[:, start : start + span + 1], state, span)
+        losses += part
         log.info("span %d (bytes %d-%d): %.4f nats/byte, %.3f bits/byte", len(losses), start,
-                 start + inputs.shape[1], loss, loss / math.log(2))
+                 min(start + span, tokens.shape[1] - 1), part[0], part[0] / math.log(2))
     state = model.backbone.end_session(state)  # session end: memories commit their open spans
     save_memory_state(state, path, model)
     log.info("memory state: saved %s (%d bytes of state); mean %.4f nats/byte over %d span(s)", path,
