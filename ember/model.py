@@ -24,18 +24,11 @@ from torch import Tensor
 from ember.base import BackboneOutput, Consolidator, LanguageBackbone, ReasoningCore, SensoryEncoder
 from ember.errors import CheckpointMismatchError, EmberConfigError, NonFiniteLossError
 from ember.metrics import answer_stats
+from ember.optim import adamw_with_schedule
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2.0)
 CHECKPOINT_FORMAT = 1
-
-
-def lr_at(step: int, total: int, warmup: int, min_ratio: float) -> float:
-    """Learning-rate multiplier: linear warm-up, then cosine down to min_ratio. A pure function of step."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class EmberModel(LightningModule):
@@ -263,15 +256,8 @@ class EmberModel(LightningModule):
 
     # ---- optimisation ----------------------------------------------------------------------
     def configure_optimizers(self):
-        decay = [p for p in self.parameters() if p.requires_grad and p.dim() >= 2]
-        no_decay = [p for p in self.parameters() if p.requires_grad and p.dim() < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": self.hparams.weight_decay},
-                                 {"params": no_decay, "weight_decay": 0.0}],
-                                lr=self.hparams.lr, betas=tuple(self.hparams.betas))
-        total = max(1, int(self.trainer.estimated_stepping_batches)) if self._trainer else 1
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda step: lr_at(step, total, self.hparams.warmup_steps, self.hparams.min_lr_ratio))
-        return [opt], [{"scheduler": sched, "interval": "step"}]
+        hp = self.hparams
+        return adamw_with_schedule(self, hp.lr, hp.weight_decay, hp.betas, hp.warmup_steps, hp.min_lr_ratio)
 
     # ---- checkpoints -----------------------------------------------------------------------
     def composite_signature(self) -> dict:

@@ -6,7 +6,8 @@ from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader
 
 from ember.errors import CheckpointMismatchError, EmberConfigError
-from ember.model import EmberModel, lr_at
+from ember.model import EmberModel
+from ember.optim import lr_at
 from ember.plugins.backbone.nml import NMLBackbone
 from helpers import ToyReasoning, ToySensory
 

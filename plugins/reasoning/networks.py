@@ -1,0 +1,94 @@
+"""The network f of the Tiny Recursive Model, injected into TinyRecursiveCore (SPEC 3.5).
+
+Two variants, as in the paper: TRM-MLP (`MixerNetwork`, an MLP-mixer that mixes positions
+with an MLP over the sequence; the paper's best on Sudoku) and TRM-Att (`AttentionNetwork`,
+bidirectional self-attention with rotary positions; the paper's choice for Maze and ARC).
+Both are post-norm stacks of `layers` blocks (RMSNorm without learned scale, SwiGLU
+feed-forward), as in the paper's code. In YAML each is a factory called with
+(d_model, seq_len) by the core, so sizes are written once.
+
+Letters: b batch, s positions, d width, h heads, e head width.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from ember.errors import EmberConfigError
+from ember.ops.layers import SwiGLU
+from ember.ops.rope import apply_rope, rope_cos_sin
+
+
+class RecursionNetwork(nn.Module):
+    """f: (b, s, d) -> (b, s, d), applied n+1 times per cycle. Subclasses take (d_model, seq_len) first."""
+
+
+class MixerNetwork(RecursionNetwork):
+    """TRM-MLP: per block, an MLP across positions, then an MLP across channels (post-norm).
+
+    Args:
+        d_model: width d (given by the core).
+        seq_len: number of positions s (given by the core); the position-mixing MLP is s -> s.
+        layers: number of blocks (the paper: 2).
+        expansion: hidden width of both MLPs as a multiple of their input width (the paper: 4).
+    """
+
+    def __init__(self, d_model: int, seq_len: int, layers: int = 2, expansion: float = 4.0):
+        super().__init__()
+        self.token_mlps = nn.ModuleList(SwiGLU(seq_len, _hidden(seq_len, expansion)) for _ in range(layers))
+        self.channel_mlps = nn.ModuleList(SwiGLU(d_model, _hidden(d_model, expansion)) for _ in range(layers))
+        self.norm = nn.RMSNorm(d_model, elementwise_affine=False)
+
+    def forward(self, h: Tensor) -> Tensor:
+        """h: (b, s, d) -> (b, s, d)."""
+        for token_mlp, channel_mlp in zip(self.token_mlps, self.channel_mlps):
+            mixed = token_mlp(rearrange(h, "b s d -> b d s"))  # (b, d, s)
+            h = self.norm(h + rearrange(mixed, "b d s -> b s d"))
+            h = self.norm(h + channel_mlp(h))
+        return h
+
+
+class AttentionNetwork(RecursionNetwork):
+    """TRM-Att: per block, bidirectional self-attention with rotary positions, then SwiGLU (post-norm).
+
+    Args:
+        d_model: width d (given by the core).
+        seq_len: number of positions s (given by the core); sets the rotary tables.
+        layers: number of blocks (the paper: 2).
+        heads: attention heads (must divide d_model).
+        expansion: SwiGLU hidden width as a multiple of d_model (the paper: 4).
+    """
+
+    def __init__(self, d_model: int, seq_len: int, layers: int = 2, heads: int = 8, expansion: float = 4.0):
+        super().__init__()
+        if d_model % heads or (d_model // heads) % 2:
+            raise EmberConfigError(f"d_model={d_model} must be divisible by heads={heads} into an even head width")
+        self.heads = heads
+        self.qkv = nn.ModuleList(nn.Linear(d_model, 3 * d_model, bias=False) for _ in range(layers))
+        self.out = nn.ModuleList(nn.Linear(d_model, d_model, bias=False) for _ in range(layers))
+        self.mlps = nn.ModuleList(SwiGLU(d_model, _hidden(d_model, expansion)) for _ in range(layers))
+        self.norm = nn.RMSNorm(d_model, elementwise_affine=False)
+        cos, sin = rope_cos_sin(torch.arange(seq_len), d_model // heads)
+        self.register_buffer("cos", cos, persistent=False)
+        self.register_buffer("sin", sin, persistent=False)
+
+    def attend(self, i: int, h: Tensor) -> Tensor:
+        q, k, v = rearrange(self.qkv[i](h), "b s (three h e) -> three b h s e", three=3, h=self.heads)
+        cos, sin = self.cos[: h.shape[1]].to(q.dtype), self.sin[: h.shape[1]].to(q.dtype)
+        o = F.scaled_dot_product_attention(apply_rope(q, cos, sin), apply_rope(k, cos, sin), v)  # (b, h, s, e)
+        return self.out[i](rearrange(o, "b h s e -> b s (h e)"))
+
+    def forward(self, h: Tensor) -> Tensor:
+        """h: (b, s, d) -> (b, s, d)."""
+        for i, mlp in enumerate(self.mlps):
+            h = self.norm(h + self.attend(i, h))
+            h = self.norm(h + mlp(h))
+        return h
+
+
+def _hidden(width: int, expansion: float) -> int:
+    """SwiGLU hidden width: expansion * width * 2/3 (equal parameters to a plain MLP), rounded up to 8."""
+    return 8 * max(1, round(expansion * width * 2 / 3 / 8 + 0.49))

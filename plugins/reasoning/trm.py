@@ -1,0 +1,229 @@
+"""TinyRecursiveCore: the Tiny Recursive Model as a ReasoningCore plugin (SPEC 3.5, seed 002).
+
+Trains alone on puzzles (`ember fit --config configs/reasoning/sudoku.yaml`) and, in the
+composite, refines sensory tokens x into latent answer tokens y.
+
+Deep supervision lives in the training step, not in a callback, because it is a property of
+the data flow rather than of the optimiser: every training step runs ONE supervision step
+on a persistent batch (the carry). Samples whose halting head fires (or that used all N_sup
+steps) leave the carry and fresh puzzles from the incoming batch take their place; the
+others keep their detached (y, z) and think one step further. This is the paper's training
+loop; a callback would have to reach into the batch to do the same. The carry is not
+checkpointed: a resumed run starts a fresh carry, which costs at most N_sup steps of warm-up.
+
+Weight EMA (0.999) for evaluation is Lightning's `EMAWeightAveraging` callback in the
+configs: it swaps the average in for validation and saves it as the checkpoint's weights.
+
+Letters: b batch, s positions (cells), d width, v vocabulary.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ember.base import ReasoningCore, ReasoningOutput
+from ember.errors import EmberConfigError
+from ember.ops.recursion import deep_recursion
+from ember.optim import adamw_with_schedule
+from ember.plugins.reasoning.networks import MixerNetwork, RecursionNetwork
+
+log = logging.getLogger(__name__)
+
+
+class Carry(NamedTuple):
+    """The persistent training batch; every field has leading dimension b."""
+
+    inputs: Tensor  # (b, s) int64 puzzle tokens
+    labels: Tensor  # (b, s) int64 solution tokens
+    y: Tensor  # (b, s, d) answer, detached
+    z: Tensor  # (b, s, d) latent, detached
+    steps: Tensor  # (b,) int64 supervision steps taken on this puzzle
+    halted: Tensor  # (b,) bool: leaves the carry at the next training step
+
+
+class Thought(NamedTuple):
+    """Evaluation of a batch with a fixed number of supervision steps; each (b,) unless noted."""
+
+    preds: Tensor  # (b, s) answer at the halting step (the last step if the head never fired)
+    final_preds: Tensor  # (b, s) answer after all steps
+    final_logits: Tensor  # (b, s, v)
+    halt_step: Tensor  # int64 in 1..steps: first step whose halting logit was > 0
+
+
+class TinyRecursiveCore(ReasoningCore):
+    """Tiny Recursive Model: answer y and latent z refined by one tiny network, deep supervision, ACT halting.
+
+    Args:
+        vocab_size: puzzle token vocabulary (the data module's vocab_size: 11 Sudoku, 6 Maze).
+        seq_len: positions per puzzle (81 Sudoku, 900 Maze 30x30); sizes the network.
+        d_model: width of x, y, z (the paper: 512).
+        network: the network f, a factory called with (d_model, seq_len): MixerNetwork (TRM-MLP,
+            the default) or AttentionNetwork (TRM-Att).
+        T: cycles per supervision step; the first T-1 run without gradient (the paper: 3).
+        n: latent updates per cycle (the paper: 6).
+        n_sup: maximum supervision steps per puzzle in training (the paper: 16).
+        eval_steps: supervision steps at validation/test; null = n_sup. More than n_sup is allowed
+            (more thinking) and logged.
+        halt_explore: probability that a training puzzle must take a random minimum number of
+            steps before it may halt (ACT exploration, the paper's 0.1).
+        halt_weight: weight of the halting BCE in the loss (the paper's code: 0.5).
+        lr: peak AdamW learning rate (the paper: 1e-4).
+        weight_decay: AdamW weight decay on matrices (the paper: 1.0).
+        betas: AdamW betas (the paper: 0.9, 0.95).
+        warmup_steps: linear warm-up steps (the paper: 2000).
+        min_lr_ratio: final learning rate as a fraction of lr after a cosine decay (1.0 = constant,
+            as in the paper).
+    """
+
+    def __init__(self, vocab_size: int = 11, seq_len: int = 81, d_model: int = 512,
+                 network: Optional[Callable[[int, int], RecursionNetwork]] = None,
+                 T: int = 3, n: int = 6, n_sup: int = 16, eval_steps: Optional[int] = None,
+                 halt_explore: float = 0.1, halt_weight: float = 0.5, lr: float = 1e-4,
+                 weight_decay: float = 1.0, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 2000,
+                 min_lr_ratio: float = 1.0):
+        super().__init__()
+        if min(T, n, n_sup) < 1 or (eval_steps is not None and eval_steps < 1):
+            raise EmberConfigError(f"T={T}, n={n}, n_sup={n_sup} and eval_steps={eval_steps} must be >= 1")
+        self.save_hyperparameters(ignore=["network"])
+        self.d_model, self.vocab_size, self.seq_len = d_model, vocab_size, seq_len
+        self.embed = nn.Embedding(vocab_size, d_model)
+        nn.init.trunc_normal_(self.embed.weight, std=1.0 / math.sqrt(d_model))
+        self.net = (network or MixerNetwork)(d_model, seq_len)
+        self.answer_head = nn.Linear(d_model, vocab_size, bias=False)
+        self.halt_head = nn.Linear(d_model, 1)
+        self.sense_head = nn.Linear(d_model, 1)
+        nn.init.zeros_(self.halt_head.weight)
+        nn.init.constant_(self.halt_head.bias, -5.0)  # starts by never halting, as in the paper's code
+        self.register_buffer("y_init", nn.init.trunc_normal_(torch.empty(d_model), std=1.0))
+        self.register_buffer("z_init", nn.init.trunc_normal_(torch.empty(d_model), std=1.0))
+        self._carry: Carry | None = None
+
+    # ---- the model ---------------------------------------------------------------------------
+    def input_embedding(self, inputs: Tensor) -> Tensor:
+        """inputs (b, s) int64 -> x (b, s, d), scaled to unit variance."""
+        return self.embed(inputs) * math.sqrt(self.d_model)
+
+    def initial(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Fresh (y, z) for every puzzle of x: the fixed initial vectors broadcast to (b, s, d)."""
+        return self.y_init.to(x.dtype).expand_as(x), self.z_init.to(x.dtype).expand_as(x)
+
+    def supervision_step(self, x: Tensor, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One deep-recursion step from (y, z). Returns y, z (b, s, d), logits (b, s, v), halt logit (b,)."""
+        y, z = deep_recursion(self.net, x, y, z, self.hparams.n, self.hparams.T)
+        return y, z, self.answer_head(y), self.halt_head(y.mean(dim=1)).squeeze(-1)
+
+    def forward(self, x: Tensor) -> ReasoningOutput:
+        """Composite use. x: (b, s, d) input tokens (sensory tokens). Runs eval_steps supervision
+        steps without halting; returns the answer tokens y (b, s, d), the halting probability (b,)
+        and the "more sensing?" probability (b,) of the last step."""
+        y, z = self.initial(x)
+        for _ in range(self.eval_steps):
+            y, z, _, halt = self.supervision_step(x, y, z)
+        return ReasoningOutput(y, torch.sigmoid(halt), torch.sigmoid(self.sense_head(y.mean(dim=1)).squeeze(-1)))
+
+    @property
+    def eval_steps(self) -> int:
+        return self.hparams.eval_steps or self.hparams.n_sup
+
+    # ---- training: one supervision step per optimizer step on the carry ----------------------
+    def refill(self, inputs: Tensor, labels: Tensor) -> Carry:
+        """The carry with every halted puzzle replaced by the fresh puzzle at the same batch index."""
+        b = inputs.shape[0]
+        old = self._carry
+        if old is None or old.inputs.shape != inputs.shape or old.inputs.device != inputs.device:
+            y, z = self.initial(self.input_embedding(inputs).detach())
+            zeros = torch.zeros(b, dtype=torch.long, device=inputs.device)
+            return Carry(inputs, labels, y, z, zeros, torch.zeros(b, dtype=torch.bool, device=inputs.device))
+        fresh = old.halted
+        y0, z0 = self.initial(old.y)
+        pick = lambda new, kept: torch.where(fresh.view(-1, *[1] * (new.dim() - 1)), new, kept)  # noqa: E731
+        return Carry(pick(inputs, old.inputs), pick(labels, old.labels), pick(y0, old.y), pick(z0, old.z),
+                     torch.where(fresh, 0, old.steps), torch.zeros_like(fresh))
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        carry = self.refill(batch["inputs"], batch["labels"])
+        x = self.input_embedding(carry.inputs)
+        y, z, logits, halt_logit = self.supervision_step(x, carry.y, carry.z)
+        preds = logits.argmax(-1)
+        correct = (preds == carry.labels).all(dim=1)
+        ce = F.cross_entropy(logits.float().transpose(1, 2), carry.labels)  # mean over cells and puzzles
+        halt_loss = F.binary_cross_entropy_with_logits(halt_logit.float(), correct.float())
+        loss = ce + self.hparams.halt_weight * halt_loss
+        steps = carry.steps + 1
+        halted = (steps >= self.hparams.n_sup) | ((halt_logit > 0) & (steps >= self._min_halt_steps(steps)))
+        self._carry = Carry(carry.inputs, carry.labels, y.detach(), z.detach(), steps, halted)
+        self.log_dict({"train/loss": loss, "train/ce": ce, "train/halt_loss": halt_loss,
+                       "train/cell_acc": (preds == carry.labels).float().mean(),
+                       "train/exact_acc": correct.float().mean(), "train/halt_rate": halted.float().mean()},
+                      prog_bar=False)
+        if halted.any():
+            self.log("train/steps", steps[halted].float().mean())
+        return loss
+
+    def _min_halt_steps(self, steps: Tensor) -> Tensor:
+        """ACT exploration: with probability halt_explore a puzzle may not halt before a random step in 2..n_sup."""
+        n_sup = self.hparams.n_sup
+        explore = torch.rand(steps.shape, device=steps.device) < self.hparams.halt_explore
+        return torch.where(explore, torch.randint(2, n_sup + 1, steps.shape, device=steps.device), 0)
+
+    # ---- evaluation --------------------------------------------------------------------------
+    @torch.no_grad()
+    def think(self, inputs: Tensor, steps: int) -> Thought:
+        """Run `steps` supervision steps from scratch; the answer is read where the halting head first fires."""
+        x = self.input_embedding(inputs)
+        y, z = self.initial(x)
+        preds = halt_step = None
+        for step in range(1, steps + 1):
+            y, z, logits, halt_logit = self.supervision_step(x, y, z)
+            current = logits.argmax(-1)
+            if preds is None:
+                preds, halt_step = current.clone(), torch.full_like(inputs[:, 0], steps)
+            undecided = halt_step == steps
+            fires = undecided & (halt_logit > 0) & (step < steps)
+            halt_step = torch.where(fires, step, halt_step)
+            preds = torch.where(undecided[:, None], current, preds)
+        return Thought(preds, current, logits, halt_step)
+
+    def _evaluate(self, batch: dict, stage: str):
+        labels = batch["labels"]
+        thought = self.think(batch["inputs"], self.eval_steps)
+        loss = F.cross_entropy(thought.final_logits.float().transpose(1, 2), labels)
+        self.log_dict({f"{stage}/loss": loss,
+                       f"{stage}/exact_acc": (thought.preds == labels).all(1).float().mean(),
+                       f"{stage}/exact_acc_final": (thought.final_preds == labels).all(1).float().mean(),
+                       f"{stage}/cell_acc": (thought.preds == labels).float().mean(),
+                       f"{stage}/steps": thought.halt_step.float().mean()},
+                      prog_bar=stage == "val", sync_dist=True)
+
+    def validation_step(self, batch: dict, batch_idx: int):
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int):
+        self._evaluate(batch, "test")
+
+    # ---- setup and optimisation --------------------------------------------------------------
+    def setup(self, stage: str):
+        data = getattr(self.trainer, "datamodule", None) if self._trainer else None
+        for name in ("vocab_size", "seq_len"):
+            want = getattr(data, name, None)
+            if want is not None and want != getattr(self, name):
+                raise EmberConfigError(f"model.init_args.{name}={getattr(self, name)} but the data has {name}={want}: "
+                                       f"set --model.init_args.{name} {want}")
+        if self.eval_steps > self.hparams.n_sup:
+            log.info("evaluating with eval_steps=%d supervision steps, more than the n_sup=%d trained: "
+                     "allowed (more thinking); the halting head was never trained past step %d",
+                     self.eval_steps, self.hparams.n_sup, self.hparams.n_sup)
+
+    def on_train_start(self):
+        self._carry = None
+
+    def configure_optimizers(self):
+        hp = self.hparams
+        return adamw_with_schedule(self, hp.lr, hp.weight_decay, hp.betas, hp.warmup_steps, hp.min_lr_ratio)

@@ -1,0 +1,144 @@
+"""TinyRecursiveCore: the recursion equations, the carry of deep supervision, halting, EMA checkpoints."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint
+from torch.utils.data import DataLoader
+
+from ember.errors import EmberConfigError
+from ember.ops.recursion import deep_recursion, latent_recursion
+from ember.plugins.reasoning.networks import AttentionNetwork, MixerNetwork
+from ember.plugins.reasoning.trm import Carry, TinyRecursiveCore
+
+
+def test_latent_recursion_follows_the_equations_by_hand():
+    f = lambda h: 0.5 * h  # noqa: E731
+    x, y, z = torch.tensor([1.0]), torch.tensor([2.0]), torch.tensor([4.0])
+    y1, z1 = latent_recursion(f, x, y, z, n=2)
+    # z <- 0.5 (1 + 2 + 4) = 3.5; z <- 0.5 (1 + 2 + 3.5) = 3.25; y <- 0.5 (2 + 3.25) = 2.625
+    assert z1.item() == pytest.approx(3.25) and y1.item() == pytest.approx(2.625)
+
+
+def test_deep_recursion_differentiates_only_the_last_cycle():
+    w = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    f = lambda h: torch.tanh(w * h)  # noqa: E731
+    x, y, z = (torch.randn(3, dtype=torch.float64) for _ in range(3))
+    y_deep, _ = deep_recursion(f, x, y, z, n=3, T=3)
+    (grad_deep,) = torch.autograd.grad(y_deep.sum(), w)
+    with torch.no_grad():  # the same T-1 cycles, detached by hand
+        y2, z2 = latent_recursion(f, x, *latent_recursion(f, x, y, z, 3), 3)
+    y_last, _ = latent_recursion(f, x, y2, z2, 3)
+    (grad_last,) = torch.autograd.grad(y_last.sum(), w)
+    assert torch.allclose(y_deep, y_last) and torch.allclose(grad_deep, grad_last)
+    y_full, _ = latent_recursion(f, x, *latent_recursion(f, x, *latent_recursion(f, x, y, z, 3), 3), 3)
+    (grad_full,) = torch.autograd.grad(y_full.sum(), w)
+    assert not torch.allclose(grad_full, grad_deep)  # backprop through all cycles would differ
+
+
+@pytest.mark.parametrize("network", [partial(MixerNetwork, layers=2), partial(AttentionNetwork, layers=2, heads=4)])
+def test_networks_map_b_s_d_to_b_s_d_and_mix_positions(network):
+    torch.manual_seed(0)
+    f = network(32, 9)
+    h = torch.randn(2, 9, 32)
+    out = f(h)
+    assert out.shape == h.shape and torch.isfinite(out).all()
+    h2 = h.clone()
+    h2[:, 0] += 1.0
+    assert not torch.allclose(f(h2)[:, 5], out[:, 5])  # position 5 sees position 0
+
+
+def test_attention_network_refuses_odd_head_width():
+    with pytest.raises(EmberConfigError, match="heads"):
+        AttentionNetwork(30, 9, heads=4)
+
+
+def _core(**kw) -> TinyRecursiveCore:
+    torch.manual_seed(0)
+    args = dict(vocab_size=6, seq_len=8, d_model=16, network=partial(MixerNetwork, layers=1), T=2, n=2, n_sup=3)
+    return TinyRecursiveCore(**{**args, **kw})
+
+
+def test_refill_replaces_halted_puzzles_and_keeps_the_others():
+    core = _core()
+    old_in, new_in = torch.ones(3, 8, dtype=torch.long), torch.full((3, 8), 2)
+    y = torch.randn(3, 8, 16)
+    core._carry = Carry(old_in, old_in, y, y + 1, torch.tensor([2, 3, 1]), torch.tensor([False, True, False]))
+    carry = core.refill(new_in, new_in)
+    assert carry.inputs[:, 0].tolist() == [1, 2, 1] and carry.steps.tolist() == [2, 0, 1]
+    assert torch.equal(carry.y[0], y[0]) and torch.equal(carry.y[1], core.y_init.expand(8, 16))
+    assert not carry.halted.any()
+
+
+def test_training_step_halts_every_puzzle_at_n_sup():
+    core = _core(halt_explore=0.0)
+    batch = {"inputs": torch.randint(1, 6, (4, 8)), "labels": torch.randint(1, 6, (4, 8))}
+    for step in range(1, 4):
+        core.training_step(batch, 0)
+        assert core._carry.steps.tolist() == [step] * 4
+    assert core._carry.halted.all()  # n_sup = 3 reached (the halting head starts at logit -5)
+    core.training_step(batch, 0)
+    assert core._carry.steps.tolist() == [1] * 4  # fresh puzzles took their place
+
+
+def test_think_reads_the_answer_where_the_halting_head_fires():
+    core = _core()
+    with torch.no_grad():
+        core.halt_head.bias.fill_(5.0)  # fires at once
+    thought = core.think(torch.randint(1, 6, (2, 8)), steps=4)
+    assert thought.halt_step.tolist() == [1, 1]
+    with torch.no_grad():
+        core.halt_head.bias.fill_(-5.0)  # never fires: the answer after all steps
+    thought = core.think(torch.randint(1, 6, (2, 8)), steps=4)
+    assert thought.halt_step.tolist() == [4, 4] and torch.equal(thought.preds, thought.final_preds)
+
+
+def test_composite_forward_returns_answer_tokens_and_probabilities():
+    out = _core()(torch.randn(2, 8, 16))
+    assert out.answer.shape == (2, 8, 16) and out.halt.shape == (2,) and out.more_sensing.shape == (2,)
+    assert ((out.halt >= 0) & (out.halt <= 1)).all()
+
+
+class ReversalPuzzles(LightningDataModule):
+    """A puzzle any tiny network can learn: the label is the input reversed."""
+
+    vocab_size, seq_len = 6, 8
+
+    def _loader(self, n: int, seed: int, train: bool):
+        g = torch.Generator().manual_seed(seed)
+        x = torch.randint(1, 6, (n, 8), generator=g)
+        return DataLoader([{"inputs": a, "labels": a.flip(0)} for a in x], batch_size=16, shuffle=train,
+                          drop_last=train)
+
+    def train_dataloader(self):
+        return self._loader(512, 0, True)
+
+    def val_dataloader(self):
+        return self._loader(32, 1, False)
+
+
+def _val_loss(core: TinyRecursiveCore, data: ReversalPuzzles) -> float:
+    batch = next(iter(data.val_dataloader()))
+    logits = core.think(batch["inputs"], core.eval_steps).final_logits
+    return torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch["labels"]).item()
+
+
+def test_fit_lowers_the_loss_and_checkpoints_ema_weights_and_the_halting_head(tmp_path):
+    core, data = _core(lr=3e-3, warmup_steps=5, weight_decay=0.1), ReversalPuzzles()
+    before = _val_loss(core, data)
+    trainer = Trainer(max_steps=60, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, limit_val_batches=0,
+                      callbacks=[EMAWeightAveraging(decay=0.9), ModelCheckpoint(dirpath=tmp_path, save_last=True)])
+    trainer.fit(core, data)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    name = "net.channel_mlps.0.up.weight"
+    assert "halt_head.weight" in saved["state_dict"] and "current_model_state" in saved
+    assert not torch.equal(saved["state_dict"][name], saved["current_model_state"][name])  # the average is saved
+    restored = _core()
+    restored.load_state_dict(saved["state_dict"])
+    assert torch.equal(restored.halt_head.weight, saved["state_dict"]["halt_head.weight"])
+    assert _val_loss(restored, data) < before - 0.2  # the EMA weights learned the task
