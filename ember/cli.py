@@ -37,6 +37,8 @@ DESCRIPTION = """Ember: train, evaluate and ablate composite sequence models ass
   ember session --config C --ckpt_path K --memory-state F --input TEXT|-
                                                    stream text with memories writing, weights frozen
   ember ablate --config C --variant NAME=OVERLAY ... fit + test each variant, write one table
+  ember stability --config C --ckpt_path K [--sessions N]
+                                                   memory-OFF bits/byte and slow weights before/after adaptation
   ember --version
 
 Runs are tracked in MLflow (sqlite under runs/ unless MLFLOW_TRACKING_URI is set)."""
@@ -250,6 +252,31 @@ def session_command(argv: list[str]) -> int:
     return 0
 
 
+# ---- ember stability -----------------------------------------------------------------------
+def stability_command(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="ember stability", description="Memory-OFF bits per byte on held-out text and a "
+                            "fingerprint of the slow weights, before and after many sessions with memories writing "
+                            "(through a memory-state file, as `ember session`): learning during use must leave the "
+                            "slow weights untouched.")
+    parser.add_argument("--config", required=True, help="the config the checkpoint was trained with (with PM/EM)")
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint of that config")
+    parser.add_argument("--sessions", type=int, default=20, help="number of adaptation sessions")
+    parser.add_argument("--session-bytes", dest="session_bytes", type=int, default=4096, help="bytes per session")
+    parser.add_argument("--input", default=None, help="adaptation text file (default: the built-in corpus, "
+                        "training part)")
+    parser.add_argument("--heldout", default=None, help="held-out text file (default: the built-in corpus, last 10%%)")
+    parser.add_argument("--heldout-bytes", dest="heldout_bytes", type=int, default=16384,
+                        help="bytes of held-out text measured")
+    parser.add_argument("--span", type=int, default=256, help="bytes per forward call")
+    parser.add_argument("--out", default=None, help="write the result as JSON here")
+    args = parser.parse_args(argv)
+    from ember.stability import run_stability
+
+    result = run_stability(args.config, args.ckpt_path, args.sessions, args.session_bytes, args.input, args.heldout,
+                           args.heldout_bytes, args.span, args.out)
+    return 0 if result["weights_unchanged"] else 1
+
+
 # ---- ember ablate --------------------------------------------------------------------------
 def ablate_command(argv: list[str]) -> int:
     parser = ArgumentParser(prog="ember ablate", description="Fit and test a config under several variants "
@@ -292,6 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             return data_command(argv[1:])
         if argv[:1] == ["session"]:
             return session_command(argv[1:])
+        if argv[:1] == ["stability"]:
+            return stability_command(argv[1:])
         if argv[:1] == ["ablate"]:
             return ablate_command(argv[1:])
         if argv[:1] in (["--version"], ["-V"]):

@@ -84,3 +84,38 @@ def test_empty_input_names_the_fix(trained, tmp_path, caplog):
     empty.write_text("")
     assert session(*trained["memory"], tmp_path / "m.mem", str(empty)) == 2
     assert "needs at least 2" in caplog.text and not (tmp_path / "m.mem").exists()
+
+
+def test_stability_finds_the_slow_weights_and_memory_off_bpb_untouched(trained, tmp_path):
+    import json
+
+    config, ckpt = trained["memory"]
+    out = tmp_path / "stability.json"
+    assert run_cli("stability", "--config", config, "--ckpt_path", ckpt, "--sessions", "3", "--session-bytes", "300",
+                   "--heldout-bytes", "200", "--span", "64", "--out", str(out)) == 0
+    result = json.loads(out.read_text())
+    assert result["weights_unchanged"] and result["bpb_memory_off_change"] == 0.0
+    assert len(result["session_bpb"]) == 3 and result["after"]["bpb_memory_on_adapted"] > 0
+
+
+def test_memories_off_neither_reads_nor_writes(trained):
+    from ember.ops.slot_memory import memories_off
+    from ember.session import load_trained
+
+    model = load_trained(*trained["memory"])
+    for name, p in model.named_parameters():
+        if name.endswith("memory.out.weight"):
+            p.data.normal_()  # a memory whose read-out is not zero
+    tokens = torch.randint(0, 256, (1, 40))
+    _, state = model(tokens)
+    with memories_off(model) as count:
+        off, off_state = model(tokens, state)
+    assert count > 0
+    for name, p in model.named_parameters():
+        if name.endswith("memory.out.weight"):
+            p.data.zero_()  # reads now add exactly zero
+    zero_read, _ = model(tokens, state)
+    assert torch.allclose(off, zero_read)
+    before, after = state.tensors(), off_state.tensors()
+    memory_keys = [k for k in before if k.endswith(("K", "V", "s"))]
+    assert memory_keys and all(torch.equal(before[k], after[k]) for k in memory_keys)

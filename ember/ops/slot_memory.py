@@ -16,6 +16,8 @@ where the memory's `select` chooses the slot weights w. Subclasses define `read`
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -56,7 +58,13 @@ def relative_error(target: Tensor, read: Tensor) -> Tensor:
 
 
 class SlotMemoryMixin:
-    """Period loop, span summary, controller and projections; mixed into a memory plugin class."""
+    """Period loop, span summary, controller and projections; mixed into a memory plugin class.
+
+    `enabled` (True unless `memories_off` clears it) switches reads and writes off together: the
+    read-out is zero and the state passes through unchanged, which is the slow-weight model alone.
+    """
+
+    enabled: bool = True
 
     def _setup(self, d_model: int, slots: int, neuromodulator: Callable[[int], Neuromodulator], period: int):
         if period < 1:
@@ -95,6 +103,8 @@ class SlotMemoryMixin:
     def forward(self, x: Tensor, state: SlotMemoryState | None = None) -> tuple[Tensor, SlotMemoryState]:
         """x: (b, n, d) normalised input -> read-out (b, n, d) and the memory state (carries state)."""
         st = state if state is not None else self.init_state(x.shape[0], x.device, x.dtype)
+        if not self.enabled:
+            return x.new_zeros(x.shape), st
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (b, n, d)
         K, V, s, cand, pooled, surprise = st.K, st.V, st.s, st.cand, st.pooled, st.surprise
         tokens, reads, gates, aux = int(st.tokens), [], [], x.new_zeros(())
@@ -126,10 +136,23 @@ class SlotMemoryMixin:
     def flush(self, state: SlotMemoryState) -> SlotMemoryState:
         """Session end: commit the open span now (a boundary before the period is full)."""
         tokens = int(state.tokens)
-        if tokens == 0:
+        if tokens == 0 or not self.enabled:
             return state
         K, V, s, mod = self._boundary(state.K, state.V, state.s, state.cand, state.pooled, state.surprise, tokens)
         z = torch.zeros_like
         b = state.s.shape[0]
         return SlotMemoryState(K, V, s, self.init_candidates(b, K.device, K.dtype), z(state.pooled),
                                z(state.surprise), z(state.tokens), mod.g, z(state.aux_loss))
+
+
+@contextmanager
+def memories_off(model: nn.Module) -> Iterator[int]:
+    """Inside the block every slot memory of `model` neither reads nor writes; yields how many there are."""
+    memories = [m for m in model.modules() if isinstance(m, SlotMemoryMixin)]
+    for memory in memories:
+        memory.enabled = False
+    try:
+        yield len(memories)
+    finally:
+        for memory in memories:
+            memory.enabled = True
