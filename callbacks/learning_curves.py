@@ -22,11 +22,12 @@ class LearningCurves(Callback):
         train_metric: training metric to plot.
         val_metric: validation metric to plot.
         filename: file name of the plot.
+        ylabel: label of the y axis.
     """
 
     def __init__(self, train_metric: str = "train/bpb", val_metric: str = "val/bpb",
-                 filename: str = "learning_curves.png"):
-        self.train_metric, self.val_metric, self.filename = train_metric, val_metric, filename
+                 filename: str = "learning_curves.png", ylabel: str = "bits per byte"):
+        self.train_metric, self.val_metric, self.filename, self.ylabel = train_metric, val_metric, filename, ylabel
         self.train: list[tuple[int, float]] = []
         self.val: list[tuple[int, float]] = []
         self.path: Path | None = None
@@ -57,7 +58,7 @@ class LearningCurves(Callback):
         unigram = getattr(getattr(trainer, "datamodule", None), "unigram_bpb", None)
         if unigram is not None:
             ax.axhline(unigram, color="gray", linestyle="--", label=f"unigram entropy {unigram:.2f}")
-        ax.set(xlabel="optimizer step", ylabel="bits per byte", title=type(pl_module.backbone).__name__
+        ax.set(xlabel="optimizer step", ylabel=self.ylabel, title=type(pl_module.backbone).__name__
                if hasattr(pl_module, "backbone") else type(pl_module).__name__)
         ax.grid(alpha=0.3)
         ax.legend()

@@ -4,6 +4,7 @@
     ember test --config runs/<exp>/<run>/config.yaml --ckpt_path runs/<exp>/<run>/checkpoints/best.ckpt
     ember plugins [show NAME]
     ember data prepare text --input FILE [FILE ...] --out DIR
+    ember data prepare audio-prosody --out DIR [--size N] [--seed S]
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ DESCRIPTION = """Ember: train, evaluate and ablate composite sequence models ass
   ember validate|test|predict --config C --ckpt_path K
   ember plugins [show NAME]                        list plugins by kind / show one's options
   ember data prepare text --input F --out DIR      write text as webdataset shards
+  ember data prepare audio-prosody --out DIR       synthesize prosody audio as webdataset shards
   ember session --config C --ckpt_path K --memory-state F --input TEXT|-
                                                    stream text with memories writing, weights frozen
   ember ablate --config C --variant NAME=OVERLAY ... fit + test each variant, write one table
@@ -222,8 +224,12 @@ def data_command(argv: list[str]) -> int:
     text.add_argument("--val_fraction", type=float, default=0.1, help="trailing share of the text kept for validation")
     text.add_argument("--overwrite", type=bool, default=False, help="replace a non-empty --out")
     sub.add_subcommand("prepare", prepare)
-    prepare.add_subcommands(required=True, dest="kind").add_subcommand("text", text)
+    kinds = prepare.add_subcommands(required=True, dest="kind")
+    kinds.add_subcommand("text", text)
+    kinds.add_subcommand("audio-prosody", _audio_prosody_parser())
     args = parser.parse_args(argv)
+    if args.prepare.kind == "audio-prosody":
+        return _prepare_audio_prosody(args.prepare["audio-prosody"])
     from ember.data_modules.shards import prepare_text_shards
 
     opts = args.prepare.text
@@ -232,6 +238,30 @@ def data_command(argv: list[str]) -> int:
                                    opts.val_fraction, opts.overwrite)
     log.info("prepared %s: train %d bytes in %d shard(s), val %d bytes. Train with --data.init_args.path %s",
              opts.out, manifest["train"]["bytes"], len(manifest["train"]["shards"]), manifest["val"]["bytes"], opts.out)
+    return 0
+
+
+def _audio_prosody_parser() -> ArgumentParser:
+    audio = ArgumentParser(description="Synthesize prosody utterances (same words, class in the sound) as "
+                           "webdataset shards for ProsodyData (data.path: OUT).")
+    audio.add_argument("--out", type=str, required=True, help="output folder (must be new or empty)")
+    audio.add_argument("--size", type=int, default=2000, help="utterances in all (train + val)")
+    audio.add_argument("--seed", type=int, default=0, help="seed: the same seed writes the same audio")
+    audio.add_argument("--task", type=str, default="all", help="question, arousal, confidence or all")
+    audio.add_argument("--source", type=str, default="synth", help="synth (built in) or espeak (needs espeak-ng)")
+    audio.add_argument("--seconds", type=float, default=1.5, help="length of every utterance")
+    audio.add_argument("--val_fraction", type=float, default=0.1, help="share of the utterances kept for validation")
+    audio.add_argument("--overwrite", type=bool, default=False, help="replace a non-empty --out")
+    return audio
+
+
+def _prepare_audio_prosody(opts) -> int:
+    from ember.data_modules.audio_shards import prepare_prosody_shards
+
+    manifest = prepare_prosody_shards(Path(opts.out), opts.size, opts.seed, opts.task, opts.seconds,
+                                      val_fraction=opts.val_fraction, overwrite=opts.overwrite, source=opts.source)
+    log.info("prepared %s: %d train and %d val utterances. Train with --data.init_args.path %s", opts.out,
+             manifest["train"]["samples"], manifest["val"]["samples"], opts.out)
     return 0
 
 

@@ -1,0 +1,102 @@
+"""EMATargetUpdate: the JEPA/BYOL target encoder as an exponential moving average of the online encoder.
+
+After optimizer step k (k = 0, 1, ...; Lightning's global_step is k + 1 right after it):
+
+    m_k      = end - (end - start) * (1 + cos(pi * min(k, K) / K)) / 2      (Grill et al. 2020, BYOL)
+    theta_t <- m_k * theta_t + (1 - m_k) * theta_o
+
+theta_t are the target encoder's parameters, theta_o the online (context) encoder's, K the
+schedule length. m_k is a pure function of k, so a resumed run continues exactly. Only the
+target encoder changes; unlike Lightning's whole-model weight averaging, nothing else is averaged.
+With gradient accumulation the update runs once per optimizer step, not per micro-batch.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import nn
+
+from ember.errors import EmberConfigError
+
+
+def ema_momentum(step: int, total: int, start: float = 0.996, end: float = 1.0) -> float:
+    """m_k for optimizer step k = `step` of a cosine schedule of `total` steps from start to end."""
+    progress = min(max(step, 0), total) / max(total, 1)
+    return end - (end - start) * (1.0 + math.cos(math.pi * progress)) / 2.0
+
+
+class EMATargetUpdate(Callback):
+    """Moves `pl_module.<target>` towards `pl_module.<online>` once per optimizer step (see the module docstring).
+
+    Logs the momentum as jepa/ema_momentum.
+
+    Args:
+        start: momentum at the first optimizer step.
+        end: momentum at the end of the schedule and after it.
+        max_steps: schedule length K in optimizer steps; None for the trainer's max_steps (or its
+            estimated total when max_steps is unset).
+        online: attribute of the LightningModule holding the trained encoder.
+        target: attribute holding its EMA copy (parameters with requires_grad=False).
+    """
+
+    def __init__(self, start: float = 0.996, end: float = 1.0, max_steps: Optional[int] = None,
+                 online: str = "encoder", target: str = "target_encoder"):
+        if not 0.0 <= start <= end <= 1.0:
+            raise EmberConfigError(f"EMATargetUpdate needs 0 <= start={start} <= end={end} <= 1")
+        if max_steps is not None and max_steps < 1:
+            raise EmberConfigError(f"EMATargetUpdate max_steps={max_steps} must be >= 1, or null for the trainer's")
+        self.start, self.end, self.max_steps = start, end, max_steps
+        self.online, self.target = online, target
+        self._last_step: Optional[int] = None
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str):
+        online, target = self._modules(pl_module)
+        if [n for n, _ in online.named_parameters()] != [n for n, _ in target.named_parameters()]:
+            raise EmberConfigError(f"{type(pl_module).__name__}.{self.target} does not mirror .{self.online} "
+                                   "(different parameters): make the target a copy.deepcopy of the online encoder")
+        if any(p.requires_grad for p in target.parameters()):
+            raise EmberConfigError(f"{type(pl_module).__name__}.{self.target} has trainable parameters: freeze it "
+                                   "with requires_grad_(False), only EMATargetUpdate may change it")
+
+    def total_steps(self, trainer: Trainer) -> int:
+        if self.max_steps is not None:
+            return self.max_steps
+        return int(trainer.max_steps if trainer.max_steps and trainer.max_steps > 0
+                   else trainer.estimated_stepping_batches)
+
+    def momentum(self, step: int, trainer: Trainer) -> float:
+        """m_k for optimizer step k = `step` (0-based)."""
+        return ema_momentum(step, self.total_steps(trainer), self.start, self.end)
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule):
+        self._last_step = trainer.global_step  # after a resume: the restored step
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int):
+        step = trainer.global_step
+        if step == self._last_step:  # a micro-batch of gradient accumulation (or a skipped step): no update
+            return
+        self._last_step = step
+        m = self.momentum(step - 1, trainer)
+        online, target = self._modules(pl_module)
+        self.update_target(target, online, m)
+        pl_module.log("jepa/ema_momentum", m)
+
+    @torch.no_grad()
+    def update_target(self, target: nn.Module, online: nn.Module, momentum: float):
+        """theta_t <- m theta_t + (1 - m) theta_o for every parameter; floating buffers are copied."""
+        for theta_t, theta_o in zip(target.parameters(), online.parameters()):
+            theta_t.mul_(momentum).add_(theta_o.detach(), alpha=1.0 - momentum)
+        for buf_t, buf_o in zip(target.buffers(), online.buffers()):
+            if buf_t.is_floating_point():
+                buf_t.copy_(buf_o)
+
+    def _modules(self, pl_module: LightningModule) -> tuple[nn.Module, nn.Module]:
+        online, target = getattr(pl_module, self.online, None), getattr(pl_module, self.target, None)
+        if not isinstance(online, nn.Module) or not isinstance(target, nn.Module):
+            raise EmberConfigError(f"EMATargetUpdate needs modules {type(pl_module).__name__}.{self.online} and "
+                                   f".{self.target}: use it with AudioJEPA, or set online/target to their names")
+        return online, target

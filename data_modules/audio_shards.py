@@ -1,0 +1,114 @@
+"""Audio prosody as webdataset shards: `ember data prepare audio-prosody` writes them, ProsodyData reads them.
+
+Layout of a shard folder (as data_modules/shards.py, with "kind": "audio-prosody"):
+    ember-shards.json          manifest: format, kind, sample_rate, tasks and classes, shards per split
+    train-000000.tar ...       samples {"__key__", "wav": 16-bit PCM WAV, "cls": class index, "task": name}
+    val-000000.tar ...
+
+Every stored waveform is checked when read (ember.audio.check_audio): NaN, silent or non-WAV
+samples are refused naming the shard and key; another sample rate is resampled.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import webdataset as wds
+
+from ember.audio import check_audio, decode_wav, encode_wav
+from ember.data_modules.prosody import TASKS, ProsodyExample, example_maker
+from ember.data_modules.shards import FORMAT, MANIFEST
+from ember.errors import EmberDataError
+
+log = logging.getLogger(__name__)
+KIND = "audio-prosody"
+
+
+def prepare_prosody_shards(out: Path, size: int = 2000, seed: int = 0, task: str = "all", seconds: float = 1.5,
+                           sample_rate: int = 16000, val_fraction: float = 0.1, shard_samples: int = 1000,
+                           overwrite: bool = False, source: str = "synth") -> dict:
+    """Synthesize `size` utterances into train/val shards in `out` (built in a temporary folder, then renamed).
+
+    Utterance i of split s is make(rng(seed, s, i)), the same as ProsodyData generates; source "synth" is the
+    built-in synthesizer, "espeak" the espeak-ng binary. Returns the manifest.
+    """
+    make = example_maker(source)
+    out = Path(out)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise EmberDataError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
+    if task != "all" and task not in TASKS:
+        raise EmberDataError(f"task={task!r} is unknown: use 'all' or one of {sorted(TASKS)}")
+    if size < 2 or not 0 < val_fraction < 1:
+        raise EmberDataError(f"size={size} must be >= 2 and val_fraction={val_fraction} in (0, 1)")
+    n_val = max(1, int(size * val_fraction))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        manifest = {"format": FORMAT, "kind": KIND, "sample_rate": sample_rate, "seconds": seconds, "seed": seed,
+                    "source": source, "task": task, "classes": {name: list(t.classes) for name, t in TASKS.items()},
+                    "texts": {name: t.text for name, t in TASKS.items()}}
+        for split, index, count in (("train", 0, size - n_val), ("val", 1, n_val)):
+            examples = (make(np.random.default_rng([seed, index, i]), task, seconds, sample_rate)
+                        for i in range(count))
+            manifest[split] = _write_split(tmp, split, examples, sample_rate, shard_samples)
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    log.info("wrote %d train and %d val utterances to %s", size - n_val, n_val, out)
+    return manifest
+
+
+def _write_split(folder: Path, split: str, examples, sample_rate: int, shard_samples: int) -> dict:
+    with wds.ShardWriter(str(folder / f"{split}-%06d.tar"), maxcount=shard_samples, verbose=0) as sink:
+        samples = 0
+        for i, example in enumerate(examples):
+            sink.write({"__key__": f"{i:09d}", "wav": encode_wav(example.signal, sample_rate),
+                        "cls": str(example.label).encode(), "task": example.task.encode()})
+            samples += 1
+    return {"shards": sorted(p.name for p in folder.glob(f"{split}-*.tar")), "samples": samples}
+
+
+def read_audio_manifest(folder: Path) -> dict:
+    path = folder / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise EmberDataError(f"{path} is not a readable shard manifest ({err}): write the folder with "
+                             "`ember data prepare audio-prosody --out DIR`") from err
+    if manifest.get("kind") != KIND or manifest.get("format") != FORMAT:
+        raise EmberDataError(f"{folder} holds {manifest.get('kind', 'text')} shards (format {manifest.get('format')})"
+                             f", not {KIND} format {FORMAT}: write it with `ember data prepare audio-prosody`")
+    for split in ("train", "val"):
+        missing = [s for s in manifest[split]["shards"] if not (folder / s).is_file()]
+        if missing:
+            raise EmberDataError(f"shard folder {folder} lacks {missing[:3]} listed in its manifest: copy the "
+                                 "whole folder or rewrite it with `ember data prepare audio-prosody`")
+    return manifest
+
+
+def read_audio_split(folder: Path, split: str, sample_rate: int = 16000) -> list[ProsodyExample]:
+    """Every utterance of a split, checked and brought to sample_rate."""
+    manifest = read_audio_manifest(folder)
+    urls = [str(folder / s) for s in manifest[split]["shards"]]
+    examples = []
+    for sample in wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None,
+                                 empty_check=False):
+        name = f"{sample['__url__']}:{sample['__key__']}"
+        if "wav" not in sample:
+            raise EmberDataError(f"{name} has no 'wav' member: rewrite the shards with `ember data prepare "
+                                 "audio-prosody`")
+        signal, rate = decode_wav(sample["wav"], name)
+        signal = check_audio(signal, rate, sample_rate, name)
+        examples.append(ProsodyExample(signal, int(sample["cls"]), sample["task"].decode()))
+    if not examples:
+        raise EmberDataError(f"the {split} split of {folder} holds no utterances: write more with --size")
+    return examples

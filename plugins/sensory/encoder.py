@@ -1,0 +1,117 @@
+"""Audio encoders (SPEC 3.4): 16 kHz waveform -> mel filterbank -> leaky-neuron patch tokens -> token mixers.
+
+    SpikingAudioEncoder   leaky integrate-and-fire neurons, surrogate gradients
+    RateAudioEncoder      the same network with non-spiking (sigmoid-rate) neurons, same parameters
+
+Both return SensoryOutput(tokens (b, s, d_model), modulation (b, 3)): the modulation heads read
+the mean token and emit arousal in [0, 1], valence in [-1, 1] and threat in [0, 1]. The JEPA
+objective does not train these heads; a downstream task (or the composite model) does.
+
+Letters: b batch, t samples, f frames, s patches (tokens), d width.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import Optional
+
+import torch
+from torch import Tensor, nn
+
+from ember.base import SensoryEncoder, SensoryOutput
+from ember.errors import EmberConfigError
+from ember.ops.audio_blocks import PatchEmbed, SpikingBlock, standardise
+from ember.ops.filterbank import MelFilterbank
+from ember.ops.lif import LIFNeuron, RateNeuron
+
+MODULATION = ("arousal", "valence", "threat")
+
+
+class AudioEncoder(SensoryEncoder):
+    """Waveform -> tokens + modulation; subclasses choose the neuron (spiking or rate).
+
+    A token covers `patch` filterbank frames (patch * hop_ms of audio): 1 s at the defaults gives
+    101 frames and 25 tokens.
+
+    Args:
+        d_model: token width d (the width the composite's reasoning core and backbone read).
+        depth: residual token-mixer blocks.
+        heads: attention heads per block (d_model must be divisible by heads).
+        bands: mel bands of the filterbank.
+        patch: filterbank frames per token.
+        channels: neurons per frame in the patch embedding.
+        hidden: neurons of each block's feed-forward layer; None for 2 * d_model.
+        beta: initial membrane leak in (0, 1) (learned per neuron).
+        slope: steepness of the surrogate gradient (spiking) or of the rate sigmoid (non-spiking).
+        sample_rate: expected input rate in Hz (the data modules resample or refuse other rates).
+        hop_ms: filterbank frame hop in milliseconds.
+    """
+
+    def __init__(self, d_model: int = 64, depth: int = 2, heads: int = 4, bands: int = 64, patch: int = 4,
+                 channels: int = 16, hidden: Optional[int] = None, beta: float = 0.9, slope: float = 5.0,
+                 sample_rate: int = 16000, hop_ms: float = 10.0):
+        super().__init__()
+        if d_model % heads:
+            raise EmberConfigError(f"d_model={d_model} is not divisible by heads={heads}")
+        if min(depth, patch, channels) < 1:
+            raise EmberConfigError(f"depth={depth}, patch={patch} and channels={channels} must be >= 1")
+        self.d_model, self.sample_rate = d_model, sample_rate
+        self.beta, self.slope = beta, slope
+        hidden = hidden or 2 * d_model
+        self.filterbank = MelFilterbank(sample_rate, bands, hop_ms=hop_ms)
+        self.embed_patches = PatchEmbed(bands, patch, channels, d_model, self.make_neuron(channels))
+        self.blocks = nn.ModuleList(SpikingBlock(d_model, heads, hidden, self.make_neuron(hidden))
+                                    for _ in range(depth))
+        self.norm = nn.LayerNorm(d_model)
+        self.modulation_head = nn.Linear(d_model, len(MODULATION))
+
+    @abstractmethod
+    def make_neuron(self, channels: int) -> nn.Module:
+        """A (..., n, c) -> (..., n, c) neuron layer with `channels` channels."""
+
+    def embed(self, signal: Tensor) -> Tensor:
+        """signal: (b, t) float waveform at sample_rate -> patch tokens (b, s, d) with positions."""
+        return self.embed_patches(standardise(self.filterbank(signal)))
+
+    def encode(self, tokens: Tensor) -> Tensor:
+        """tokens: (b, s, d) patch tokens (all, or the visible ones in time order) -> (b, s, d) embeddings."""
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.norm(tokens)
+
+    def modulate(self, tokens: Tensor) -> Tensor:
+        """tokens: (b, s, d) -> (b, 3): arousal in [0, 1], valence in [-1, 1], threat in [0, 1]."""
+        raw = self.modulation_head(tokens.mean(dim=1))  # (b, 3)
+        arousal, valence, threat = raw.unbind(-1)
+        return torch.stack((torch.sigmoid(arousal), torch.tanh(valence), torch.sigmoid(threat)), dim=-1)
+
+    def forward(self, signal: Tensor) -> SensoryOutput:
+        """signal: (b, t) float waveform at sample_rate -> SensoryOutput(tokens (b, s, d), modulation (b, 3))."""
+        tokens = self.encode(self.embed(signal))
+        return SensoryOutput(tokens, self.modulate(tokens))
+
+    def spike_rate(self) -> Tensor:
+        """Mean output of every neuron layer in the last forward (spikes per neuron per step), a scalar."""
+        rates = [m.last_rate for m in self.modules() if isinstance(m, (LIFNeuron, RateNeuron))
+                 and m.last_rate is not None]
+        return torch.stack(rates).mean() if rates else torch.tensor(float("nan"))
+
+
+class SpikingAudioEncoder(AudioEncoder):
+    """Spiking audio encoder: leaky integrate-and-fire neurons trained with surrogate gradients.
+
+    Takes the arguments of AudioEncoder.
+    """
+
+    def make_neuron(self, channels: int) -> nn.Module:
+        return LIFNeuron(channels, beta=self.beta, slope=self.slope)
+
+
+class RateAudioEncoder(AudioEncoder):
+    """Non-spiking twin of SpikingAudioEncoder for ablations: same layers and parameter count, sigmoid-rate neurons.
+
+    Takes the arguments of AudioEncoder.
+    """
+
+    def make_neuron(self, channels: int) -> nn.Module:
+        return RateNeuron(channels, beta=self.beta, slope=self.slope)
