@@ -23,12 +23,14 @@ from lightning.pytorch import Callback, LightningDataModule
 from ember.base import PLUGIN_KINDS
 from ember.data_modules.memory_task import MemoryTask
 from ember.errors import EmberConfigError
+from ember.plugins.reasoning.networks import RecursionNetwork
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "ember.plugins"
 BUILTIN_PACKAGES = ("ember.plugins", "ember.data_modules", "ember.callbacks")
 # Listed beside the plugin kinds so `ember plugins` shows every name a config can use.
-EXTRA_KINDS = {"data": LightningDataModule, "callback": Callback, "task": MemoryTask}
+EXTRA_KINDS = {"data": LightningDataModule, "callback": Callback, "task": MemoryTask,
+               "network": RecursionNetwork}
 
 
 @dataclass(frozen=True)
@@ -92,7 +94,7 @@ def _is_listed(cls: type, kind: str) -> bool:
         return False
     if kind in EXTRA_KINDS:  # only Ember's own data modules and callbacks, not Lightning's internals
         top = cls.__module__.split(".")[0]
-        return cls.__module__.startswith(("ember.data_modules", "ember.callbacks")) or top not in {
+        return cls.__module__.startswith(("ember.data_modules", "ember.callbacks", "ember.plugins")) or top not in {
             "ember", "lightning", "pytorch_lightning"}
     return True
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 
 from ember.errors import EmberDataError
 from ember.memory_state import load_memory_state, save_memory_state
@@ -27,9 +28,11 @@ def build_model(config: str):
     from ember.cli import EmberCLI, check_config_names
 
     registry.load_plugins()
-    args = ["--config", config, "--trainer.logger", "false"]
-    check_config_names(args)
-    return EmberCLI(args=args, run=False).model
+    check_config_names(["--config", config])
+    settings = yaml.safe_load(Path(config).read_text()) or {}
+    for key in ("ckpt_path", "weights_only"):  # options of `fit` that a run's saved config.yaml records
+        settings.pop(key, None)
+    return EmberCLI(args=["--config", yaml.safe_dump(settings), "--trainer.logger", "false"], run=False).model
 
 
 def read_input(source: str) -> bytes:

@@ -8,7 +8,6 @@ from lightning.pytorch import LightningModule
 
 from ember import registry
 from ember.cli import EmberCLI
-from ember.model import EmberModel
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not {"ablate", "cloud"} & set(p.parts))
@@ -55,7 +54,7 @@ def test_ablation_overlay_changes_its_base_config(overlay, tmp_path):
     ablated = build(base_config, overlay, tmp_path=tmp_path)
     dump = lambda cli: cli.parser.dump(cli.config, skip_none=False)  # noqa: E731
     assert dump(ablated) != dump(base)
-    assert isinstance(ablated.model, EmberModel)
+    assert isinstance(ablated.model, LightningModule)
 
 
 class ParseOnlyCLI(EmberCLI):

@@ -142,3 +142,23 @@ def test_fit_lowers_the_loss_and_checkpoints_ema_weights_and_the_halting_head(tm
     restored.load_state_dict(saved["state_dict"])
     assert torch.equal(restored.halt_head.weight, saved["state_dict"]["halt_head.weight"])
     assert _val_loss(restored, data) < before - 0.2  # the EMA weights learned the task
+
+
+def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tmp_path, caplog):
+    from helpers import ROOT, fit_args, mlflow_rows, run_cli, run_folder
+
+    config = str(ROOT / "configs/debug/sudoku.yaml")
+    assert run_cli(*fit_args(tmp_path, "--trainer.max_steps", "40", "--trainer.val_check_interval", "20",
+                             "--trainer.log_every_n_steps", "1", config=config)) == 0
+    ce = [v for (v,) in mlflow_rows(tmp_path, "select value from metrics where key='train/ce' order by step")]
+    assert sum(ce[-5:]) / 5 < sum(ce[:5]) / 5 - 0.3  # cross-entropy falls
+    folder = run_folder(tmp_path)
+    saved = torch.load(folder / "checkpoints/last.ckpt", weights_only=False)
+    assert "halt_head.weight" in saved["state_dict"] and "current_model_state" in saved  # EMA + raw weights
+    caplog.clear()
+    assert run_cli("test", "--config", str(folder / "config.yaml"), "--ckpt_path",
+                   str(folder / "checkpoints/last.ckpt"), "--model.init_args.eval_steps", "5",
+                   "--trainer.logger.init_args.run_dir", str(tmp_path / "test")) == 0
+    assert "more than the n_sup=3 trained" in caplog.text
+    metrics = {k for (k,) in mlflow_rows(tmp_path / "test", "select distinct key from metrics")}
+    assert {"test/exact_acc", "test/cell_acc", "test/steps"} <= metrics

@@ -91,7 +91,10 @@ class TinyRecursiveCore(ReasoningCore):
         super().__init__()
         if min(T, n, n_sup) < 1 or (eval_steps is not None and eval_steps < 1):
             raise EmberConfigError(f"T={T}, n={n}, n_sup={n_sup} and eval_steps={eval_steps} must be >= 1")
-        self.save_hyperparameters(ignore=["network"])
+        # eval_steps is not a hyper-parameter: LightningCLI would restore it from the checkpoint over the
+        # command line, and test-time thinking must stay settable (`ember test ... --model.init_args.eval_steps 32`)
+        self.save_hyperparameters(ignore=["network", "eval_steps"])
+        self._eval_steps = eval_steps
         self.d_model, self.vocab_size, self.seq_len = d_model, vocab_size, seq_len
         self.embed = nn.Embedding(vocab_size, d_model)
         nn.init.trunc_normal_(self.embed.weight, std=1.0 / math.sqrt(d_model))
@@ -130,7 +133,7 @@ class TinyRecursiveCore(ReasoningCore):
 
     @property
     def eval_steps(self) -> int:
-        return self.hparams.eval_steps or self.hparams.n_sup
+        return self._eval_steps or self.hparams.n_sup
 
     # ---- training: one supervision step per optimizer step on the carry ----------------------
     def refill(self, inputs: Tensor, labels: Tensor) -> Carry:
