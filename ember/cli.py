@@ -5,6 +5,7 @@
     ember plugins [show NAME]
     ember data prepare text --input FILE [FILE ...] --out DIR
     ember data prepare audio-prosody --out DIR [--size N] [--seed S]
+    ember bench --config C [C ...] [--contexts 2048,8192,16384]
 """
 
 from __future__ import annotations
@@ -41,6 +42,8 @@ DESCRIPTION = """Ember: train, evaluate and ablate composite sequence models ass
   ember ablate --config C --variant NAME=OVERLAY ... fit + test each variant, write one table
   ember stability --config C --ckpt_path K [--sessions N]
                                                    memory-OFF bits/byte and slow weights before/after adaptation
+  ember bench --config C [C ...] [--contexts 2048,8192,16384]
+                                                   training/decode tokens/s, peak memory, state bytes vs context
   ember --version
 
 Runs are tracked in MLflow (sqlite under runs/ unless MLFLOW_TRACKING_URI is set)."""
@@ -353,6 +356,10 @@ def main(argv: list[str] | None = None) -> int:
             return stability_command(argv[1:])
         if argv[:1] == ["ablate"]:
             return ablate_command(argv[1:])
+        if argv[:1] == ["bench"]:
+            from ember.bench_cli import bench_command
+
+            return bench_command(argv[1:])
         if argv[:1] in (["--version"], ["-V"]):
             sys.stdout.write(f"ember {ember.__version__}\n")
             return 0

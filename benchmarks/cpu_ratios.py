@@ -1,0 +1,136 @@
+"""CPU ratios of issue #6, each measured within one process (so a shared CPU slows both sides alike).
+
+1. Parallel scan vs its step-by-step reference at n=1024: `scan_parallel` and `scan_naive`
+   (ember/ops/scan.py) are first checked to agree in float64 (outputs and final state), then
+   timed in float32, forward and forward+backward, median of repeats after a warm-up.
+   Ratio = naive time / parallel time (> 1: the parallel scan is faster).
+2. Memory read/commit overhead: the same NML model with PM+EM and without memories (the
+   quickstart by default, and it with configs/ablate/no_memory.yaml), training step and
+   decoding measured by `ember bench`'s functions. Ratio = time with memories / time without.
+
+    python benchmarks/cpu_ratios.py [--n 1024] [--context 1024] [--threads 1] [--out runs/bench/cpu_ratios.json]
+
+Letters: b batch, n sequence, d channels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from ember.bench import measure_decode, measure_training
+from ember.bench_run import build_variant
+from ember.ops.scan import scan_naive, scan_parallel
+
+ROOT = Path(__file__).resolve().parents[1]
+log = logging.getLogger("ember")
+
+
+def scan_inputs(b: int, n: int, d: int, dtype: torch.dtype, seed: int = 0):
+    """Gates a (b, n, d) in (0, 1), inputs x (b, n, d) and a start state h0 (b, d), all random."""
+    gen = torch.Generator().manual_seed(seed)
+    a = torch.sigmoid(torch.randn(b, n, d, generator=gen, dtype=dtype) + 2.0)
+    x = torch.randn(b, n, d, generator=gen, dtype=dtype)
+    return a, x, torch.randn(b, d, generator=gen, dtype=dtype)
+
+
+def scans_agree(b: int, n: int, d: int) -> float:
+    """Largest relative difference of outputs and final states between the two scans, float64."""
+    a, x, h0 = scan_inputs(b, n, d, torch.float64, seed=1)
+    (h1, last1), (h2, last2) = scan_naive(a, x, h0), scan_parallel(a, x, h0)
+    err = max(((h1 - h2).norm() / h1.norm()).item(), ((last1 - last2).norm() / last1.norm()).item())
+    if err > 1e-10:
+        raise SystemExit(f"scan_parallel disagrees with scan_naive (relative error {err:.2e}): fix the scan first")
+    return err
+
+
+def time_alternating(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each callable, run in turn within every repeat (a load spike hits all of them)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def _forward(fn, a, x, h0):
+    with torch.no_grad():
+        fn(a, x, h0)
+
+
+def _forward_backward(fn, a, x, h0):
+    leaves = [t.clone().requires_grad_() for t in (a, x, h0)]
+    fn(*leaves)[0].sum().backward()
+
+
+def scan_ratio(b: int, n: int, d: int, repeats: int) -> dict:
+    error = scans_agree(b, min(n, 257), d)
+    a, x, h0 = scan_inputs(b, n, d, torch.float32)
+    out = {"shape": [b, n, d], "max_rel_error_float64": error}
+    for step, run in (("forward", _forward), ("fwd_bwd", _forward_backward)):
+        fns = {name: functools.partial(run, fn, a, x, h0) for name, fn in (("naive", scan_naive),
+                                                                            ("parallel", scan_parallel))}
+        medians = time_alternating(fns, repeats)
+        out.update({f"{name}_{step}_ms": 1e3 * t for name, t in medians.items()})
+        out[f"{step}_naive_over_parallel"] = medians["naive"] / medians["parallel"]
+    return out
+
+
+def memory_overhead(config: str, overlay: str, context: int, batch: int, steps: int, decode_tokens: int) -> dict:
+    out = {"config": config, "context": context, "batch": batch}
+    for name, args in (("pm_em", ["--config", config]), ("none", ["--config", config, "--config", overlay])):
+        model = build_variant(args)
+        train = measure_training(model, context, batch, steps=steps, warmup=1)
+        decode = measure_decode(model, [context], tokens=decode_tokens)[context]
+        out[name] = {"params": sum(p.numel() for p in model.parameters()), "train_step_ms": train["step_ms_median"],
+                     "decode_ms_median": decode["decode_ms_median"], "state_bytes": decode["state_bytes"]}
+        log.info("memory overhead: %s: %.1f ms/step, %.2f ms/token", name, train["step_ms_median"],
+                 decode["decode_ms_median"])
+    out["train_step_with_over_without"] = out["pm_em"]["train_step_ms"] / out["none"]["train_step_ms"]
+    out["decode_with_over_without"] = out["pm_em"]["decode_ms_median"] / out["none"]["decode_ms_median"]
+    return out
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=1024, help="scan length")
+    p.add_argument("--scan-batch", type=int, default=16, help="scan batch b")
+    p.add_argument("--d", type=int, default=128, help="scan channels d (the quickstart width)")
+    p.add_argument("--repeats", type=int, default=7, help="timed repeats (median reported)")
+    p.add_argument("--config", default=str(ROOT / "configs/quickstart.yaml"), help="NML config with PM and EM")
+    p.add_argument("--overlay", default=str(ROOT / "configs/ablate/no_memory.yaml"), help="overlay removing both")
+    p.add_argument("--context", type=int, default=1024, help="tokens per training sequence and decode context")
+    p.add_argument("--batch", type=int, default=4, help="training batch")
+    p.add_argument("--steps", type=int, default=3, help="timed training steps")
+    p.add_argument("--decode-tokens", type=int, default=32, help="decoded tokens")
+    p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 keeps the default (on a "
+                   "shared CPU, 1 avoids thread-synchronization stalls)")
+    p.add_argument("--out", type=Path, default=ROOT / "runs/bench/cpu_ratios.json", help="JSON result")
+    opts = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if opts.threads > 0:
+        torch.set_num_threads(opts.threads)
+    start = time.time()
+    result = {"device": f"CPU ({torch.get_num_threads()} threads)", "torch": torch.__version__,
+              "scan": scan_ratio(opts.scan_batch, opts.n, opts.d, opts.repeats)}
+    log.info("scan at n=%d: %s", opts.n, json.dumps(result["scan"], indent=1))
+    result["memory"] = memory_overhead(opts.config, opts.overlay, opts.context, opts.batch, opts.steps,
+                                       opts.decode_tokens)
+    result["wall_s"] = time.time() - start
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
+    opts.out.write_text(json.dumps(result, indent=1))
+    log.info("%s\nwritten to %s", json.dumps(result, indent=1), opts.out)
+
+
+if __name__ == "__main__":
+    main()
