@@ -86,7 +86,12 @@ def pm_commit(K: Tensor, V: Tensor, s: Tensor, k_e: Tensor, v_e: Tensor, w: Tens
 
 def em_read(q: Tensor, K: Tensor, V: Tensor, s: Tensor, top_k: int) -> Tensor:
     """Episodic read: each token takes the top-k items by strength-weighted similarity
-    s_i cos(q_t, K_i), then y_t = sum_{j in top-k} s_j softmax_j(q_t . K_j / sqrt(d)) V_j.
+    s_i cos(q_t, K_i) and attends over them with the strengths as prior weights and a null item:
+
+        y_t = sum_{j in top-k} s_j exp(l_tj) V_j / (1 + sum_{j in top-k} s_j exp(l_tj)),  l_tj = q_t . K_j / sqrt(d)
+
+    A confident match returns its value at full scale whatever its strength (the null item, with
+    weight 1, only wins against weak or poor matches), and an empty memory returns exactly 0.
 
     Args:
         q: (b, n, d); K, V: (b, m, d) items; s: (b, m) strengths; top_k: items per token.
@@ -97,15 +102,20 @@ def em_read(q: Tensor, K: Tensor, V: Tensor, s: Tensor, top_k: int) -> Tensor:
     score = s[:, None, :] * torch.einsum("bnd,bmd->bnm", F.normalize(q, dim=-1, eps=1e-8), K)  # (b, n, m)
     idx = score.topk(min(top_k, K.shape[1]), dim=-1).indices  # (b, n, k)
     logits = torch.einsum("bnd,bmd->bnm", q, K).gather(-1, idx) / math.sqrt(q.shape[-1])  # (b, n, k)
-    weights = torch.softmax(logits, dim=-1) * s[:, None, :].expand_as(score).gather(-1, idx)  # (b, n, k)
+    log_s = s[:, None, :].expand_as(score).gather(-1, idx).clamp_min(1e-30).log()  # (b, n, k); ~ -69 when empty
+    prior = torch.cat([logits.new_zeros(*logits.shape[:-1], 1), logits + log_s], dim=-1)  # null item first
+    weights = torch.softmax(prior.to(torch.promote_types(prior.dtype, torch.float32)), dim=-1)[..., 1:]
+    weights = weights.to(q.dtype)  # (b, n, k)
+    weights = weights * (s[:, None, :].expand_as(score).gather(-1, idx) > 0)  # empty items: exactly 0
     picked = V[:, None].expand(-1, q.shape[1], -1, -1).gather(2, idx[..., None].expand(-1, -1, -1, V.shape[-1]))
     return torch.einsum("bnk,bnkd->bnd", weights, picked)  # picked: (b, n, k, d)
 
 
-def merge_or_weakest(K: Tensor, s: Tensor, k: Tensor, merge_threshold: float) -> Tensor:
+def merge_or_weakest(K: Tensor, s: Tensor, k: Tensor, merge_threshold: float) -> tuple[Tensor, Tensor]:
     """Episodic write targets as one-hot slot weights w (b, c, m), one row per candidate j = 1..c:
     the most similar live item when cos(K_i, k_j) > merge_threshold (merge), otherwise the j-th
-    weakest item (overwrite; distinct candidates overwrite distinct items).
+    weakest item (overwrite; distinct candidates overwrite distinct items). Also returns which
+    candidates merge, (b, c) bool.
 
     Args:
         K: (b, m, d) items; s: (b, m) strengths (0 = empty); k: (b, c, d) candidate keys, c <= m.
@@ -113,26 +123,33 @@ def merge_or_weakest(K: Tensor, s: Tensor, k: Tensor, merge_threshold: float) ->
     sim = torch.einsum("bmd,bcd->bcm", unit(K), unit(k)).masked_fill((s <= 0)[:, None, :], -2.0)  # (b, c, m)
     best_sim, best = sim.max(dim=-1)  # (b, c)
     weakest = s.argsort(dim=-1, stable=True)[:, : k.shape[1]]  # (b, c)
-    target = torch.where(best_sim > merge_threshold, best, weakest)
-    return F.one_hot(target, K.shape[1]).to(K.dtype)
+    merged = best_sim > merge_threshold
+    target = torch.where(merged, best, weakest)
+    return F.one_hot(target, K.shape[1]).to(K.dtype), merged
 
 
-def em_write(K: Tensor, V: Tensor, s: Tensor, k: Tensor, v: Tensor, w: Tensor, g: Tensor, eta: Tensor,
-             lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """c simultaneous episodic writes at a boundary (SPEC 3.2), candidates j with targets w_j:
+def em_write(K: Tensor, V: Tensor, s: Tensor, k: Tensor, v: Tensor, w: Tensor, merged: Tensor, g: Tensor,
+             eta: Tensor, lam: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """c simultaneous episodic writes at a boundary (SPEC 3.2), candidates j with targets w_j.
 
-        K <- normalize(K + sum_j g_j w_j (k_j - K))
-        V <- V + sum_j g_j w_j (v_j - V)
-        s <- clamp(lam s + sum_j g_j eta w_j, 0, 1)
+    A merge blends the candidate into the item by its gate; an overwrite replaces the weakest
+    item's content outright (its old strength was the lowest) whenever the gate is open, and the
+    gate then sets the new item's strength:
 
-    (one candidate: exactly pm_commit with a one-hot w).
+        r_j = g_j (merge) or 1[g_j > 0] (overwrite);   o = sum_{j overwrites, g_j > 0} w_j  (items replaced)
+        K <- normalize(K + sum_j r_j w_j (k_j - K)),   V <- V + sum_j r_j w_j (v_j - V)
+        s <- clamp((1 - o) lam s + sum_j g_j eta w_j, 0, 1)
 
     Args:
         K, V: (b, m, d); s: (b, m); k, v: (b, c, d) candidates; w: (b, c, m) one-hot targets;
-        g: (b, c) per-candidate gates in [0, 1]; eta: (b,) write strength; lam: (b,) decay in [0, 1].
+        merged: (b, c) bool, the candidates that merge; g: (b, c) per-candidate gates in [0, 1];
+        eta: (b,) write strength; lam: (b,) decay in [0, 1].
     """
-    gw = g[..., None] * w  # (b, c, m)
-    K = unit(K + torch.einsum("bcm,bcd->bmd", gw, k) - gw.sum(1)[..., None] * K)
-    V = V + torch.einsum("bcm,bcd->bmd", gw, v) - gw.sum(1)[..., None] * V
-    s = (lam[:, None] * s + eta[:, None] * gw.sum(1)).clamp(0.0, 1.0)
+    rate = torch.where(merged, g, (g > 0).to(g.dtype))  # (b, c)
+    rw = rate[..., None] * w  # (b, c, m)
+    K = unit(K + torch.einsum("bcm,bcd->bmd", rw, k) - rw.sum(1)[..., None] * K)
+    V = V + torch.einsum("bcm,bcd->bmd", rw, v) - rw.sum(1)[..., None] * V
+    overwrites = (~merged & (g > 0)).to(w.dtype)  # (b, c): open-gate overwrites
+    replaced = (w * overwrites[..., None]).sum(1).clamp(max=1.0)  # (b, m) items replaced
+    s = ((1.0 - replaced) * lam[:, None] * s + eta[:, None] * (g[..., None] * w).sum(1)).clamp(0.0, 1.0)
     return K, V, s

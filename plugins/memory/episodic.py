@@ -50,15 +50,17 @@ def top_salient(cand: SalientCandidates, k: Tensor, v: Tensor, a: Tensor, offset
 class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
     """Episodic memory: M key/value/strength items, top-k retrieval, merge-or-overwrite writes.
 
-    Read:   each token takes the top-k items by s_i cos(q_t, K_i) and attends over them:
-            y_t = W_o sum_j s_j softmax_j(q_t . K_j / sqrt(d)) V_j  (items fixed within a period).
+    Read:   each token takes the top-k items by s_i cos(q_t, K_i) and attends over them with the
+            strengths as priors beside a null item (items fixed within a period):
+            y_t = W_o sum_j s_j e^{l_tj} V_j / (1 + sum_j s_j e^{l_tj}),  l_tj = q_t . K_j / sqrt(d).
     Candidates: the c = `writes` tokens of the span with the largest salience a_t = sigmoid(w_a . x_t),
             each proposing (k_t, v_t) = (W_k x_t, W_v x_t).
     Write (every `period` tokens and at session ends), the c candidates at once:
             target i_j = the most similar live item if cos(K_i, k_j) > merge_threshold (merge), else
-            the j-th weakest item (overwrite); with w_j = one_hot(i_j) and gates g_j = g a_j:
-            K <- normalize(K + sum_j g_j w_j (k_j - K)), V <- V + sum_j g_j w_j (v_j - V),
-            s <- clamp(lam s + sum_j g_j eta w_j, 0, 1)   (see ember.ops.plasticity.em_write).
+            the j-th weakest item (overwrite); with w_j = one_hot(i_j), gates g_j = g a_j, content
+            rates r_j = g_j (merge) or 1[g_j > 0] (overwrite) and o the overwritten items:
+            K <- normalize(K + sum_j r_j w_j (k_j - K)), V <- V + sum_j r_j w_j (v_j - V),
+            s <- clamp((1 - o) lam s + sum_j g_j eta w_j, 0, 1)   (see ember.ops.plasticity.em_write).
     Capacity M is fixed whatever the stream length. The controller's tau is not used (the
     target is chosen, not sampled).
 
@@ -98,5 +100,5 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
         return top_salient(cand, k, v, torch.sigmoid(self.salience(x)).squeeze(-1), offset)
 
     def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: SalientCandidates, mod: Modulation):
-        w = merge_or_weakest(K, s, cand.k, self.merge_threshold)  # (b, c, m)
-        return em_write(K, V, s, cand.k, cand.v, w, mod.g[:, None] * cand.a, mod.eta, mod.lam)
+        w, merged = merge_or_weakest(K, s, cand.k, self.merge_threshold)  # (b, c, m), (b, c)
+        return em_write(K, V, s, cand.k, cand.v, w, merged, mod.g[:, None] * cand.a, mod.eta, mod.lam)

@@ -7,7 +7,7 @@ import torch
 
 from ember.base import Modulation
 from ember.errors import EmberConfigError
-from ember.ops.plasticity import em_read, em_write, merge_or_weakest, pm_commit
+from ember.ops.plasticity import em_read, em_write, merge_or_weakest, unit
 from ember.plugins.backbone.nml import NMLBackbone
 from ember.plugins.memory.episodic import EpisodicStore, SalientCandidates, top_salient
 from ember.plugins.memory.procedural import LowRankPM
@@ -21,22 +21,52 @@ def test_read_by_hand_takes_the_strongest_similar_item():
     V = t([10.0, 0.0], [0.0, 10.0], [5.0, 5.0])[None]
     s = t(0.2, 1.0, 1.0)[None]
     q = t([1.0, 0.0])[None]  # (1, 1, 2)
-    # s * cos = [0.2, 0.0, 0.6]: top-1 is item 2, read = s_2 * V_2
-    torch.testing.assert_close(em_read(q, K, V, s, top_k=1)[0, 0], t(5.0, 5.0))
-    # top-2 = items 2 and 0: softmax over q.K / sqrt(2) = [0.6, 1.0] / sqrt(2), weighted by s
-    a = torch.softmax(t(0.6, 1.0) / math.sqrt(2), 0)
-    expected = a[0] * 1.0 * V[0, 2] + a[1] * 0.2 * V[0, 0]
-    torch.testing.assert_close(em_read(q, K, V, s, top_k=2)[0, 0], expected)
+    # s * cos = [0.2, 0.0, 0.6]: top-1 is item 2; weight s e^l / (1 + s e^l) with l = q.K_2 / sqrt(2) = 0.6 / sqrt(2)
+    a2 = 1.0 * math.exp(0.6 / math.sqrt(2))
+    torch.testing.assert_close(em_read(q, K, V, s, top_k=1)[0, 0], a2 / (1 + a2) * V[0, 2])
+    # top-2 = items 2 and 0 (l_0 = 1 / sqrt(2), s_0 = 0.2), beside the null item of weight 1
+    a0 = 0.2 * math.exp(1.0 / math.sqrt(2))
+    torch.testing.assert_close(em_read(q, K, V, s, top_k=2)[0, 0], (a2 * V[0, 2] + a0 * V[0, 0]) / (1 + a2 + a0))
+    # an empty memory reads exactly zero
+    assert torch.equal(em_read(q, K, V, torch.zeros_like(s), top_k=2), torch.zeros(1, 1, 2, dtype=torch.float64))
 
 
 def test_write_merges_into_a_similar_item_else_overwrites_the_weakest():
     K = t([1.0, 0.0], [0.0, 1.0], [0.0, 0.0])[None]
     s = t(0.9, 0.5, 0.0)[None]
     similar, novel = t([0.99, 0.1]), t([-1.0, 0.0])
-    assert merge_or_weakest(K, s, similar[:, None], 0.9)[0, 0].tolist() == [1.0, 0.0, 0.0]  # merge into item 0
-    assert merge_or_weakest(K, s, novel[:, None], 0.9)[0, 0].tolist() == [0.0, 0.0, 1.0]  # the empty (weakest) item
+    w, merged = merge_or_weakest(K, s, similar[:, None], 0.9)
+    assert w[0, 0].tolist() == [1.0, 0.0, 0.0] and merged.tolist() == [[True]]  # merge into item 0
+    w, merged = merge_or_weakest(K, s, novel[:, None], 0.9)
+    assert w[0, 0].tolist() == [0.0, 0.0, 1.0] and merged.tolist() == [[False]]  # the empty (weakest) item
     full = t(0.9, 0.5, 0.7)[None]
-    assert merge_or_weakest(K, full, novel[:, None], 0.9)[0, 0].tolist() == [0.0, 1.0, 0.0]  # weakest live item
+    assert merge_or_weakest(K, full, novel[:, None], 0.9)[0][0, 0].tolist() == [0.0, 1.0, 0.0]  # weakest live item
+
+
+def test_write_by_hand_overwrites_outright_and_merges_by_the_gate():
+    K = t([1.0, 0.0], [0.0, 1.0], [0.0, 0.0])[None]
+    V = t([1.0, 1.0], [2.0, 2.0], [3.0, 3.0])[None]
+    s = t(0.9, 0.5, 0.0)[None]
+    k = t([-1.0, 0.0], [0.99, 0.1])[None]  # candidate 0 is novel (-> weakest, item 2), 1 similar to item 0
+    v = t([10.0, 0.0], [0.0, 10.0])[None]
+    g, eta, lam = t(0.4, 0.5)[None], t(0.5), t(0.8)
+    w, merged = merge_or_weakest(K, s, k, 0.9)
+    assert merged.tolist() == [[False, True]]
+    K2, V2, s2 = em_write(K, V, s, k, v, w, merged, g, eta, lam)
+    torch.testing.assert_close(K2[0], torch.stack([t(0.995, 0.05) / t(0.995, 0.05).norm(), t(0.0, 1.0), t(-1.0, 0.0)]))
+    torch.testing.assert_close(V2[0], t([0.5, 5.5], [2.0, 2.0], [10.0, 0.0]))  # merge: V + g (v - V); overwrite: v
+    torch.testing.assert_close(s2[0], t(0.8 * 0.9 + 0.5 * 0.5, 0.8 * 0.5, 0.4 * 0.5))  # replaced item: g eta only
+
+
+def test_closed_gate_writes_nothing():
+    torch.manual_seed(1)
+    K, V, s = torch.randn(2, 4, 3), torch.randn(2, 4, 3), torch.rand(2, 4)
+    k, v = torch.randn(2, 2, 3), torch.randn(2, 2, 3)
+    w, merged = merge_or_weakest(K, s, k, 0.5)
+    K2, V2, s2 = em_write(K, V, s, k, v, w, merged, torch.zeros(2, 2), torch.rand(2), torch.ones(2))
+    torch.testing.assert_close(K2, unit(K))
+    torch.testing.assert_close(V2, V)
+    torch.testing.assert_close(s2, s)
 
 
 def test_capacity_and_strength_bounds_over_a_long_stream():
@@ -45,20 +75,10 @@ def test_capacity_and_strength_bounds_over_a_long_stream():
     K, V, s = torch.zeros(b, m, d), torch.zeros(b, m, d), torch.zeros(b, m)
     for _ in range(100):
         k, v = torch.randn(b, 2, d), torch.randn(b, 2, d)
-        w = merge_or_weakest(K, s, k, 0.8)
-        K, V, s = em_write(K, V, s, k, v, w, torch.rand(b, 2), torch.rand(b) * 2, torch.rand(b))
+        w, merged = merge_or_weakest(K, s, k, 0.8)
+        K, V, s = em_write(K, V, s, k, v, w, merged, torch.rand(b, 2), torch.rand(b) * 2, torch.rand(b))
         assert K.shape == (b, m, d) and (s >= 0).all() and (s <= 1).all()
         assert torch.allclose(w.sum(-1), torch.ones(b, 2))
-
-
-def test_one_candidate_write_is_the_pm_commit_equation():
-    torch.manual_seed(1)
-    K, V, s = torch.randn(2, 4, 3), torch.randn(2, 4, 3), torch.rand(2, 4)
-    k, v, g, eta, lam = torch.randn(2, 1, 3), torch.randn(2, 1, 3), torch.rand(2), torch.rand(2), torch.rand(2)
-    w = merge_or_weakest(K, s, k, 0.5)
-    for got, want in zip(em_write(K, V, s, k, v, w, g[:, None], eta, lam),
-                         pm_commit(K, V, s, k[:, 0], v[:, 0], w[:, 0], g, eta, lam)):
-        torch.testing.assert_close(got, want)
 
 
 def _memory_backbone():
@@ -123,10 +143,10 @@ def test_commit_writes_the_candidates_at_once_with_gate_times_salience():
     one = torch.ones(1)
 
     K, V, s = mem.commit(K, V, s, cand, Modulation(one, one, one, one))
-    # empty memory: candidate 1 (0, 2) with gate 1 into the weakest item 0, candidate 2 (3, 0) with
-    # gate 0.5 into the next weakest, item 1
+    # empty memory: candidate 1 (0, 2) with gate 1 overwrites the weakest item 0, candidate 2 (3, 0) with
+    # gate 0.5 the next weakest, item 1: contents replaced outright, strengths g eta
     torch.testing.assert_close(K[0], torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]))
-    torch.testing.assert_close(V[0], torch.tensor([[5.0, 5.0], [3.5, 3.5], [0.0, 0.0]]))
+    torch.testing.assert_close(V[0], torch.tensor([[5.0, 5.0], [7.0, 7.0], [0.0, 0.0]]))
     torch.testing.assert_close(s[0], torch.tensor([1.0, 0.5, 0.0]))
     # a candidate like item 1 merges into it: K_1 = normalize(K_1 + 1 (k - K_1)), s_1 = 0.5 + 1
     cand = SalientCandidates(torch.tensor([[[2.0, 0.1], [0.0, -1.0]]]), torch.tensor([[[1.0, 1.0], [2.0, 2.0]]]),
