@@ -34,6 +34,8 @@ def test_config_parses_and_builds(config, tmp_path):
     if path is not None and not (ROOT / path).exists():  # e.g. enwik8, which users bring themselves
         (tmp_path / "stand_in.txt").write_text("text " * 100)
         extra = ["--data.init_args.path", str(tmp_path / "stand_in.txt")]
+    if "bench" in config.parts:  # GPU-sized (d=768 x 12 layers, 114-152M parameters): same structure, narrower
+        extra += ["--model.init_args.backbone.init_args.d_model", "96"]
     cli = build(config, tmp_path=tmp_path, extra=extra)
     assert isinstance(cli.model, LightningModule)  # EmberModel, or a plugin trained alone
     assert sum(p.numel() for p in cli.model.parameters()) > 0
