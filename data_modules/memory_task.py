@@ -123,6 +123,8 @@ class TaskExamples(Dataset):
         return self.length
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        if not 0 <= index < self.length:  # plain iteration stops here (every index would sample an example)
+            raise IndexError(f"example {index} of {self.length}")
         ex = self.task.sample(np.random.default_rng([self.seed, self.split, index]))
         return {name: torch.from_numpy(np.asarray(value)) for name, value in ex._asdict().items()}
 

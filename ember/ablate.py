@@ -3,8 +3,9 @@
 Each variant is a name and the overlay configs (and/or dotted overrides) applied on top of the
 base config, e.g. `no_memory=configs/ablate/no_memory.yaml`; `full=` (nothing) is the base
 itself. Every variant gets the same data, seed and step budget; the table holds its parameter
-count, its per-stream state size after one example, and every `eval/...` and `test/...` metric
-of `ember test` on its best checkpoint. Output: <out>/ablation.md and <out>/ablation.json.
+count, its per-stream state size after one example, every `eval/...` and `test/...` metric
+of `ember test` on its best checkpoint, and the data's chance accuracy where it names one
+(BindingData). Output: <out>/ablation.md and <out>/ablation.json.
 """
 
 from __future__ import annotations
@@ -66,6 +67,8 @@ def run_variant(name: str, base: list[str], extra: list[str], out: Path) -> dict
     row = {"variant": name, "params": params, "state_bytes": state_bytes(cli.model, cli.datamodule),
            "steps": steps, "train_minutes": round(minutes, 2), "checkpoint": path}
     row.update({k: float(v) for k, v in metrics.items() if k.startswith(("eval/", "test/"))})
+    if getattr(cli.datamodule, "chance", None) is not None:  # e.g. BindingData: the accuracy without the signal
+        row["chance"] = float(cli.datamodule.chance)
     return row
 
 

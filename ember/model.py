@@ -156,14 +156,18 @@ class EmberModel(LightningModule):
                 preds.append(logits.argmax(-1))
             total = total + loss.detach()
         self._log_memory(state)
+        self._log_spike_rate(signal)
         return total, torch.cat(preds, 1) if preds else targets.new_empty(0)
+
+    def _stage(self) -> str:
+        return "train" if self.training else ("test" if self.trainer.testing else "val")
 
     def _log_memory(self, state):
         """Commit rate and occupancy of each memory instance over the last chunk, and their means:
         mem/<stage>/<pm|em>_L<layer>/{commit_rate,occupancy} and mem/<stage>_commit_rate."""
         if self._trainer is None:
             return
-        stage = "train" if self.training else ("test" if self.trainer.testing else "val")
+        stage = self._stage()
         rates, tensors = [], state.tensors()
         for key, rate in tensors.items():
             if not key.endswith("commit_rate"):
@@ -175,6 +179,18 @@ class EmberModel(LightningModule):
             self.log(f"mem/{stage}/{instance}/occupancy", tensors[path + "s"].float().mean())
         if rates:
             self.log(f"mem/{stage}_commit_rate", torch.stack(rates).mean())
+
+    def _log_spike_rate(self, signal: Tensor | None):
+        """Mean neuron output of a spiking sensory encoder on this batch: sensory/spike_rate in training
+        (as in AudioJEPA), val/spike_rate, test/spike_rate. Encoders without neurons log nothing."""
+        rate = getattr(self.sensory, "spike_rate", None)
+        if self._trainer is None or signal is None or rate is None:
+            return
+        value = rate()
+        if torch.isfinite(value):
+            stage = self._stage()
+            self.log("sensory/spike_rate" if stage == "train" else f"{stage}/spike_rate", value,
+                     add_dataloader_idx=False)
 
     def _check_finite(self, loss: Tensor):
         if torch.isfinite(loss):

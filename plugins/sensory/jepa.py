@@ -121,6 +121,10 @@ class AudioJEPA(SensoryEncoder):
             rank_zero_warn("AudioJEPA trains without EMATargetUpdate: the target encoder stays at its "
                            "initialisation. Add `- class_path: EMATargetUpdate` to trainer.callbacks.")
 
+    def on_save_checkpoint(self, checkpoint: dict):
+        """Record the encoder class, so PretrainedAudioEncoder refuses a spiking/rate mix-up by name."""
+        checkpoint["ember_encoder"] = type(self.encoder).__name__
+
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
