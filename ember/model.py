@@ -68,7 +68,11 @@ class EmberModel(LightningModule):
                                        f"{backbone.d_model}: the {name} tokens are the backbone's prefix")
         self.backbone, self.sensory, self.reasoning, self.consolidator = backbone, sensory, reasoning, consolidator
         self.automatic_optimization = False
-        self.save_hyperparameters(ignore=["backbone", "sensory", "reasoning", "consolidator"])
+        # sampling settings are not hyper-parameters: LightningCLI restores a checkpoint's hyper-parameters
+        # over the command line, and `ember predict --model.init_args.temperature 0` must take effect
+        self.save_hyperparameters(ignore=["backbone", "sensory", "reasoning", "consolidator", "generate_tokens",
+                                          "temperature"])
+        self.generate_tokens, self.temperature = generate_tokens, temperature
 
     def setup(self, stage: str):
         if self.hparams.init_from:
@@ -266,7 +270,7 @@ class EmberModel(LightningModule):
 
     def predict_step(self, batch, batch_idx: int) -> list[dict[str, str]]:
         prompt = batch["tokens"] if isinstance(batch, dict) else batch
-        new = self.generate(prompt, self.hparams.generate_tokens, self.hparams.temperature)
+        new = self.generate(prompt, self.generate_tokens, self.temperature)
         decode = lambda t: bytes(t.tolist()).decode("utf-8", errors="replace")  # noqa: E731
         return [{"prompt": decode(p), "completion": decode(c)} for p, c in zip(prompt.cpu(), new.cpu())]
 

@@ -51,6 +51,15 @@ def test_evaluation_commands_reload_the_checkpoint(trained, command, tmp_path, c
         assert "prompt 'The ' ->" in caplog.text
 
 
+def test_predict_options_given_with_a_checkpoint_take_effect(trained, tmp_path, caplog):
+    _, folder = trained
+    assert run_cli("predict", "--config", str(folder / "config.yaml"), "--ckpt_path",
+                   str(folder / "checkpoints/best.ckpt"), "--trainer.logger.init_args.run_dir", str(tmp_path),
+                   "--model.init_args.generate_tokens", "3", "--model.init_args.temperature", "0") == 0
+    completions = [r.args[1] for r in caplog.records if r.getMessage().startswith("prompt ")]
+    assert completions and all(len(c) <= 3 for c in completions)  # the default is 200 bytes
+
+
 def test_unigram_entropy_of_the_builtin_corpus_is_reported():
     from ember.data_modules.text import TextBytes
 
