@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,7 +20,7 @@ import webdataset as wds
 
 from ember.audio import check_audio, decode_wav, encode_wav
 from ember.data_modules.prosody import TASKS, ProsodyExample, example_maker
-from ember.data_modules.shards import FORMAT, MANIFEST
+from ember.data_modules.shards import FORMAT, MANIFEST, built_folder
 from ember.errors import EmberDataError
 
 log = logging.getLogger(__name__)
@@ -46,9 +44,7 @@ def prepare_prosody_shards(out: Path, size: int = 2000, seed: int = 0, task: str
     if size < 2 or not 0 < val_fraction < 1:
         raise EmberDataError(f"size={size} must be >= 2 and val_fraction={val_fraction} in (0, 1)")
     n_val = max(1, int(size * val_fraction))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with built_folder(out) as tmp:
         manifest = {"format": FORMAT, "kind": KIND, "sample_rate": sample_rate, "seconds": seconds, "seed": seed,
                     "source": source, "task": task, "classes": {name: list(t.classes) for name, t in TASKS.items()},
                     "texts": {name: t.text for name, t in TASKS.items()}}
@@ -57,12 +53,6 @@ def prepare_prosody_shards(out: Path, size: int = 2000, seed: int = 0, task: str
                         for i in range(count))
             manifest[split] = _write_split(tmp, split, examples, sample_rate, shard_samples)
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %d train and %d val utterances to %s", size - n_val, n_val, out)
     return manifest
 

@@ -22,6 +22,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from ember.corpus import builtin_corpus
+from ember.data_modules.splits import SplitLoaders
 from ember.errors import EmberConfigError, EmberDataError
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class TaskExamples(Dataset):
         return {name: torch.from_numpy(np.asarray(value)) for name, value in ex._asdict().items()}
 
 
-class MemoryTaskData(LightningDataModule):
+class MemoryTaskData(SplitLoaders, LightningDataModule):
     """Serves a generated memory benchmark (recall, procedural patterns, MQAR, ...) for fit and test.
 
     Batches are dicts: tokens (b, n + 1), loss_mask, answer_id, group (b, n). The model trains
@@ -160,12 +161,3 @@ class MemoryTaskData(LightningDataModule):
         data = TaskExamples(self.task, split, self.sizes[split], self.seed)
         return DataLoader(data, batch_size=self.batch_size, num_workers=self.num_workers, drop_last=split == "train",
                           persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")

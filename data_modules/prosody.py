@@ -29,6 +29,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from ember.data_modules.splits import SplitLoaders
 from ember.data_modules.voice import Prosody, Syllable, random_voice, synthesize
 from ember.errors import EmberConfigError
 
@@ -159,7 +160,7 @@ class StoredProsody(Dataset):
         return _to_item(ProsodyExample(signal, e.label, e.task))
 
 
-class ProsodyData(LightningDataModule):
+class ProsodyData(SplitLoaders, LightningDataModule):
     """Prosody utterances (same words, class in the sound) as {"signal", "label", "task"} batches.
 
     signal (b, t) float32 at sample_rate, label (b,) int64 class within its task, task: list of b names.
@@ -204,12 +205,3 @@ class ProsodyData(LightningDataModule):
         return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=split == "train" and bool(self.path),
                           num_workers=self.num_workers, drop_last=split == "train",
                           persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")

@@ -25,6 +25,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from ember.data_modules.splits import SplitLoaders
 from ember.errors import EmberConfigError, EmberDataError
 
 log = logging.getLogger(__name__)
@@ -145,7 +146,7 @@ class PuzzleDataset(Dataset):
                 "labels": torch.from_numpy(np.asarray(y, dtype=np.int64))}
 
 
-class PuzzleData(LightningDataModule, ABC):
+class PuzzleData(SplitLoaders, LightningDataModule, ABC):
     """Base of the grid-puzzle data modules: builds the three splits and serves them as dict batches.
 
     Batches: {"inputs": (b, n) int64 token ids, "labels": (b, n) int64 token ids}. Subclasses set
@@ -213,12 +214,3 @@ class PuzzleData(LightningDataModule, ABC):
         sampler = EpochSampler(data.count, self.seed, shuffle=train)
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
                           drop_last=train and data.count >= self.batch_size, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")

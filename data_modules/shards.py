@@ -18,6 +18,7 @@ import math
 import shutil
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -30,6 +31,22 @@ from ember.errors import EmberDataError
 log = logging.getLogger(__name__)
 MANIFEST = "ember-shards.json"
 FORMAT = 1
+
+
+@contextmanager
+def built_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder beside `out` that replaces `out` when the block succeeds and is removed if it
+    fails, so a shard folder is never half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def prepare_text_shards(inputs: list[Path], out: Path, chunk_bytes: int = 1 << 16, shard_bytes: int = 1 << 28,
@@ -46,19 +63,11 @@ def prepare_text_shards(inputs: list[Path], out: Path, chunk_bytes: int = 1 << 1
         raise EmberDataError(f"val_fraction={val_fraction} must be in (0, 1)")
     data = _read_inputs(inputs)
     n_val = max(1, int(len(data) * val_fraction))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with built_folder(out) as tmp:
         manifest = {"format": FORMAT, "chunk_bytes": chunk_bytes,
                     "train": _write_split(tmp, "train", data[: len(data) - n_val], chunk_bytes, shard_bytes),
                     "val": _write_split(tmp, "val", data[len(data) - n_val :], chunk_bytes, shard_bytes)}
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("wrote %d train and %d val shard(s) to %s", len(manifest["train"]["shards"]),
              len(manifest["val"]["shards"]), out)
     return manifest

@@ -1,0 +1,21 @@
+"""The three Lightning loader hooks of a data module that serves every split from one `_loader(split)`."""
+
+from __future__ import annotations
+
+from torch.utils.data import DataLoader
+
+
+class SplitLoaders:
+    """Mixin (list it before LightningDataModule): train/val/test dataloaders from `self._loader(split)`."""
+
+    def _loader(self, split: str) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test")
