@@ -24,7 +24,7 @@ import torch
 from ember.corpus import builtin_corpus
 from ember.errors import EmberConfigError
 from ember.memory_state import load_memory_state, save_memory_state
-from ember.ops.slot_memory import memories_off
+from ember.ops.slot_memory import SlotMemoryMixin, memories_off
 from ember.session import load_trained, read_input, stream
 
 log = logging.getLogger("ember")
@@ -63,6 +63,9 @@ def run_stability(config: str, ckpt_path: str, sessions: int = 20, session_bytes
     if sessions < 1 or session_bytes < 2 or heldout_bytes < 2:
         raise EmberConfigError("--sessions must be >= 1, --session-bytes and --heldout-bytes >= 2")
     model = load_trained(config, ckpt_path)
+    if not any(isinstance(m, SlotMemoryMixin) for m in model.modules()):
+        raise EmberConfigError(f"{config} has no plastic memory (PM/EM): nothing to adapt; use a config with "
+                               "backbone pm/em set, e.g. configs/quickstart.yaml")
     corpus = builtin_corpus()
     split = int(0.9 * len(corpus))  # the built-in corpus: adapt on the training part, measure on the rest
     stream_tokens = _text(source, corpus[:split])
@@ -72,10 +75,6 @@ def run_stability(config: str, ckpt_path: str, sessions: int = 20, session_bytes
         raise EmberConfigError(f"the adaptation text has {stream_tokens.shape[1]} bytes but {sessions} sessions of "
                                f"{session_bytes} need {need}: give more text or lower --sessions/--session-bytes")
     before = _measure(model, held, span)
-    with memories_off(model) as count:
-        if count == 0:
-            raise EmberConfigError(f"{config} has no plastic memory (PM/EM): nothing to adapt; use a config with "
-                                   "backbone pm/em set, e.g. configs/quickstart.yaml")
     state, per_session = _adapt(model, stream_tokens, sessions, session_bytes, span)
     after = _measure(model, held, span)
     after["bpb_memory_on_adapted"] = bits_per_byte(model, held, state, span)
