@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ember.ops.scan import scan_parallel
 
 
 def pm_read(q: Tensor, K: Tensor, V: Tensor, s: Tensor) -> Tensor:
@@ -36,9 +35,10 @@ def eligibility(x: Tensor, e0: Tensor, rho: float) -> Tensor:
     Args:
         x: (b, n, d) per-token activity; e0: (b, d) trace before the span; rho: decay in [0, 1).
     """
-    a = torch.full_like(x, rho)
-    _, last = scan_parallel(a, (1.0 - rho) * x, e0)
-    return last
+    n = x.shape[1]
+    # closed form of the constant-gate scan: e_n = rho^n e0 + sum_t (1 - rho) rho^(n-1-t) x_t
+    weights = (1.0 - rho) * rho ** torch.arange(n - 1, -1, -1, device=x.device, dtype=x.dtype)  # (n,)
+    return rho**n * e0 + torch.einsum("bnd,n->bd", x, weights)
 
 
 def slot_weights(K: Tensor, s: Tensor, k_e: Tensor, tau: Tensor, beta: float, top_k: int) -> Tensor:
@@ -94,21 +94,22 @@ def em_read(q: Tensor, K: Tensor, V: Tensor, s: Tensor, top_k: int) -> Tensor:
     weight 1, only wins against weak or poor matches), and an empty memory returns exactly 0.
 
     Args:
-        q: (b, n, d); K, V: (b, m, d) items; s: (b, m) strengths; top_k: items per token.
+        q: (b, n, d); K, V: (b, m, d) items, keys of unit norm or 0 (as em_write keeps them);
+        s: (b, m) strengths; top_k: items per token.
 
     Returns:
         (b, n, d); empty items (s = 0) contribute nothing.
     """
-    score = s[:, None, :] * torch.einsum("bnd,bmd->bnm", F.normalize(q, dim=-1, eps=1e-8), K)  # (b, n, m)
+    qk = torch.einsum("bnd,bmd->bnm", q, K)  # (b, n, m)
+    score = s[:, None, :] * qk / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # s_i cos(q_t, K_i): unit keys
     idx = score.topk(min(top_k, K.shape[1]), dim=-1).indices  # (b, n, k)
-    logits = torch.einsum("bnd,bmd->bnm", q, K).gather(-1, idx) / math.sqrt(q.shape[-1])  # (b, n, k)
-    log_s = s[:, None, :].expand_as(score).gather(-1, idx).clamp_min(1e-30).log()  # (b, n, k); ~ -69 when empty
-    prior = torch.cat([logits.new_zeros(*logits.shape[:-1], 1), logits + log_s], dim=-1)  # null item first
-    weights = torch.softmax(prior.to(torch.promote_types(prior.dtype, torch.float32)), dim=-1)[..., 1:]
-    weights = weights.to(q.dtype)  # (b, n, k)
-    weights = weights * (s[:, None, :].expand_as(score).gather(-1, idx) > 0)  # empty items: exactly 0
-    picked = V[:, None].expand(-1, q.shape[1], -1, -1).gather(2, idx[..., None].expand(-1, -1, -1, V.shape[-1]))
-    return torch.einsum("bnk,bnkd->bnd", weights, picked)  # picked: (b, n, k, d)
+    # dense over the items with the unpicked and empty ones at -inf: no (b, n, k, d) gather of V,
+    # whose backward would zero-fill and scatter into an expanded (b, n, m, d) copy of V
+    picked = torch.zeros_like(score, dtype=torch.bool).scatter_(-1, idx, True) & (s > 0)[:, None, :]  # (b, n, m)
+    logits = qk / math.sqrt(q.shape[-1]) + s.clamp_min(1e-30).log()[:, None, :]
+    prior = torch.cat([logits.new_zeros(*logits.shape[:-1], 1), logits.masked_fill(~picked, float("-inf"))], -1)
+    weights = torch.softmax(prior.to(torch.promote_types(prior.dtype, torch.float32)), dim=-1)[..., 1:]  # null first
+    return torch.einsum("bnm,bmd->bnd", weights.to(q.dtype), V)
 
 
 def merge_or_weakest(K: Tensor, s: Tensor, k: Tensor, merge_threshold: float) -> tuple[Tensor, Tensor]:

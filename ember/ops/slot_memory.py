@@ -6,7 +6,13 @@ Per token: read the slots (fixed within a plasticity period, so a period's reads
 parallel) and feed the span's write candidates (eligibility traces for PM, the most salient
 tokens for EM). At every boundary (each `period` tokens, a clock shared by the batch, and at
 a session end through `flush`) the controller reads a summary of the span and the memory
-commits its candidates:
+commits its candidates.
+
+A chunk of n tokens splits into segments at the boundaries. Only what depends on the slots is
+sequential, one step per segment: read, surprise, controller, commit. The write candidates and
+the pooled input of every segment do not depend on the slots, so they are computed for all
+segments at once before the loop (`segment_candidates`, whose per-segment reference is
+`accumulate`; tests hold the two together). The commit:
 
     K <- normalize(K + g w (k - K)),  V <- V + g w (v - V),  s <- clamp(lam s + g eta w, 0, 1)
 
@@ -52,6 +58,14 @@ class SlotMemoryState(StateBase):
     aux_loss: Tensor
 
 
+def segment_onehot(bounds: list[tuple[int, int]], like: Tensor) -> Tensor:
+    """(n, segments) matrix with 1 where token t lies in segment [start, stop), in like's dtype and device."""
+    n = bounds[-1][1]
+    seg = torch.repeat_interleave(torch.arange(len(bounds), device=like.device),
+                                  torch.tensor([stop - start for start, stop in bounds], device=like.device))
+    return torch.nn.functional.one_hot(seg, len(bounds)).to(like.dtype).reshape(n, len(bounds))
+
+
 def relative_error(target: Tensor, read: Tensor) -> Tensor:
     """||target - read||^2 / ||target||^2 per token: (b, n, d) x2 -> (b, n), scale-free surprise."""
     return (target - read).pow(2).sum(-1) / target.pow(2).sum(-1).clamp_min(1e-12)
@@ -88,6 +102,21 @@ class SlotMemoryMixin:
         """Feed the tokens x, k, v (b, n, d) of the open span (starting at span position offset)."""
         raise NotImplementedError
 
+    def segment_candidates(self, cand: StateBase, x: Tensor, k: Tensor, v: Tensor, bounds: list[tuple[int, int]],
+                           offset: int) -> list[StateBase]:
+        """The candidates after each segment [start, stop) of `bounds`: the first segment continues `cand`
+        (its span began `offset` tokens earlier), every later one starts a fresh span.
+
+        This reference feeds the segments one by one through `accumulate`; a memory kind may compute
+        them all at once (it must agree with this).
+        """
+        out = []
+        for i, (start, stop) in enumerate(bounds):
+            first = cand if i == 0 else self.init_candidates(x.shape[0], x.device, x.dtype)
+            out.append(self.accumulate(first, x[:, start:stop], k[:, start:stop], v[:, start:stop],
+                                       offset if i == 0 else 0))
+        return out
+
     def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: StateBase,
                mod: Modulation) -> tuple[Tensor, Tensor, Tensor]:
         """Write the span's candidates at a boundary; returns the new K, V, s."""
@@ -100,30 +129,38 @@ class SlotMemoryMixin:
         return SlotMemoryState(z(b, m, d), z(b, m, d), z(b, m), self.init_candidates(b, device, dtype), z(b, d),
                                z(b), torch.zeros((), dtype=torch.long, device=device), z(b), z(()))
 
+    def segments(self, n: int, tokens: int) -> list[tuple[int, int]]:
+        """Split n new tokens at the boundaries, given `tokens` already in the open span: [(start, stop), ...]."""
+        bounds, start = [], 0
+        while start < n:
+            stop = min(n, start + self.period - (tokens if start == 0 else 0))
+            bounds.append((start, stop))
+            start = stop
+        return bounds
+
     def forward(self, x: Tensor, state: SlotMemoryState | None = None) -> tuple[Tensor, SlotMemoryState]:
         """x: (b, n, d) normalised input -> read-out (b, n, d) and the memory state (carries state)."""
         st = state if state is not None else self.init_state(x.shape[0], x.device, x.dtype)
         if not self.enabled:
             return x.new_zeros(x.shape), st
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (b, n, d)
-        K, V, s, cand, pooled, surprise = st.K, st.V, st.s, st.cand, st.pooled, st.surprise
+        K, V, s, pooled, surprise = st.K, st.V, st.s, st.pooled, st.surprise
         tokens, reads, gates, aux = int(st.tokens), [], [], x.new_zeros(())
-        start = 0
-        while start < x.shape[1]:
-            stop = min(x.shape[1], start + self.period - tokens)
+        bounds = self.segments(x.shape[1], tokens)
+        cands = self.segment_candidates(st.cand, x, k, v, bounds, tokens)  # slot-independent: all at once
+        seg_sums = torch.einsum("bnd,ns->bsd", x, segment_onehot(bounds, x))  # (b, segments, d)
+        for i, (start, stop) in enumerate(bounds):
             read = self.read(q[:, start:stop], K, V, s)  # memory is fixed within the period
             reads.append(read)
             surprise = surprise + relative_error(v[:, start:stop], read).sum(1)
-            pooled = pooled + x[:, start:stop].sum(1)
-            cand = self.accumulate(cand, x[:, start:stop], k[:, start:stop], v[:, start:stop], tokens)
+            pooled = pooled + seg_sums[:, i]
             tokens += stop - start
             if tokens == self.period:
-                K, V, s, mod = self._boundary(K, V, s, cand, pooled, surprise, tokens)
+                K, V, s, mod = self._boundary(K, V, s, cands[i], pooled, surprise, tokens)
                 gates.append(mod.g)
                 aux = aux + (mod.aux_loss if mod.aux_loss is not None else 0.0)
-                cand = self.init_candidates(x.shape[0], x.device, x.dtype)
                 pooled, surprise, tokens = torch.zeros_like(pooled), torch.zeros_like(surprise), 0
-            start = stop
+        cand = cands[-1] if tokens else self.init_candidates(x.shape[0], x.device, x.dtype)
         rate = torch.stack(gates, 1).mean(1) if gates else st.commit_rate
         new = SlotMemoryState(K, V, s, cand, pooled, surprise, torch.tensor(tokens, device=x.device), rate, aux)
         return self.out(torch.cat(reads, dim=1)), new

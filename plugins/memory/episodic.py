@@ -9,12 +9,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ember.base import EpisodicMemory, Modulation, Neuromodulator
 from ember.errors import EmberConfigError
 from ember.ops.plasticity import em_read, em_write, merge_or_weakest
-from ember.ops.slot_memory import SlotMemoryMixin
+from ember.ops.slot_memory import SlotMemoryMixin, segment_onehot
 from ember.state import StateBase
 
 
@@ -98,6 +99,32 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
 
     def accumulate(self, cand: SalientCandidates, x: Tensor, k: Tensor, v: Tensor, offset: int):
         return top_salient(cand, k, v, torch.sigmoid(self.salience(x)).squeeze(-1), offset)
+
+    def segment_candidates(self, cand: SalientCandidates, x: Tensor, k: Tensor, v: Tensor,
+                           bounds: list[tuple[int, int]], offset: int) -> list[SalientCandidates]:
+        """`top_salient` of every segment at once: the tokens are padded onto a (segments, period) grid (the
+        first segment right-aligned, pads at salience -1 are never chosen), each row led by its span's
+        earlier candidates (the open `cand` for segment 0, empty ones after), then one stable sort per row."""
+        b, n, d = k.shape
+        p, c, rows = self.period, self.writes, len(bounds)
+        left = p - (bounds[0][1] - bounds[0][0])
+        right = rows * p - left - n
+        starts = torch.tensor([0 if i == 0 else start for i, (start, _) in enumerate(bounds)], device=x.device)
+        pos = torch.arange(n, device=x.device) - segment_onehot(bounds, starts).long() @ starts  # span position
+        pos = pos + torch.where(torch.arange(n, device=x.device) < bounds[0][1], offset, 0)
+        grid = lambda t, fill: F.pad(t, (0, 0) * (t.dim() - 2) + (left, right), value=fill).unflatten(1, (rows, p))  # noqa: E731
+        a = grid(torch.sigmoid(self.salience(x)).squeeze(-1), -1.0)  # (b, rows, p)
+        kv, pos = grid(torch.cat([k, v], -1), 0.0), grid(pos.to(cand.pos.dtype).expand(b, n), 0.0)  # (b, rows, p, 2d)
+        first = cand.pos.argsort(dim=1, stable=True)  # the open span's candidates in position order
+        lead = lambda t, fresh: torch.cat([t[:, None], fresh.expand(b, rows - 1, *t.shape[1:])], 1)  # noqa: E731
+        prev_kv = torch.cat([cand.k, cand.v], -1).gather(1, first[..., None].expand(-1, -1, 2 * d))
+        all_a = torch.cat([lead(cand.a.gather(1, first), cand.a.new_zeros(1, 1, c)), a], 2)  # (b, rows, c + p)
+        all_pos = torch.cat([lead(cand.pos.gather(1, first), cand.pos.new_zeros(1, 1, c)), pos], 2)
+        all_kv = torch.cat([lead(prev_kv, prev_kv.new_zeros(1, 1, c, 2 * d)), kv], 2)  # (b, rows, c + p, 2d)
+        order = all_a.argsort(dim=2, descending=True, stable=True)[..., :c]  # (b, rows, c)
+        pick_kv = all_kv.gather(2, order[..., None].expand(-1, -1, -1, 2 * d))
+        pick_a, pick_pos = all_a.gather(2, order), all_pos.gather(2, order)
+        return [SalientCandidates(*pick_kv[:, i].chunk(2, dim=-1), pick_a[:, i], pick_pos[:, i]) for i in range(rows)]
 
     def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: SalientCandidates, mod: Modulation):
         w, merged = merge_or_weakest(K, s, cand.k, self.merge_threshold)  # (b, c, m), (b, c)

@@ -14,7 +14,7 @@ from torch import Tensor
 from ember.base import Modulation, Neuromodulator, ProceduralMemory
 from ember.errors import EmberConfigError
 from ember.ops.plasticity import eligibility, pm_commit, pm_read, slot_weights
-from ember.ops.slot_memory import SlotMemoryMixin
+from ember.ops.slot_memory import SlotMemoryMixin, segment_onehot
 from ember.state import StateBase
 
 
@@ -67,6 +67,20 @@ class LowRankPM(SlotMemoryMixin, ProceduralMemory):
 
     def accumulate(self, cand: TraceCandidates, x: Tensor, k: Tensor, v: Tensor, offset: int) -> TraceCandidates:
         return TraceCandidates(eligibility(k, cand.e_k, self.trace_decay), eligibility(v, cand.e_v, self.trace_decay))
+
+    def segment_candidates(self, cand: TraceCandidates, x: Tensor, k: Tensor, v: Tensor,
+                           bounds: list[tuple[int, int]], offset: int) -> list[TraceCandidates]:
+        """Every segment's traces in one matmul: e_i = rho^len(i) e_0 [i = 0] + sum_{t in i} (1 - rho) rho^(stop_i-1-t) x_t."""
+        rho, n = self.trace_decay, x.shape[1]
+        onehot = segment_onehot(bounds, x)  # (n, segments)
+        stops = torch.tensor([stop for _, stop in bounds], device=x.device, dtype=x.dtype)
+        age = onehot @ stops - 1 - torch.arange(n, device=x.device, dtype=x.dtype)  # tokens after t in its segment
+        traces = torch.einsum("bnd,ns->bsd", torch.cat([k, v], -1), onehot * ((1.0 - rho) * rho**age)[:, None])
+        e_k, e_v = traces.chunk(2, dim=-1)  # each (b, segments, d)
+        carry = rho ** (bounds[0][1] - bounds[0][0])  # the open span's traces decay through segment 0
+        e_k = torch.cat([e_k[:, :1] + carry * cand.e_k[:, None], e_k[:, 1:]], 1)
+        e_v = torch.cat([e_v[:, :1] + carry * cand.e_v[:, None], e_v[:, 1:]], 1)
+        return [TraceCandidates(e_k[:, i], e_v[:, i]) for i in range(len(bounds))]
 
     def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: TraceCandidates, mod: Modulation):
         w = slot_weights(K, s, cand.e_k, mod.tau, self.beta, self.top_k)

@@ -31,6 +31,37 @@ def test_read_by_hand_takes_the_strongest_similar_item():
     assert torch.equal(em_read(q, K, V, torch.zeros_like(s), top_k=2), torch.zeros(1, 1, 2, dtype=torch.float64))
 
 
+def em_read_loop(q, K, V, s, top_k):
+    """em_read's equation one token at a time (the reference for the dense fast path)."""
+    out = torch.zeros_like(q)
+    for b in range(q.shape[0]):
+        for n in range(q.shape[1]):
+            score = s[b] * torch.nn.functional.cosine_similarity(q[b, n][None], K[b], dim=-1)
+            num, den = torch.zeros_like(V[b, 0]), 1.0
+            for j in score.topk(top_k).indices.tolist():
+                if s[b, j] > 0:
+                    a = s[b, j] * torch.exp(q[b, n] @ K[b, j] / math.sqrt(q.shape[-1]))
+                    num, den = num + a * V[b, j], den + a
+            out[b, n] = num / den
+    return out
+
+
+def test_read_matches_the_per_token_reference_with_empty_items_and_gradients():
+    torch.manual_seed(0)
+    b, n, m, d = 2, 5, 7, 4
+    q, V = torch.randn(b, n, d, dtype=torch.float64), torch.randn(b, m, d, dtype=torch.float64)
+    K = unit(torch.randn(b, m, d, dtype=torch.float64))
+    s = torch.rand(b, m, dtype=torch.float64) * (torch.rand(b, m) > 0.3)  # some items empty
+    for top_k in (1, 3, m):
+        torch.testing.assert_close(em_read(q, K, V, s, top_k), em_read_loop(q, K, V, s, top_k))
+    leaves = [t.clone().requires_grad_() for t in (q, K, V, s)]
+    grads = torch.autograd.grad(em_read(*leaves, 3).sum(), leaves)
+    leaves2 = [t.clone().requires_grad_() for t in (q, K, V, s)]
+    grads2 = torch.autograd.grad(em_read_loop(*leaves2, 3).sum(), leaves2)
+    for g1, g2 in zip(grads, grads2):
+        torch.testing.assert_close(g1, g2)
+
+
 def test_write_merges_into_a_similar_item_else_overwrites_the_weakest():
     K = t([1.0, 0.0], [0.0, 1.0], [0.0, 0.0])[None]
     s = t(0.9, 0.5, 0.0)[None]

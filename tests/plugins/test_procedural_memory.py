@@ -7,6 +7,7 @@ import torch
 
 from ember.base import SpanSummary
 from ember.ops.plasticity import eligibility, pm_commit, pm_read, slot_weights
+from ember.ops.scan import scan_naive
 from ember.plugins.backbone.nml import NMLBackbone
 from ember.plugins.memory.procedural import LowRankPM
 from ember.plugins.neuromod.heuristic import HeuristicNeuromodulator
@@ -49,6 +50,14 @@ def test_eligibility_trace_by_hand():
     x = t([1.0], [3.0])[None]  # (1, 2, 1)
     # e1 = 0.5 * 2 + 0.5 * 1 = 1.5; e2 = 0.5 * 1.5 + 0.5 * 3 = 2.25
     torch.testing.assert_close(eligibility(x, t([2.0]), 0.5), t([2.25]))
+
+
+def test_eligibility_closed_form_matches_the_step_by_step_scan():
+    torch.manual_seed(0)
+    x, e0 = torch.randn(3, 37, 5, dtype=torch.float64), torch.randn(3, 5, dtype=torch.float64)
+    for rho in (0.0, 0.5, 0.9):
+        _, reference = scan_naive(torch.full_like(x, rho), (1.0 - rho) * x, e0)
+        torch.testing.assert_close(eligibility(x, e0, rho), reference)
 
 
 def test_invariants_under_random_commits():

@@ -1,0 +1,48 @@
+"""The slot-memory loop: all-segments-at-once candidates held to the per-segment reference."""
+
+import pytest
+import torch
+
+from ember.ops.slot_memory import SlotMemoryMixin
+from ember.plugins.memory.episodic import EpisodicStore
+from ember.plugins.memory.procedural import LowRankPM
+from ember.plugins.neuromod.learned import LearnedNeuromodulator
+
+
+def _memories(d: int, period: int):
+    return [LowRankPM(d, LearnedNeuromodulator, slots=4, period=period, trace_decay=0.8).double(),
+            EpisodicStore(d, LearnedNeuromodulator, items=6, period=period, writes=3).double()]
+
+
+def _open_span(memory, b: int, d: int, offset: int):
+    """Candidates of a span that already holds `offset` tokens (via the reference)."""
+    cand = memory.init_candidates(b, "cpu", torch.float64)
+    if offset:
+        x = torch.randn(b, offset, d, dtype=torch.float64)
+        cand = memory.accumulate(cand, x, torch.randn_like(x), torch.randn_like(x), 0)
+    return cand
+
+
+@pytest.mark.parametrize("n,offset", [(1, 0), (2, 5), (7, 0), (23, 0), (23, 3), (40, 6), (8, 0)])
+def test_segment_candidates_match_the_per_segment_reference(n, offset):
+    torch.manual_seed(n + offset)
+    b, d, period = 2, 5, 8
+    for memory in _memories(d, period):
+        cand = _open_span(memory, b, d, offset)
+        x = torch.randn(b, n, d, dtype=torch.float64, requires_grad=True)
+        k, v = torch.randn_like(x, requires_grad=True), torch.randn_like(x, requires_grad=True)
+        bounds = memory.segments(n, offset)
+        assert bounds[0][1] == min(n, period - offset) and all(stop - start <= period for start, stop in bounds)
+        fast = memory.segment_candidates(cand, x, k, v, bounds, offset)
+        slow = SlotMemoryMixin.segment_candidates(memory, cand, x, k, v, bounds, offset)
+        assert len(fast) == len(slow) == len(bounds)
+        for one, ref in zip(fast, slow):
+            for name, value in vars(ref).items():
+                torch.testing.assert_close(getattr(one, name), value, msg=f"{type(memory).__name__}.{name}")
+        loss = lambda cands: sum(sum(t.pow(2).sum() for t in vars(c).values()) for c in cands)  # noqa: E731
+        fast_grads = torch.autograd.grad(loss(fast), (x, k, v), allow_unused=True)
+        slow_grads = torch.autograd.grad(loss(slow), (x, k, v), allow_unused=True)
+        for g1, g2 in zip(fast_grads, slow_grads):
+            assert (g1 is None) == (g2 is None)
+            if g1 is not None:
+                torch.testing.assert_close(g1, g2)
