@@ -15,7 +15,6 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-
 def pm_read(q: Tensor, K: Tensor, V: Tensor, s: Tensor) -> Tensor:
     """y_t = sum_i s_i softmax_i(q_t . K_i / sqrt(d)) V_i, O(r d) per token.
 

@@ -70,7 +70,10 @@ class LowRankPM(SlotMemoryMixin, ProceduralMemory):
 
     def segment_candidates(self, cand: TraceCandidates, x: Tensor, k: Tensor, v: Tensor,
                            bounds: list[tuple[int, int]], offset: int) -> list[TraceCandidates]:
-        """Every segment's traces in one matmul: e_i = rho^len(i) e_0 [i = 0] + sum_{t in i} (1 - rho) rho^(stop_i-1-t) x_t."""
+        """Every segment's traces in one matmul (`eligibility` per segment is the reference):
+
+            e_i = rho^len(i) e_0 [i = 0] + sum_{t in i} (1 - rho) rho^(stop_i - 1 - t) x_t
+        """
         rho, n = self.trace_decay, x.shape[1]
         onehot = segment_onehot(bounds, x)  # (n, segments)
         stops = torch.tensor([stop for _, stop in bounds], device=x.device, dtype=x.dtype)
