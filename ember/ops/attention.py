@@ -10,7 +10,12 @@ Mask rule for query i (position i) and key j (position j - c):
     j - c <= i  and  i - (j - c) < window  and  (j >= c or cache_valid[j])
 
 Backends, chosen by the `backend` init argument (never probed from the environment):
-- "sdpa": torch scaled_dot_product_attention with a boolean mask; the reference, any device.
+- "sdpa": torch scaled_dot_product_attention, any device. The reference is one dense boolean
+  mask over all n x (c + n) pairs (`attend_dense`). Two exact fast paths take over where they
+  apply: full attention with no cache uses SDPA's own causal kernel (`is_causal`, flash where
+  the device has it), and a window much shorter than the chunk attends block by block
+  (`attend_blocked`: each block of W queries against the 2W keys that can reach it), so cost
+  and memory grow with n * W instead of n^2. Tests hold both to the reference.
 - "flex": FlexAttention with a block mask built eagerly (outside any compiled graph) and
   cached per shape; sparse in the window, so it scales with n * window. FlexAttention has no
   backward on the CPU, so CPU training falls back to sdpa (logged once); CPU inference uses flex.
@@ -66,6 +71,40 @@ def window_mask(n: int, c: int, window: int | None, valid: Tensor | None, device
         key_ok = torch.cat([valid, valid.new_ones(valid.shape[0], n)], dim=1)  # (b, k)
         allowed = allowed & key_ok[:, None, None, :]
     return allowed
+
+
+def attend_dense(q: Tensor, k: Tensor, v: Tensor, c: int, window: int | None, valid: Tensor | None) -> Tensor:
+    """The reference: SDPA under one boolean mask. q (b, h, n, e), k/v (b, h, c + n, e), valid (b, c) or None."""
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=window_mask(q.shape[2], c, window, valid, q.device))
+
+
+def attend_blocked(q: Tensor, k: Tensor, v: Tensor, c: int, window: int, valid: Tensor) -> Tensor:
+    """Sliding-window attention block by block, exactly `attend_dense` at O(n W) cost and memory.
+
+    The keys are padded on the left to W + n' positions (n' = n rounded up to a multiple of W), so
+    query i sits at key position W + i and sees keys i + 1 .. W + i: query block m (queries
+    mW .. mW + W - 1) needs only key block [mW, mW + 2W). Left pads and invalid cache entries are
+    masked; right pads are never visible to a real query (they lie in its future).
+
+    Args:
+        q: (b, h, n, e) rotated queries; k, v: (b, h, c + n, e), c <= W - 1 cached keys first.
+        c: cached keys; window: W; valid: (b, c) which cached keys are live.
+    """
+    b, h, n, e = q.shape
+    if c > window - 1:
+        raise ValueError(f"attend_blocked: {c} cached keys exceed the window's {window - 1}")
+    blocks = -(-n // window)
+    left, right = window - c, blocks * window - n
+    pad = lambda t: F.pad(t, (0, 0, left, right))  # noqa: E731  (b, h, W + n', e)
+    key_ok = torch.cat([valid.new_zeros(b, left), valid, valid.new_ones(b, n + right)], dim=1)  # (b, W + n')
+    unfold = lambda t: t.unfold(2, 2 * window, window).transpose(-1, -2)  # noqa: E731  (b, h, blocks, 2W, e)
+    i = torch.arange(window, device=q.device)[:, None]
+    j = torch.arange(2 * window, device=q.device)[None, :]
+    mask = (i < j) & (j <= i + window)  # (W, 2W): block-local form of  i - W < key <= i
+    mask = mask & key_ok.unfold(1, 2 * window, window)[:, None, :, None, :]  # (b, 1, blocks, W, 2W)
+    q_blocks = F.pad(q, (0, 0, 0, right)).unflatten(2, (blocks, window))  # (b, h, blocks, W, e)
+    y = F.scaled_dot_product_attention(q_blocks, unfold(pad(k)), unfold(pad(v)), attn_mask=mask)
+    return y.flatten(2, 3)[:, :, :n]
 
 
 class WindowAttention(nn.Module):
@@ -145,8 +184,11 @@ class WindowAttention(nn.Module):
             if q.is_cuda and all_valid:
                 return _attend_xformers(q, k, v, self.window)
             self._log_fallback("xformers needs CUDA tensors and a fully valid cache")
-        mask = window_mask(q.shape[2], c, self.window, None if all_valid else valid, q.device)
-        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        if self.window is None and c == 0:
+            return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        if self.window is not None and q.shape[2] >= 2 * self.window:
+            return attend_blocked(q, k, v, c, self.window, valid)
+        return attend_dense(q, k, v, c, self.window, None if all_valid else valid)
 
     def _log_fallback(self, why: str):
         if not self._warned_fallback:

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ember.errors import EmberConfigError
-from ember.ops.attention import WindowAttention
+from ember.ops.attention import WindowAttention, attend_blocked, attend_dense
 from ember.ops.rope import apply_rope, rope_cos_sin
 
 
@@ -23,7 +23,7 @@ def attention_by_the_equation(attn: WindowAttention, x: torch.Tensor) -> torch.T
     return attn.out(out.transpose(1, 2).reshape(b, n, d))
 
 
-@pytest.mark.parametrize("window", [1, 5, 16, None])
+@pytest.mark.parametrize("window", [1, 5, 16, None])  # 1, 5: blocked fast path (n >= 2W); None: is_causal
 def test_sdpa_matches_the_equation(window):
     attn = WindowAttention(16, 2, window=window).double()
     x = torch.randn(2, 13, 16, dtype=torch.float64)
@@ -46,6 +46,23 @@ def test_chunked_with_cache_equals_all_at_once(window, splits):
     torch.testing.assert_close(torch.cat(outs, 1), y_all)
     if window is not None:
         assert cache.k.shape[2] == window - 1  # constant-size state
+
+
+@pytest.mark.parametrize("n,c,window", [(8, 0, 4), (13, 3, 4), (9, 2, 3), (40, 6, 7), (33, 0, 16), (16, 15, 16)])
+def test_blocked_window_attention_matches_the_dense_mask(n, c, window):
+    torch.manual_seed(n + c)
+    b, h, e = 2, 3, 4
+    q = torch.randn(b, h, n, e, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(b, h, c + n, e, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(b, h, c + n, e, dtype=torch.float64, requires_grad=True)
+    valid = torch.rand(b, c) > 0.3  # some cached keys erased by a reset
+    dense = attend_dense(q, k, v, c, window, valid if c else None)
+    blocked = attend_blocked(q, k, v, c, window, valid)
+    torch.testing.assert_close(blocked, dense)
+    weights = torch.randn_like(dense)
+    grads = torch.autograd.grad((dense * weights).sum(), (q, k, v))
+    for got, want in zip(torch.autograd.grad((blocked * weights).sum(), (q, k, v)), grads):
+        torch.testing.assert_close(got, want)
 
 
 @torch.no_grad()
