@@ -1,16 +1,28 @@
 """Procedural patterns (PM benchmark, SPEC 4): a session-specific rule, applied again and again
 with repetitions further apart than the working-memory window; error on the k-th repetition.
 
-The rule is a random letter substitution, fixed for the session; each repetition encodes new
-words, so what carries over is the rule, not the string:
+Two rules; what carries over between repetitions is the rule, never the string.
+
+`argument_order` (default): a tool call whose argument order is fixed for the session. Each
+repetition asks for the call with new values, listed in a fresh random order; the answer writes
+them in the session's order. The first answer can only guess the order (chance 1/args!), later
+ones can recall it:
+
+    ask book: size 2, city 7, date 4
+    book(city=7, date=4, size=2)
+    <distractor: gap x W bytes>
+    ask book: date 1, size 9, city 3
+    book(city=3, date=1, size=9)
+
+`substitution`: a random letter substitution encoding new words each time (later repetitions
+reveal only the letters seen before, so even a perfect memory stays partly at chance):
 
     code: river stone = hbxfh nqrpf
-    <distractor: gap x W bytes>
-    code: cloud ember = ...
 """
 
 from __future__ import annotations
 
+import math
 import string
 from typing import Optional
 
@@ -26,42 +38,79 @@ WORDS = ("river stone cloud ember light green table water night house field brea
 LETTERS = string.ascii_lowercase.encode()
 
 
+FUNCTIONS = "book send move find open plan sort ship call load".split()
+ARGUMENTS = "city date size mode user item tag key time code room seat".split()
+RULES = ("argument_order", "substitution")
+
+
 class ProceduralPatterns(MemoryTask):
-    """`repetitions` applications of one random letter substitution, `gap` windows apart.
+    """`repetitions` applications of one session-specific rule, `gap` windows apart.
     Groups: the repetition index ("rep1" .. "repK").
 
     Args:
         window: the working-memory window W of the model under test, in bytes.
         repetitions: applications of the rule per session (K).
         gap: distractor between repetitions, in multiples of W.
-        words: words encoded per repetition.
+        rule: "argument_order" (a tool call's session-specific argument order) or "substitution"
+            (a session-specific letter substitution).
+        args: arguments per call (argument_order; orders: args!).
+        words: words encoded per repetition (substitution).
         seq_len: tokens per example.
         distractor: text file of distractor text; null for the built-in corpus.
     """
 
     name = "patterns"
 
-    def __init__(self, window: int = 64, repetitions: int = 4, gap: int = 2, words: int = 3, seq_len: int = 768,
-                 distractor: Optional[str] = None):
+    def __init__(self, window: int = 64, repetitions: int = 4, gap: int = 2, rule: str = "argument_order",
+                 args: int = 3, words: int = 3, seq_len: int = 768, distractor: Optional[str] = None):
         if window < 1 or repetitions < 1 or gap < 0 or words < 1:
             raise EmberConfigError(f"window={window}, repetitions={repetitions} and words={words} must be >= 1, "
                                    f"gap={gap} >= 0")
-        needed = repetitions * (8 + 12 * words) + (repetitions - 1) * gap * window
+        if rule not in RULES:
+            raise EmberConfigError(f"rule={rule!r}: use one of {', '.join(RULES)}")
+        if not 2 <= args <= len(ARGUMENTS):
+            raise EmberConfigError(f"args={args} must be in [2, {len(ARGUMENTS)}]")
+        per_rep = 8 + 12 * words if rule == "substitution" else 13 + 15 * args  # longest repetition, bytes
+        needed = repetitions * per_rep + (repetitions - 1) * (gap * window + 2)
         if needed > seq_len + 1:
             raise EmberConfigError(f"seq_len={seq_len} cannot hold {repetitions} repetitions {gap}xW apart: raise "
                                    f"seq_len to {needed} or lower repetitions/gap")
-        self.window, self.repetitions, self.gap, self.words, self.seq_len = window, repetitions, gap, words, seq_len
+        self.window, self.repetitions, self.gap, self.rule = window, repetitions, gap, rule
+        self.args, self.words, self.seq_len = args, words, seq_len
         self.text = TextSource(distractor)
         self.group_names = [f"rep{k + 1}" for k in range(repetitions)]
 
+    def chance(self) -> Optional[float]:
+        """argument_order: the best order guessed without the session, 1/args!; substitution: not defined."""
+        return 1.0 / math.factorial(self.args) if self.rule == "argument_order" else None
+
     def sample(self, rng: np.random.Generator) -> Example:
-        table = bytes.maketrans(LETTERS, bytes(rng.permutation(list(LETTERS)).tolist()))
+        apply = self._substitution(rng) if self.rule == "substitution" else self._argument_order(rng)
         ex = ExampleBuilder()
         for k in range(self.repetitions):
             if k:
                 ex.add(b"\n" + self.text.slice(rng, self.gap * self.window) + b"\n")
-            plain = " ".join(str(w) for w in rng.choice(WORDS, self.words, replace=False)).encode()
-            ex.add(b"code: " + plain + b" = ")
-            ex.answer(plain.translate(table), k)
+            prompt, answer = apply(rng)
+            ex.add(prompt)
+            ex.answer(answer, k)
             ex.add(b"\n")
         return ex.build(self.seq_len, filler=self.text.slice(rng, self.seq_len + 1))
+
+    def _substitution(self, rng: np.random.Generator):
+        table = bytes.maketrans(LETTERS, bytes(rng.permutation(list(LETTERS)).tolist()))
+
+        def apply(rng: np.random.Generator) -> tuple[bytes, bytes]:
+            plain = " ".join(str(w) for w in rng.choice(WORDS, self.words, replace=False)).encode()
+            return b"code: " + plain + b" = ", plain.translate(table)
+        return apply
+
+    def _argument_order(self, rng: np.random.Generator):
+        function = str(rng.choice(FUNCTIONS))
+        order = [str(a) for a in rng.choice(ARGUMENTS, self.args, replace=False)]  # the session's rule
+
+        def apply(rng: np.random.Generator) -> tuple[bytes, bytes]:
+            values = {name: str(v) for name, v in zip(order, rng.integers(0, 10, self.args))}
+            asked = ", ".join(f"{order[i]} {values[order[i]]}" for i in rng.permutation(self.args))
+            call = ", ".join(f"{name}={values[name]}" for name in order) + ")"
+            return f"ask {function}: {asked}\n{function}(".encode(), call.encode()
+        return apply

@@ -46,7 +46,7 @@ def test_recall_scores_exactly_the_answers_and_they_match_the_facts():
 
 
 def test_patterns_apply_one_substitution_in_every_repetition():
-    task = ProceduralPatterns(window=16, repetitions=3, gap=1, words=2, seq_len=300)
+    task = ProceduralPatterns(window=16, repetitions=3, gap=1, rule="substitution", words=2, seq_len=300)
     ex = task.sample(np.random.default_rng(1))
     mapping = {}
     for k in range(3):
@@ -58,6 +58,27 @@ def test_patterns_apply_one_substitution_in_every_repetition():
         for p, c in zip(plain, cipher):
             assert mapping.setdefault(p, c) == c  # the same rule every time
     assert mapping[" "] == " "
+
+
+def test_patterns_keep_one_argument_order_per_session():
+    task = ProceduralPatterns(window=16, repetitions=4, gap=2, args=3, seq_len=400)
+    orders = set()
+    for seed in range(6):
+        ex = task.sample(np.random.default_rng(seed))
+        calls = []
+        for k in range(4):
+            positions = np.nonzero(ex.answer_id == k)[0]
+            assert set(ex.group[positions]) == {k}
+            call = text(ex.tokens[positions + 1])  # "city=7, date=4, size=2)"
+            asked = text(ex.tokens[: positions[0] + 1]).rsplit("ask ", 1)[1].split("\n")[0].split(": ", 1)[1]
+            values = dict(pair.split(" ") for pair in asked.split(", "))
+            pairs = [pair.split("=") for pair in call.rstrip(")").split(", ")]
+            assert {name: value for name, value in pairs} == values  # every asked value, copied
+            calls.append([name for name, _ in pairs])
+        assert all(names == calls[0] for names in calls)  # one order for the whole session
+        orders.add(tuple(calls[0]))
+    assert len(orders) > 1  # sessions differ
+    assert task.chance() == pytest.approx(1 / 6)
 
 
 def test_mqar_follows_the_zoology_layout():
@@ -85,6 +106,7 @@ def test_forgetting_mqar_asks_for_the_latest_value():
 
 @pytest.mark.parametrize("make", [lambda: SessionRecall(window=64, delays=(8,), seq_len=256),
                                   lambda: ProceduralPatterns(window=64, repetitions=4, gap=2, seq_len=256),
+                                  lambda: ProceduralPatterns(rule="reverse"),
                                   lambda: MQAR(seq_len=64, num_kv_pairs=32),
                                   lambda: ForgettingMQAR(num_kv_pairs=4, num_updates=5)])
 def test_impossible_settings_name_the_fix(make):
