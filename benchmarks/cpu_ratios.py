@@ -4,11 +4,17 @@
    (ember/ops/scan.py) are first checked to agree in float64 (outputs and final state), then
    timed in float32, forward and forward+backward, median of repeats after a warm-up.
    Ratio = naive time / parallel time (> 1: the parallel scan is faster).
-2. Memory read/commit overhead: the same NML model with PM+EM and without memories (the
+2. Windowed attention at n=1024, W=64: the block-local fast path (`attend_blocked`) against the
+   dense-mask reference (`attend_dense`), forward+backward. Ratio = dense time / blocked time.
+3. Memory read/commit overhead: the same NML model with PM+EM and without memories (the
    quickstart by default, and it with configs/ablate/no_memory.yaml), training step and
    decoding measured by `ember bench`'s functions. Ratio = time with memories / time without.
+   Boundary cost: the PM+EM model again with every memory's period set to the context, so a
+   training step commits once (at its end) instead of every P tokens; the share of the step that
+   the boundaries cost = 1 - time(one boundary) / time(every P tokens).
 
-    python benchmarks/cpu_ratios.py [--n 1024] [--context 1024] [--threads 1] [--out runs/bench/cpu_ratios.json]
+    python benchmarks/cpu_ratios.py [--n 1024] [--window 64] [--context 1024] [--threads 1]
+        [--out runs/bench/cpu_ratios.json]
 
 Letters: b batch, n sequence, d channels.
 """
@@ -27,6 +33,7 @@ import torch
 
 from ember.bench import measure_decode, measure_training
 from ember.bench_run import build_variant
+from ember.ops.attention import attend_blocked, attend_dense
 from ember.ops.scan import scan_naive, scan_parallel
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -86,9 +93,28 @@ def scan_ratio(b: int, n: int, d: int, repeats: int) -> dict:
     return out
 
 
+def attention_ratio(n: int, window: int, repeats: int, b: int = 4, h: int = 4, e: int = 32) -> dict:
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(b, h, n, e, generator=gen) for _ in range(3))
+    no_cache = torch.ones(b, 0, dtype=torch.bool)
+
+    def fwd_bwd(fn):
+        leaves = [t.clone().requires_grad_() for t in (q, k, v)]
+        fn(*leaves).sum().backward()
+
+    fns = {"dense": functools.partial(fwd_bwd, lambda q, k, v: attend_dense(q, k, v, 0, window, None)),
+           "blocked": functools.partial(fwd_bwd, lambda q, k, v: attend_blocked(q, k, v, 0, window, no_cache))}
+    medians = time_alternating(fns, repeats)
+    return {"shape": [b, h, n, e], "window": window, **{f"{name}_fwd_bwd_ms": 1e3 * t for name, t in medians.items()},
+            "dense_over_blocked": medians["dense"] / medians["blocked"]}
+
+
 def memory_overhead(config: str, overlay: str, context: int, batch: int, steps: int, decode_tokens: int) -> dict:
     out = {"config": config, "context": context, "batch": batch}
-    for name, args in (("pm_em", ["--config", config]), ("none", ["--config", config, "--config", overlay])):
+    one_boundary = [f"--model.init_args.backbone.init_args.{kind}.init_args.period={context}" for kind in ("pm", "em")]
+    variants = (("pm_em", ["--config", config]), ("none", ["--config", config, "--config", overlay]),
+                ("pm_em_one_boundary", ["--config", config, *one_boundary]))
+    for name, args in variants:
         model = build_variant(args)
         train = measure_training(model, context, batch, steps=steps, warmup=1)
         decode = measure_decode(model, [context], tokens=decode_tokens)[context]
@@ -98,6 +124,7 @@ def memory_overhead(config: str, overlay: str, context: int, batch: int, steps: 
                  decode["decode_ms_median"])
     out["train_step_with_over_without"] = out["pm_em"]["train_step_ms"] / out["none"]["train_step_ms"]
     out["decode_with_over_without"] = out["pm_em"]["decode_ms_median"] / out["none"]["decode_ms_median"]
+    out["boundary_share_of_train_step"] = 1 - out["pm_em_one_boundary"]["train_step_ms"] / out["pm_em"]["train_step_ms"]
     return out
 
 
@@ -106,6 +133,7 @@ def main():
     p.add_argument("--n", type=int, default=1024, help="scan length")
     p.add_argument("--scan-batch", type=int, default=16, help="scan batch b")
     p.add_argument("--d", type=int, default=128, help="scan channels d (the quickstart width)")
+    p.add_argument("--window", type=int, default=64, help="attention window W for the attention ratio")
     p.add_argument("--repeats", type=int, default=7, help="timed repeats (median reported)")
     p.add_argument("--config", default=str(ROOT / "configs/quickstart.yaml"), help="NML config with PM and EM")
     p.add_argument("--overlay", default=str(ROOT / "configs/ablate/no_memory.yaml"), help="overlay removing both")
@@ -124,6 +152,8 @@ def main():
     result = {"device": f"CPU ({torch.get_num_threads()} threads)", "torch": torch.__version__,
               "scan": scan_ratio(opts.scan_batch, opts.n, opts.d, opts.repeats)}
     log.info("scan at n=%d: %s", opts.n, json.dumps(result["scan"], indent=1))
+    result["attention"] = attention_ratio(opts.n, opts.window, opts.repeats)
+    log.info("attention at n=%d: %s", opts.n, json.dumps(result["attention"], indent=1))
     result["memory"] = memory_overhead(opts.config, opts.overlay, opts.context, opts.batch, opts.steps,
                                        opts.decode_tokens)
     result["wall_s"] = time.time() - start
