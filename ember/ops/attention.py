@@ -15,7 +15,9 @@ Backends, chosen by the `backend` init argument (never probed from the environme
   apply: full attention with no cache uses SDPA's own causal kernel (`is_causal`, flash where
   the device has it), and a window much shorter than the chunk attends block by block
   (`attend_blocked`: each block of W queries against the 2W keys that can reach it), so cost
-  and memory grow with n * W instead of n^2. Tests hold both to the reference.
+  and memory grow with n * W instead of n^2 (taken from n >= 4W and n >= 256: below that the
+  block bookkeeping costs more than the masked work it saves, measured on the CPU). Tests hold
+  both to the reference.
 - "flex": FlexAttention with a block mask built eagerly (outside any compiled graph) and
   cached per shape; sparse in the window, so it scales with n * window. FlexAttention has no
   backward on the CPU, so CPU training falls back to sdpa (logged once); CPU inference uses flex.
@@ -39,6 +41,7 @@ from ember.state import StateBase
 
 log = logging.getLogger(__name__)
 BACKENDS = ("sdpa", "flex", "xformers")
+BLOCKED_MIN_TOKENS = 256
 
 
 @dataclass
@@ -186,7 +189,7 @@ class WindowAttention(nn.Module):
             self._log_fallback("xformers needs CUDA tensors and a fully valid cache")
         if self.window is None and c == 0:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        if self.window is not None and q.shape[2] >= 2 * self.window:
+        if self.window is not None and q.shape[2] >= max(4 * self.window, BLOCKED_MIN_TOKENS):
             return attend_blocked(q, k, v, c, self.window, valid)
         return attend_dense(q, k, v, c, self.window, None if all_valid else valid)
 

@@ -23,12 +23,24 @@ def attention_by_the_equation(attn: WindowAttention, x: torch.Tensor) -> torch.T
     return attn.out(out.transpose(1, 2).reshape(b, n, d))
 
 
-@pytest.mark.parametrize("window", [1, 5, 16, None])  # 1, 5: blocked fast path (n >= 2W); None: is_causal
+@pytest.mark.parametrize("window", [1, 5, 16, None])  # None: the is_causal fast path
 def test_sdpa_matches_the_equation(window):
     attn = WindowAttention(16, 2, window=window).double()
     x = torch.randn(2, 13, 16, dtype=torch.float64)
     y, _ = attn(x)
     torch.testing.assert_close(y, attention_by_the_equation(attn, x))
+
+
+def test_long_chunk_takes_the_blocked_path_and_matches_the_equation(monkeypatch):
+    import ember.ops.attention as module
+
+    monkeypatch.setattr(module, "BLOCKED_MIN_TOKENS", 16)
+    calls = []
+    monkeypatch.setattr(module, "attend_blocked", lambda *a: calls.append(1) or attend_blocked(*a))
+    attn = WindowAttention(16, 2, window=4).double()
+    x = torch.randn(2, 19, 16, dtype=torch.float64)
+    torch.testing.assert_close(attn(x)[0], attention_by_the_equation(attn, x))
+    assert calls  # the fast path served the module
 
 
 @pytest.mark.parametrize("window", [4, 7, None])
