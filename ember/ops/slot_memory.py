@@ -147,8 +147,11 @@ class SlotMemoryMixin:
         K, V, s, pooled, surprise = st.K, st.V, st.s, st.pooled, st.surprise
         tokens, reads, gates, aux = int(st.tokens), [], [], x.new_zeros(())
         bounds = self.segments(x.shape[1], tokens)
-        cands = self.segment_candidates(st.cand, x, k, v, bounds, tokens)  # slot-independent: all at once
-        seg_sums = torch.einsum("bnd,ns->bsd", x, segment_onehot(bounds, x))  # (b, segments, d)
+        if len(bounds) == 1:  # decoding and short chunks: the reference directly, fewer small ops
+            cands, seg_sums = [self.accumulate(st.cand, x, k, v, tokens)], x.sum(1, keepdim=True)
+        else:  # slot-independent work of every segment at once
+            cands = self.segment_candidates(st.cand, x, k, v, bounds, tokens)
+            seg_sums = torch.einsum("bnd,ns->bsd", x, segment_onehot(bounds, x))  # (b, segments, d)
         for i, (start, stop) in enumerate(bounds):
             read = self.read(q[:, start:stop], K, V, s)  # memory is fixed within the period
             reads.append(read)
