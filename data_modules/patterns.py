@@ -70,7 +70,9 @@ class ProceduralPatterns(MemoryTask):
             raise EmberConfigError(f"rule={rule!r}: use one of {', '.join(RULES)}")
         if not 2 <= args <= len(ARGUMENTS):
             raise EmberConfigError(f"args={args} must be in [2, {len(ARGUMENTS)}]")
-        per_rep = 8 + 12 * words if rule == "substitution" else 13 + 15 * args  # longest repetition, bytes
+        # the longest repetition in bytes: "code: " + words + " = " + cipher + "\n", or
+        # "ask " + fn + ": " + args x "name v" + "\n" + fn + "(" + args x "name=v" + ")\n" (names <= 4 bytes)
+        per_rep = 8 + 12 * words if rule == "substitution" else 14 + 16 * args
         needed = repetitions * per_rep + (repetitions - 1) * (gap * window + 2)
         if needed > seq_len + 1:
             raise EmberConfigError(f"seq_len={seq_len} cannot hold {repetitions} repetitions {gap}xW apart: raise "

@@ -81,6 +81,14 @@ def test_patterns_keep_one_argument_order_per_session():
     assert task.chance() == pytest.approx(1 / 6)
 
 
+def test_patterns_length_check_is_a_true_bound():
+    with pytest.raises(EmberConfigError):
+        ProceduralPatterns(window=16, repetitions=4, gap=1, args=3, seq_len=300)
+    task = ProceduralPatterns(window=16, repetitions=4, gap=1, args=3, seq_len=301)  # the longest fits exactly
+    for seed in range(300):
+        task.sample(np.random.default_rng(seed))  # never "an example needs more tokens"
+
+
 def test_mqar_follows_the_zoology_layout():
     task = MQAR(vocab_size=128, seq_len=64, num_kv_pairs=4, random_non_queries=False, window=8)
     ex = task.sample(np.random.default_rng(0))
