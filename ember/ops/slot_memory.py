@@ -60,10 +60,9 @@ class SlotMemoryState(StateBase):
 
 def segment_onehot(bounds: list[tuple[int, int]], like: Tensor) -> Tensor:
     """(n, segments) matrix with 1 where token t lies in segment [start, stop), in like's dtype and device."""
-    n = bounds[-1][1]
     seg = torch.repeat_interleave(torch.arange(len(bounds), device=like.device),
                                   torch.tensor([stop - start for start, stop in bounds], device=like.device))
-    return torch.nn.functional.one_hot(seg, len(bounds)).to(like.dtype).reshape(n, len(bounds))
+    return torch.nn.functional.one_hot(seg, len(bounds)).to(like.dtype)
 
 
 def relative_error(target: Tensor, read: Tensor) -> Tensor:

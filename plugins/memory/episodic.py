@@ -109,7 +109,7 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
         p, c, rows = self.period, self.writes, len(bounds)
         left = p - (bounds[0][1] - bounds[0][0])
         right = rows * p - left - n
-        starts = torch.tensor([0 if i == 0 else start for i, (start, _) in enumerate(bounds)], device=x.device)
+        starts = torch.tensor([start for start, _ in bounds], device=x.device)
         pos = torch.arange(n, device=x.device) - segment_onehot(bounds, starts).long() @ starts  # span position
         pos = pos + torch.where(torch.arange(n, device=x.device) < bounds[0][1], offset, 0)
         grid = lambda t, fill: F.pad(t, (0, 0) * (t.dim() - 2) + (left, right), value=fill).unflatten(1, (rows, p))  # noqa: E731

@@ -79,10 +79,8 @@ class LowRankPM(SlotMemoryMixin, ProceduralMemory):
         stops = torch.tensor([stop for _, stop in bounds], device=x.device, dtype=x.dtype)
         age = onehot @ stops - 1 - torch.arange(n, device=x.device, dtype=x.dtype)  # tokens after t in its segment
         traces = torch.einsum("bnd,ns->bsd", torch.cat([k, v], -1), onehot * ((1.0 - rho) * rho**age)[:, None])
-        e_k, e_v = traces.chunk(2, dim=-1)  # each (b, segments, d)
-        carry = rho ** (bounds[0][1] - bounds[0][0])  # the open span's traces decay through segment 0
-        e_k = torch.cat([e_k[:, :1] + carry * cand.e_k[:, None], e_k[:, 1:]], 1)
-        e_v = torch.cat([e_v[:, :1] + carry * cand.e_v[:, None], e_v[:, 1:]], 1)
+        carry = rho ** bounds[0][1] * torch.cat([cand.e_k, cand.e_v], -1)  # the open span's traces, through segment 0
+        e_k, e_v = torch.cat([traces[:, :1] + carry[:, None], traces[:, 1:]], 1).chunk(2, dim=-1)  # (b, segments, d)
         return [TraceCandidates(e_k[:, i], e_v[:, i]) for i in range(len(bounds))]
 
     def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: TraceCandidates, mod: Modulation):
