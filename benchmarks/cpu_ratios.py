@@ -1,9 +1,10 @@
 """CPU ratios of issue #6, each measured within one process (so a shared CPU slows both sides alike).
 
-1. Parallel scan vs its step-by-step reference at n=1024: `scan_parallel` and `scan_naive`
-   (ember/ops/scan.py) are first checked to agree in float64 (outputs and final state), then
-   timed in float32, forward and forward+backward, median of repeats after a warm-up.
-   Ratio = naive time / parallel time (> 1: the parallel scan is faster).
+1. Parallel scans vs their step-by-step reference at n=1024: `scan_parallel` (doubling over the
+   whole sequence), `scan_chunked` (the default) and `scan_naive` (ember/ops/scan.py) are first
+   checked to agree in float64 (outputs and final state), then timed in float32, forward and
+   forward+backward, median of repeats after a warm-up. Ratio = naive time / fast time (> 1: the
+   fast scan is faster). Also the bytes each keeps for the backward (its activation memory).
 2. Windowed attention at n=1024, W=64: the block-local fast path (`attend_blocked`) against the
    dense-mask reference (`attend_dense`), forward+backward. Ratio = dense time / blocked time.
 3. Memory read/commit overhead: the same NML model with PM+EM and without memories (the
@@ -34,7 +35,7 @@ import torch
 from ember.bench import measure_decode, measure_training
 from ember.bench_run import build_variant
 from ember.ops.attention import attend_blocked, attend_dense
-from ember.ops.scan import scan_naive, scan_parallel
+from ember.ops.scan import scan_chunked, scan_naive, scan_parallel
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("ember")
@@ -48,14 +49,36 @@ def scan_inputs(b: int, n: int, d: int, dtype: torch.dtype, seed: int = 0):
     return a, x, torch.randn(b, d, generator=gen, dtype=dtype)
 
 
+FAST_SCANS = {"parallel": scan_parallel, "chunked": scan_chunked}
+
+
 def scans_agree(b: int, n: int, d: int) -> float:
-    """Largest relative difference of outputs and final states between the two scans, float64."""
+    """Largest relative difference of outputs and final states between each fast scan and the reference, float64."""
     a, x, h0 = scan_inputs(b, n, d, torch.float64, seed=1)
-    (h1, last1), (h2, last2) = scan_naive(a, x, h0), scan_parallel(a, x, h0)
-    err = max(((h1 - h2).norm() / h1.norm()).item(), ((last1 - last2).norm() / last1.norm()).item())
-    if err > 1e-10:
-        raise SystemExit(f"scan_parallel disagrees with scan_naive (relative error {err:.2e}): fix the scan first")
-    return err
+    h1, last1 = scan_naive(a, x, h0)
+    worst = 0.0
+    for name, fn in FAST_SCANS.items():
+        h2, last2 = fn(a, x, h0)
+        err = max(((h1 - h2).norm() / h1.norm()).item(), ((last1 - last2).norm() / last1.norm()).item())
+        if err > 1e-10:
+            raise SystemExit(f"scan_{name} disagrees with scan_naive (relative error {err:.2e}): fix the scan first")
+        worst = max(worst, err)
+    return worst
+
+
+def saved_for_backward(fn, a, x, h0) -> int:
+    """Bytes of the tensors autograd keeps from one forward of the scan (its activation memory)."""
+    total = 0
+
+    def pack(t):
+        nonlocal total
+        total += t.numel() * t.element_size()
+        return t
+
+    leaves = [t.clone().requires_grad_() for t in (a, x, h0)]
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(*leaves)
+    return total
 
 
 def time_alternating(fns: dict, repeats: int, warmup: int = 1) -> dict[str, float]:
@@ -84,12 +107,12 @@ def scan_ratio(b: int, n: int, d: int, repeats: int) -> dict:
     error = scans_agree(b, min(n, 257), d)
     a, x, h0 = scan_inputs(b, n, d, torch.float32)
     out = {"shape": [b, n, d], "max_rel_error_float64": error}
+    scans = {"naive": scan_naive, **FAST_SCANS}
     for step, run in (("forward", _forward), ("fwd_bwd", _forward_backward)):
-        fns = {name: functools.partial(run, fn, a, x, h0) for name, fn in (("naive", scan_naive),
-                                                                            ("parallel", scan_parallel))}
-        medians = time_alternating(fns, repeats)
+        medians = time_alternating({name: functools.partial(run, fn, a, x, h0) for name, fn in scans.items()}, repeats)
         out.update({f"{name}_{step}_ms": 1e3 * t for name, t in medians.items()})
-        out[f"{step}_naive_over_parallel"] = medians["naive"] / medians["parallel"]
+        out.update({f"{step}_naive_over_{name}": medians["naive"] / medians[name] for name in FAST_SCANS})
+    out.update({f"{name}_saved_MiB": saved_for_backward(fn, a, x, h0) / 2**20 for name, fn in scans.items()})
     return out
 
 

@@ -32,11 +32,12 @@ class ScanMixer(nn.Module):
 
     Args:
         d_model: width in and out.
-        scan: "parallel" (Hillis-Steele) or "naive" (the step-by-step reference).
+        scan: "chunked" (chunked doubling scan), "parallel" (Hillis-Steele over the whole sequence)
+            or "naive" (the step-by-step reference).
         max_timescale: longest initial memory time scale, in tokens.
     """
 
-    def __init__(self, d_model: int, scan: str = "parallel", max_timescale: float = 512.0):
+    def __init__(self, d_model: int, scan: str = "chunked", max_timescale: float = 512.0):
         super().__init__()
         if scan not in SCANS:
             raise EmberConfigError(f"scan={scan!r} is unknown: use one of {sorted(SCANS)}")
@@ -89,13 +90,13 @@ class NMLLayer(nn.Module):
     Args:
         d_model, heads, window, attn_backend: as WindowAttention.
         d_ff: SwiGLU width (default 8/3 d).
-        scan: "parallel" or "naive".
+        scan: "chunked", "parallel" or "naive" (see ScanMixer).
         dropout: on each residual branch.
         pm: a procedural memory `(x, state) -> (read-out, state)`, or None.
     """
 
     def __init__(self, d_model: int, heads: int, window: int, attn_backend: str = "sdpa",
-                 d_ff: int | None = None, scan: str = "parallel", dropout: float = 0.0,
+                 d_ff: int | None = None, scan: str = "chunked", dropout: float = 0.0,
                  pm: nn.Module | None = None):
         super().__init__()
         self.norm_scan, self.norm_wm, self.norm_ffn = (nn.RMSNorm(d_model) for _ in range(3))

@@ -32,7 +32,7 @@ class NMLBackbone(LanguageBackbone):
         heads: attention heads of the working memory (must divide d_model).
         window: working-memory window W in tokens (keys visible per query, itself included).
         attn_backend: "sdpa" (reference, any device), "flex" (FlexAttention) or "xformers" (CUDA extra).
-        scan: "parallel" (Hillis-Steele scan) or "naive" (step-by-step reference).
+        scan: "chunked" (default), "parallel" (Hillis-Steele) or "naive" (step-by-step reference).
         d_ff: SwiGLU hidden width; default 8/3 * d_model rounded up to a multiple of 8.
         dropout: dropout on embeddings and residual branches.
         vocab_size: byte vocabulary (256).
@@ -42,7 +42,7 @@ class NMLBackbone(LanguageBackbone):
     """
 
     def __init__(self, d_model: int = 256, blocks: int = 1, layers_per_block: int = 4, heads: int = 4,
-                 window: int = 256, attn_backend: str = "sdpa", scan: str = "parallel",
+                 window: int = 256, attn_backend: str = "sdpa", scan: str = "chunked",
                  d_ff: Optional[int] = None, dropout: float = 0.0, vocab_size: int = 256,
                  reserved_tokens: int = 8,
                  pm: Optional[Callable[[int], ProceduralMemory]] = None,
