@@ -60,9 +60,10 @@ class SlotMemoryState(StateBase):
 
 def segment_onehot(bounds: list[tuple[int, int]], like: Tensor) -> Tensor:
     """(n, segments) matrix with 1 where token t lies in segment [start, stop), in like's dtype and device."""
-    seg = torch.repeat_interleave(torch.arange(len(bounds), device=like.device),
-                                  torch.tensor([stop - start for start, stop in bounds], device=like.device))
-    return torch.nn.functional.one_hot(seg, len(bounds)).to(like.dtype)
+    t = torch.arange(bounds[-1][1], device=like.device)[:, None]  # (n, 1)
+    starts = torch.tensor([start for start, _ in bounds], device=like.device)
+    stops = torch.tensor([stop for _, stop in bounds], device=like.device)
+    return ((t >= starts) & (t < stops)).to(like.dtype)  # shapes known from `bounds` alone: no graph break
 
 
 def relative_error(target: Tensor, read: Tensor) -> Tensor:
@@ -144,7 +145,9 @@ class SlotMemoryMixin:
             return x.new_zeros(x.shape), st
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (b, n, d)
         K, V, s, pooled, surprise = st.K, st.V, st.s, st.pooled, st.surprise
-        tokens, reads, gates, aux = int(st.tokens), [], [], x.new_zeros(())
+        # the clock decides the segment bounds (Python ints); a fresh state needs no read of it, so a compiled
+        # training step from a fresh state has no graph break here
+        tokens, reads, gates, aux = 0 if state is None else int(st.tokens), [], [], x.new_zeros(())
         bounds = self.segments(x.shape[1], tokens)
         if len(bounds) == 1:  # decoding and short chunks: the reference directly, fewer small ops
             cands, seg_sums = [self.accumulate(st.cand, x, k, v, tokens)], x.sum(1, keepdim=True)

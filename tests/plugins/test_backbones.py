@@ -86,3 +86,21 @@ def test_state_reset_by_mask_restarts_only_the_masked_stream():
     torch.testing.assert_close(out[:1], model(tokens[:1, 15:])[0])
     torch.testing.assert_close(out[1:], model(tokens[1:])[0][:, 15:])
     assert isinstance(state, LayerStates)
+
+
+def test_nml_with_memories_traces_as_one_graph_from_a_fresh_state():
+    """torch.compile of a training step (ember bench on CUDA) sees one graph: the plasticity clock of a
+    fresh state is not read from a tensor, and the segment masks have shapes known from Python ints."""
+    import torch._dynamo as dynamo
+
+    from ember.plugins.memory.episodic import EpisodicStore
+    from ember.plugins.memory.procedural import LowRankPM
+    from ember.plugins.neuromod.learned import LearnedNeuromodulator
+
+    model = NMLBackbone(d_model=16, blocks=1, layers_per_block=1, heads=2, window=8,
+                        pm=lambda d: LowRankPM(d, neuromodulator=LearnedNeuromodulator, slots=2, period=8),
+                        em=lambda d: EpisodicStore(d, neuromodulator=LearnedNeuromodulator, items=4, top_k=2,
+                                                   period=8, writes=2))
+    dynamo.reset()
+    explained = dynamo.explain(lambda t: model(t)[0])(torch.randint(0, 256, (2, 20)))  # 3 segments, ragged end
+    assert explained.graph_break_count == 0, [str(r.reason)[:120] for r in explained.break_reasons]
