@@ -25,7 +25,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from ember.data_modules.memory_task import SPLITS, ExampleBuilder
-from ember.data_modules.prosody import TASKS, make_example
+from ember.data_modules.prosody import TASKS, add_noise, check_snr, make_example
 from ember.errors import EmberConfigError
 
 log = logging.getLogger(__name__)
@@ -43,15 +43,18 @@ class BindingTask:
         tasks: prosody tasks mixed in the examples (each example draws one).
         seconds: length of every utterance.
         sample_rate: audio rate.
+        snr_db: [low, high] SNR range (dB) of pink background noise added to every utterance; None: clean.
     """
 
     name = "binding"
 
-    def __init__(self, tasks: tuple[str, ...], seconds: float = 1.5, sample_rate: int = 16000):
+    def __init__(self, tasks: tuple[str, ...], seconds: float = 1.5, sample_rate: int = 16000,
+                 snr_db: Optional[tuple[float, float]] = None):
         unknown = [t for t in tasks if t not in QUESTIONS]
         if not tasks or unknown:
             raise EmberConfigError(f"tasks={list(tasks)} must be a non-empty list of {sorted(QUESTIONS)}")
         self.tasks, self.seconds, self.sample_rate = list(tasks), seconds, sample_rate
+        self.snr_db = check_snr(snr_db)
         self.group_names = list(tasks)
         self.seq_len = max(len(self.text(t, c)) for t in tasks for c in range(2)) - 1  # targets per example
 
@@ -73,6 +76,7 @@ class BindingTask:
         """One example: tokens (n + 1,), loss_mask/answer_id/group (n,), signal (t,), label ()."""
         group = int(rng.integers(len(self.tasks)))
         utterance = make_example(rng, self.tasks[group], self.seconds, self.sample_rate)
+        utterance = utterance._replace(signal=add_noise(utterance.signal, rng, self.snr_db))
         ex = ExampleBuilder()
         ex.add(self.prompt(utterance.task))
         ex.answer(TASKS[utterance.task].classes[utterance.label].encode(), group)
@@ -116,11 +120,14 @@ class BindingData(LightningDataModule):
         seed: seed of every example (train, val and test draw from disjoint streams).
         batch_size: examples per batch (per device).
         num_workers: DataLoader worker processes.
+        snr_db: [low, high]: pink background noise added to every utterance at an SNR drawn per utterance
+            from this range (dB); null: clean.
     """
 
     def __init__(self, tasks: tuple[str, ...] = ("arousal",), train_size: int = 10_000,
                  label_fraction: float = 1.0, val_size: int = 256, test_size: int = 512, seconds: float = 1.5,
-                 sample_rate: int = 16000, seed: int = 0, batch_size: int = 32, num_workers: int = 0):
+                 sample_rate: int = 16000, seed: int = 0, batch_size: int = 32, num_workers: int = 0,
+                 snr_db: Optional[tuple[float, float]] = None):
         super().__init__()
         if not 0 < label_fraction <= 1:
             raise EmberConfigError(f"label_fraction={label_fraction} must be in (0, 1]")
@@ -132,7 +139,7 @@ class BindingData(LightningDataModule):
             raise EmberConfigError(f"train_size={train_size} x label_fraction={label_fraction} = {labelled} "
                                    f"labelled examples, fewer than batch_size={batch_size}: raise train_size or "
                                    "lower batch_size")
-        self.task = BindingTask(tasks, seconds, sample_rate)
+        self.task = BindingTask(tasks, seconds, sample_rate, snr_db)
         self.eval_task = self.task  # read by EmberModel to name its metrics
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.sizes = {"train": labelled, "val": val_size, "test": test_size}

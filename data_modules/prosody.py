@@ -106,6 +106,31 @@ def make_example(rng: np.random.Generator, task: str = "all", seconds: float = 1
     return ProsodyExample(signal, label, name)
 
 
+def add_noise(signal: np.ndarray, rng: np.random.Generator, snr_db: Optional[tuple[float, float]]) -> np.ndarray:
+    """signal plus pink (1/f) background noise at an SNR drawn uniformly from snr_db = (low, high) dB,
+    relative to the signal's mean power over the whole clip; unchanged when snr_db is None."""
+    if snr_db is None:
+        return signal
+    spectrum = np.fft.rfft(rng.standard_normal(len(signal)))
+    spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))  # power falls as 1/f
+    spectrum[0] = 0.0
+    noise = np.fft.irfft(spectrum, len(signal))
+    snr = rng.uniform(*snr_db)
+    power = float(np.mean(signal.astype(np.float64) ** 2))
+    noise *= np.sqrt(power / 10 ** (snr / 10) / max(float(np.mean(noise**2)), 1e-20))
+    return (signal + noise).astype(np.float32)
+
+
+def check_snr(snr_db: Optional[tuple[float, float]]) -> Optional[tuple[float, float]]:
+    """snr_db as a (low, high) tuple of finite dB values with low <= high, or None; refuses anything else."""
+    if snr_db is None:
+        return None
+    if len(snr_db) != 2 or not all(np.isfinite(snr_db)) or snr_db[0] > snr_db[1]:
+        raise EmberConfigError(f"snr_db={list(snr_db)} must be [low, high] in dB with low <= high, e.g. [0, 20], "
+                               "or null for clean audio")
+    return float(snr_db[0]), float(snr_db[1])
+
+
 def example_maker(source: str) -> Callable[..., ProsodyExample]:
     """make_example for "synth" (built in), make_espeak_example for "espeak" (needs the espeak-ng binary)."""
     if source == "synth":
@@ -128,16 +153,18 @@ class SynthesizedProsody(Dataset):
     """`length` examples; example i of a split is make(rng(seed, split, i)) for the source's make."""
 
     def __init__(self, task: str, split: str, length: int, seed: int, seconds: float, sample_rate: int,
-                 source: str = "synth"):
+                 source: str = "synth", snr_db: Optional[tuple[float, float]] = None):
         self.task, self.split, self.length, self.seed = task, SPLITS[split], length, seed
         self.seconds, self.sample_rate, self.make = seconds, sample_rate, example_maker(source)
+        self.snr_db = check_snr(snr_db)
 
     def __len__(self) -> int:
         return self.length
 
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, self.split, index])
-        return _to_item(self.make(rng, self.task, self.seconds, self.sample_rate))
+        example = self.make(rng, self.task, self.seconds, self.sample_rate)
+        return _to_item(example._replace(signal=add_noise(example.signal, rng, self.snr_db)))
 
 
 class StoredProsody(Dataset):
@@ -179,11 +206,14 @@ class ProsodyData(SplitLoaders, LightningDataModule):
         test_size: synthesized test utterances (ignored with a path).
         seed: seed of every synthesized utterance (splits draw from disjoint streams).
         num_workers: DataLoader worker processes.
+        snr_db: [low, high]: pink background noise added to synthesized utterances at an SNR drawn per
+            utterance from this range (dB); null: clean.
     """
 
     def __init__(self, task: str = "all", path: Optional[str] = None, source: str = "synth", seconds: float = 1.5,
                  sample_rate: int = 16000, batch_size: int = 32, train_size: int = 10_000, val_size: int = 256,
-                 test_size: int = 512, seed: int = 0, num_workers: int = 0):
+                 test_size: int = 512, seed: int = 0, num_workers: int = 0,
+                 snr_db: Optional[tuple[float, float]] = None):
         super().__init__()
         if task != "all" and task not in TASKS:
             raise EmberConfigError(f"task={task!r} is unknown: use 'all' or one of {sorted(TASKS)}")
@@ -193,11 +223,14 @@ class ProsodyData(SplitLoaders, LightningDataModule):
         self.task, self.path, self.source, self.seconds, self.sample_rate = task, path, source, seconds, sample_rate
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
+        self.snr_db = check_snr(snr_db)
+        if self.snr_db is not None and path is not None:
+            raise EmberConfigError("snr_db adds noise to synthesized utterances only: drop it or path")
 
     def dataset(self, split: str) -> Dataset:
         if self.path is None:
             return SynthesizedProsody(self.task, split, self.sizes[split], self.seed, self.seconds, self.sample_rate,
-                                      self.source)
+                                      self.source, self.snr_db)
         stored = "val" if split == "test" else split  # shards hold train and val; test reuses val
         return StoredProsody(Path(self.path).expanduser(), stored, self.task, self.sample_rate, self.seconds)
 

@@ -36,6 +36,24 @@ def test_examples_are_deterministic_and_splits_differ():
     assert not torch.equal(a[3]["signal"], data(seed=1).dataset("val")[3]["signal"])
 
 
+def test_noise_keeps_the_example_and_adds_pink_noise_at_the_drawn_snr():
+    clean, noisy = data().dataset("val")[5], data(snr_db=(6.0, 6.0)).dataset("val")[5]
+    assert torch.equal(clean["tokens"], noisy["tokens"]) and clean["label"] == noisy["label"]
+    noise = (noisy["signal"] - clean["signal"]).double()
+    snr = 10 * torch.log10(clean["signal"].double().pow(2).mean() / noise.pow(2).mean())
+    assert abs(snr.item() - 6.0) < 1e-3  # float32 rounding of the sum
+    spectrum = torch.fft.rfft(noise).abs().pow(2)
+    low, high = spectrum[1:len(spectrum) // 8].mean(), spectrum[len(spectrum) // 2:].mean()
+    assert low > 5 * high  # pink: most power at low frequencies
+    assert torch.equal(noisy["signal"], data(snr_db=(6.0, 6.0)).dataset("val")[5]["signal"])  # deterministic
+
+
+@pytest.mark.parametrize("snr_db", [(20.0, 0.0), (float("nan"), 3.0), (1.0, 2.0, 3.0)])
+def test_a_bad_snr_range_is_refused_by_name(snr_db):
+    with pytest.raises(EmberConfigError, match="snr_db"):
+        data(snr_db=snr_db)
+
+
 def test_the_text_before_the_answer_is_the_same_for_every_class():
     dataset = data(tasks=("arousal", "question", "confidence"), val_size=64).dataset("val")
     prompts: dict[tuple[str, int], set[bytes]] = {}

@@ -372,3 +372,13 @@ def test_debug_config_fits_and_logs_the_sensory_metrics(tmp_path):
     momenta = [v for (v,) in mlflow_rows(tmp_path, "select value from metrics where key='jepa/ema_momentum' "
                                                    "order by step")]
     assert momenta[0] == pytest.approx(0.996) and momenta == sorted(momenta)
+
+
+def test_prosody_noise_is_for_synthesized_audio_and_keeps_the_label(tmp_path):
+    with pytest.raises(EmberConfigError, match="snr_db"):
+        ProsodyData(path=str(tmp_path), snr_db=(0.0, 10.0))
+    clean = ProsodyData(seconds=0.5, val_size=4).dataset("val")[2]
+    noisy = ProsodyData(seconds=0.5, val_size=4, snr_db=(0.0, 0.0)).dataset("val")[2]
+    assert clean["label"] == noisy["label"] and clean["task"] == noisy["task"]
+    noise = (noisy["signal"] - clean["signal"]).double()
+    assert abs(10 * torch.log10(clean["signal"].double().pow(2).mean() / noise.pow(2).mean()).item()) < 1e-3
