@@ -154,12 +154,16 @@ class SlotMemoryMixin:
         else:  # slot-independent work of every segment at once
             cands = self.segment_candidates(st.cand, x, k, v, bounds, tokens)
             seg_sums = torch.einsum("bnd,ns->bsd", x, segment_onehot(bounds, x))  # (b, segments, d)
-        for i, (start, stop) in enumerate(bounds):
-            read = self.read(q[:, start:stop], K, V, s)  # memory is fixed within the period
+        sizes = [stop - start for start, stop in bounds]
+        # one split, not a slice per segment: a slice's backward zero-fills a full-length gradient, so
+        # per-segment slices would cost O(n x segments); split's backward is one concatenation
+        q_seg, v_seg, sum_seg = q.split(sizes, dim=1), v.split(sizes, dim=1), seg_sums.unbind(1)
+        for i, size in enumerate(sizes):
+            read = self.read(q_seg[i], K, V, s)  # memory is fixed within the period
             reads.append(read)
-            surprise = surprise + relative_error(v[:, start:stop], read).sum(1)
-            pooled = pooled + seg_sums[:, i]
-            tokens += stop - start
+            surprise = surprise + relative_error(v_seg[i], read).sum(1)
+            pooled = pooled + sum_seg[i]
+            tokens += size
             if tokens == self.period:
                 K, V, s, mod = self._boundary(K, V, s, cands[i], pooled, surprise, tokens)
                 gates.append(mod.g)

@@ -124,7 +124,8 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
         order = all_a.argsort(dim=2, descending=True, stable=True)[..., :c]  # (b, rows, c)
         pick_kv = all_kv.gather(2, order[..., None].expand(-1, -1, -1, 2 * d))
         pick_a, pick_pos = all_a.gather(2, order), all_pos.gather(2, order)
-        return [SalientCandidates(*pick_kv[:, i].chunk(2, dim=-1), pick_a[:, i], pick_pos[:, i]) for i in range(rows)]
+        return [SalientCandidates(*kv.chunk(2, dim=-1), a, pos)
+                for kv, a, pos in zip(pick_kv.unbind(1), pick_a.unbind(1), pick_pos.unbind(1))]
 
     def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: SalientCandidates, mod: Modulation):
         w, merged = merge_or_weakest(K, s, cand.k, self.merge_threshold)  # (b, c, m), (b, c)

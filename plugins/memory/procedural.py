@@ -81,7 +81,7 @@ class LowRankPM(SlotMemoryMixin, ProceduralMemory):
         traces = torch.einsum("bnd,ns->bsd", torch.cat([k, v], -1), onehot * ((1.0 - rho) * rho**age)[:, None])
         carry = rho ** bounds[0][1] * torch.cat([cand.e_k, cand.e_v], -1)  # the open span's traces, through segment 0
         e_k, e_v = torch.cat([traces[:, :1] + carry[:, None], traces[:, 1:]], 1).chunk(2, dim=-1)  # (b, segments, d)
-        return [TraceCandidates(e_k[:, i], e_v[:, i]) for i in range(len(bounds))]
+        return [TraceCandidates(*pair) for pair in zip(e_k.unbind(1), e_v.unbind(1))]
 
     def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: TraceCandidates, mod: Modulation):
         w = slot_weights(K, s, cand.e_k, mod.tau, self.beta, self.top_k)
