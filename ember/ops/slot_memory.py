@@ -144,10 +144,21 @@ class SlotMemoryMixin:
         if not self.enabled:
             return x.new_zeros(x.shape), st
         q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (b, n, d)
+        reads, new = self._plasticity_loop(st, state is None, x, q, k, v)
+        return self.out(reads), new
+
+    @torch.compiler.disable
+    def _plasticity_loop(self, st: SlotMemoryState, fresh: bool, x: Tensor, q: Tensor, k: Tensor,
+                         v: Tensor) -> tuple[Tensor, SlotMemoryState]:
+        """Reads (b, n, d) before the output projection, and the new state.
+
+        Always eager: torch.compile would unroll the loop, one copy per segment, and compile time grows
+        with the segments (16 segment steps of the quickstart took minutes on a CPU; a 16384-token chunk
+        has 256 per memory). The projections around it still compile.
+        """
         K, V, s, pooled, surprise = st.K, st.V, st.s, st.pooled, st.surprise
-        # the clock decides the segment bounds (Python ints); a fresh state needs no read of it, so a compiled
-        # training step from a fresh state has no graph break here
-        tokens, reads, gates, aux = 0 if state is None else int(st.tokens), [], [], x.new_zeros(())
+        # the clock decides the segment bounds (Python ints); a fresh state needs no read of it (no device sync)
+        tokens, reads, gates, aux = 0 if fresh else int(st.tokens), [], [], x.new_zeros(())
         bounds = self.segments(x.shape[1], tokens)
         if len(bounds) == 1:  # decoding and short chunks: the reference directly, fewer small ops
             cands, seg_sums = [self.accumulate(st.cand, x, k, v, tokens)], x.sum(1, keepdim=True)
@@ -172,7 +183,7 @@ class SlotMemoryMixin:
         cand = cands[-1] if tokens else self.init_candidates(x.shape[0], x.device, x.dtype)
         rate = torch.stack(gates, 1).mean(1) if gates else st.commit_rate
         new = SlotMemoryState(K, V, s, cand, pooled, surprise, torch.tensor(tokens, device=x.device), rate, aux)
-        return self.out(torch.cat(reads, dim=1)), new
+        return torch.cat(reads, dim=1), new
 
     def _boundary(self, K, V, s, cand, pooled, surprise, tokens: int):
         mod = self.controller(SpanSummary(pooled / tokens, surprise / tokens, s.mean(-1)))
