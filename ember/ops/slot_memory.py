@@ -63,7 +63,7 @@ def segment_onehot(bounds: list[tuple[int, int]], like: Tensor) -> Tensor:
     t = torch.arange(bounds[-1][1], device=like.device)[:, None]  # (n, 1)
     starts = torch.tensor([start for start, _ in bounds], device=like.device)
     stops = torch.tensor([stop for _, stop in bounds], device=like.device)
-    return ((t >= starts) & (t < stops)).to(like.dtype)  # shapes known from `bounds` alone: no graph break
+    return ((t >= starts) & (t < stops)).to(like.dtype)
 
 
 def relative_error(target: Tensor, read: Tensor) -> Tensor:
