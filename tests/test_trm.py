@@ -85,6 +85,15 @@ def test_training_step_halts_every_puzzle_at_n_sup():
     assert core._carry.steps.tolist() == [1] * 4  # fresh puzzles took their place
 
 
+@pytest.mark.parametrize("T, n", [(2, 2), (1, 1)])  # the one-step and single-pass ablations
+def test_one_supervision_step_halts_every_puzzle_even_when_exploring(T, n):
+    core = _core(T=T, n=n, n_sup=1, halt_explore=1.0)
+    batch = {"inputs": torch.randint(1, 6, (4, 8)), "labels": torch.randint(1, 6, (4, 8))}
+    for _ in range(2):
+        core.training_step(batch, 0).backward()
+        assert core._carry.halted.all() and core._carry.steps.tolist() == [1] * 4
+
+
 def test_think_reads_the_answer_where_the_halting_head_fires():
     core = _core()
     with torch.no_grad():

@@ -173,6 +173,8 @@ class TinyRecursiveCore(ReasoningCore):
     def _min_halt_steps(self, steps: Tensor) -> Tensor:
         """ACT exploration: with probability halt_explore a puzzle may not halt before a random step in 2..n_sup."""
         n_sup = self.hparams.n_sup
+        if n_sup < 2:  # one supervision step: every puzzle halts after it, nothing to explore
+            return torch.zeros_like(steps)
         explore = torch.rand(steps.shape, device=steps.device) < self.hparams.halt_explore
         return torch.where(explore, torch.randint(2, n_sup + 1, steps.shape, device=steps.device), 0)
 
