@@ -15,7 +15,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ember.data_modules.splits import SplitLoaders
 from ember.errors import EmberConfigError, EmberDataError
+from ember.files import atomic_path
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -69,17 +69,10 @@ def cache_path(cache_dir: Path, params: dict) -> Path:
 
 def save_atomic(path: Path, data: PuzzleSet):
     """Write data to path via a temporary file in the same folder and os.replace: never half-written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, inputs=data.inputs, labels=data.labels)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, inputs=data.inputs, labels=data.labels)
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def cached(cache_dir: Optional[str], params: dict, make: Callable[[], PuzzleSet]) -> PuzzleSet:

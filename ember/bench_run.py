@@ -23,7 +23,7 @@ from ember.bench import BenchOptions, measure_decode, measure_training_or_skip
 from ember.bench_memory import cpu_peak_method, free_device_memory
 from ember.bench_report import add_ratios, markdown_table, pick_reference
 from ember.errors import EmberConfigError
-from ember.tracking import atomic_write_text
+from ember.files import atomic_write_text
 
 log = logging.getLogger("ember")
 # The trainer of a config is built but never used: keep it on the CPU so GPU configs build anywhere.

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 
 from safetensors import SafetensorError
@@ -20,6 +18,7 @@ from torch import Tensor
 
 import ember
 from ember.errors import EmberConfigError, EmberDataError
+from ember.files import atomic_path
 from ember.state import StateBase
 
 FORMAT = "1"
@@ -33,18 +32,10 @@ def model_hash(model) -> str:
 
 def save_memory_state(state: StateBase, path: Path, model) -> None:
     """Write state atomically to path with its header."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().contiguous().cpu() for name, t in state.tensors().items()}
     header = {"format": FORMAT, "ember_version": ember.__version__, "model_hash": model_hash(model)}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         save_file(tensors, tmp, metadata=header)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_memory_state(path: Path, model, template: StateBase) -> StateBase:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
@@ -12,6 +11,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
 
 from ember.errors import EmberConfigError
+from ember.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 # Read once: mlflow.set_tracking_uri() writes this variable, so a later run in the same process
@@ -64,19 +64,6 @@ class EmberMLFlowLogger(MLFlowLogger):
     def ui_command(self) -> str:
         uri = self._tracking_uri
         return f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"open {uri}"
-
-
-def atomic_write_text(path: Path, text: str):
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class MLflowSaveConfig(SaveConfigCallback):

@@ -1,6 +1,6 @@
 import pytest
 
-from ember import tracking
+from ember import files, tracking
 from ember.errors import EmberConfigError
 
 
@@ -27,5 +27,5 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
 
 
     with pytest.raises(TypeError):
-        tracking.atomic_write_text(target, 123)  # fails while writing
+        files.atomic_write_text(target, 123)  # fails while writing
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
