@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
@@ -151,6 +153,24 @@ def test_fit_lowers_the_loss_and_checkpoints_ema_weights_and_the_halting_head(tm
     restored.load_state_dict(saved["state_dict"])
     assert torch.equal(restored.halt_head.weight, saved["state_dict"]["halt_head.weight"])
     assert _val_loss(restored, data) < before - 0.2  # the EMA weights learned the task
+
+    raw_weights = _script("benchmarks/raw_weights.py")  # the no-EMA ablation scores the trained weights
+    assert raw_weights.main([str(tmp_path / "last.ckpt"), str(tmp_path / "raw.ckpt")]) == 0
+    raw = torch.load(tmp_path / "raw.ckpt", weights_only=False)
+    assert torch.equal(raw["state_dict"][name], saved["current_model_state"][name])
+    assert "current_model_state" not in raw and "averaging_state" not in raw
+    assert raw_weights.main([str(tmp_path / "raw.ckpt"), str(tmp_path / "again.ckpt")]) == 2  # no EMA in it
+    assert not (tmp_path / "again.ckpt").exists()
+
+
+def _script(path: str):
+    """Import a script of the repository (not a package) as a module."""
+    from helpers import ROOT
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tmp_path, caplog):
