@@ -42,6 +42,24 @@ def test_deep_recursion_differentiates_only_the_last_cycle():
     assert not torch.allclose(grad_full, grad_deep)  # backprop through all cycles would differ
 
 
+def test_one_step_gradient_differentiates_only_the_last_two_updates():
+    w = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    f = lambda h: torch.tanh(w * h)  # noqa: E731
+    x, y, z = (torch.randn(3, dtype=torch.float64) for _ in range(3))
+    y_one, z_one = deep_recursion(f, x, y, z, n=3, T=2, one_step_gradient=True)
+    (grad_one,) = torch.autograd.grad(y_one.sum(), w)
+    with torch.no_grad():  # a cycle and two latent updates, detached by hand
+        y1, z1 = latent_recursion(f, x, y, z, 3)
+        z1 = f(x + y1 + f(x + y1 + z1))
+    z_last = f(x + y1 + z1)
+    y_last = f(y1 + z_last)
+    (grad_last,) = torch.autograd.grad(y_last.sum(), w)
+    assert torch.allclose(y_one, y_last) and torch.allclose(z_one, z_last) and torch.allclose(grad_one, grad_last)
+    y_cycle, _ = deep_recursion(f, x, y, z, n=3, T=2)
+    (grad_cycle,) = torch.autograd.grad(y_cycle.sum(), w)
+    assert torch.allclose(y_cycle, y_one) and not torch.allclose(grad_cycle, grad_one)  # same values, less gradient
+
+
 @pytest.mark.parametrize("network", [partial(MixerNetwork, layers=2), partial(AttentionNetwork, layers=2, heads=4)])
 def test_networks_map_b_s_d_to_b_s_d_and_mix_positions(network):
     torch.manual_seed(0)

@@ -6,7 +6,8 @@ One network f refines an answer y and a latent z given the input x:
     deep recursion (one supervision step): T-1 cycles without gradient, then one cycle with it
 
 Only the last cycle is differentiated (the paper backpropagates through one full cycle, n+1
-applications of f); the earlier cycles improve (y, z) for free. Between supervision steps the
+applications of f); the earlier cycles improve (y, z) for free. HRM's "1-step gradient" (the
+last latent update and the answer update only) is available for the paper's ablation. Between supervision steps the
 caller detaches (y, z), so a step's gradient never reaches into the previous steps.
 
 Letters: b batch, s positions (puzzle cells), d width.
@@ -30,9 +31,20 @@ def latent_recursion(f: Network, x: Tensor, y: Tensor, z: Tensor, n: int) -> tup
     return y, z
 
 
-def deep_recursion(f: Network, x: Tensor, y: Tensor, z: Tensor, n: int, T: int) -> tuple[Tensor, Tensor]:
-    """One supervision step: T-1 cycles under no_grad, then one cycle with gradient. Returns (y, z)."""
+def deep_recursion(f: Network, x: Tensor, y: Tensor, z: Tensor, n: int, T: int,
+                   one_step_gradient: bool = False) -> tuple[Tensor, Tensor]:
+    """One supervision step: T-1 cycles under no_grad, then one cycle with gradient. Returns (y, z).
+
+    one_step_gradient: differentiate only the last latent update and the answer update (HRM's 1-step
+    gradient approximation, the paper's ablation): the earlier n-1 updates of the last cycle run
+    under no_grad too.
+    """
     with torch.no_grad():
         for _ in range(T - 1):
             y, z = latent_recursion(f, x, y, z, n)
+        if one_step_gradient:
+            for _ in range(n - 1):
+                z = f(x + y + z)
+    if one_step_gradient:
+        return latent_recursion(f, x, y, z, 1)
     return latent_recursion(f, x, y, z, n)

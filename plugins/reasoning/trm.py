@@ -80,6 +80,9 @@ class TinyRecursiveCore(ReasoningCore):
         warmup_steps: linear warm-up steps (the paper: 2000).
         min_lr_ratio: final learning rate as a fraction of lr after a cosine decay (1.0 = constant,
             as in the paper).
+        one_step_gradient: backpropagate through the last latent update and the answer update only
+            (HRM's 1-step gradient; the paper's ablation, 87.4 -> 56.5 on Sudoku-Extreme) instead of the
+            whole last cycle.
     """
 
     def __init__(self, vocab_size: int = 11, seq_len: int = 81, d_model: int = 512,
@@ -87,7 +90,7 @@ class TinyRecursiveCore(ReasoningCore):
                  T: int = 3, n: int = 6, n_sup: int = 16, eval_steps: Optional[int] = None,
                  halt_explore: float = 0.1, halt_weight: float = 0.5, lr: float = 1e-4,
                  weight_decay: float = 1.0, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 2000,
-                 min_lr_ratio: float = 1.0):
+                 min_lr_ratio: float = 1.0, one_step_gradient: bool = False):
         super().__init__()
         if min(T, n, n_sup) < 1 or (eval_steps is not None and eval_steps < 1):
             raise EmberConfigError(f"T={T}, n={n}, n_sup={n_sup} and eval_steps={eval_steps} must be >= 1")
@@ -119,7 +122,7 @@ class TinyRecursiveCore(ReasoningCore):
 
     def supervision_step(self, x: Tensor, y: Tensor, z: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """One deep-recursion step from (y, z). Returns y, z (b, s, d), logits (b, s, v), halt logit (b,)."""
-        y, z = deep_recursion(self.net, x, y, z, self.hparams.n, self.hparams.T)
+        y, z = deep_recursion(self.net, x, y, z, self.hparams.n, self.hparams.T, self.hparams.one_step_gradient)
         return y, z, self.answer_head(y), self.halt_head(y.mean(dim=1)).squeeze(-1)
 
     def forward(self, x: Tensor) -> ReasoningOutput:
