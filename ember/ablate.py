@@ -14,10 +14,13 @@ import json
 import logging
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
+from ember.base import ReasoningCore
 from ember.errors import EmberConfigError
+from ember.files import atomic_write_text
 
 log = logging.getLogger("ember")
 
@@ -39,8 +42,11 @@ def parse_variant(text: str) -> tuple[str, list[str]]:
     return name, args
 
 
-def state_bytes(model, datamodule) -> int:
-    """Bytes of fast state one stream carries after one validation example."""
+def state_bytes(model, datamodule) -> Optional[int]:
+    """Bytes of fast state one stream carries after one validation example; None for a ReasoningCore,
+    which carries no stream state from one puzzle to the next."""
+    if isinstance(model, ReasoningCore):
+        return None
     datamodule.setup("validate")
     batch = next(iter(datamodule.val_dataloader()))
     tokens = batch["tokens"] if isinstance(batch, dict) else batch
@@ -91,13 +97,8 @@ def run_ablation(configs: list[str], variants: list[str], out: str, extra: list[
     rows = []
     for name, overlay in parsed:
         rows.append(run_variant(name, base, overlay, out_dir))
-        _write(out_dir / "ablation.json", json.dumps({"configs": configs, "extra": extra, "rows": rows}, indent=1))
-        _write(out_dir / "ablation.md", markdown(rows))
+        table = {"configs": configs, "extra": extra, "rows": rows}
+        atomic_write_text(out_dir / "ablation.json", json.dumps(table, indent=1))
+        atomic_write_text(out_dir / "ablation.md", markdown(rows))
     log.info("ablate: table in %s\n%s", out_dir / "ablation.md", markdown(rows))
     return rows
-
-
-def _write(path: Path, text: str):
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from functools import partial
 from pathlib import Path
 
@@ -209,3 +210,17 @@ def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tm
     assert "more than the n_sup=3 trained" in caplog.text
     metrics = {k for (k,) in mlflow_rows(tmp_path / "test", "select distinct key from metrics")}
     assert {"test/exact_acc", "test/cell_acc", "test/steps"} <= metrics
+
+
+def test_ember_ablate_runs_the_trm_ablations_on_puzzles(tmp_path):
+    from helpers import ROOT, run_cli
+
+    config, ablate = str(ROOT / "configs/debug/sudoku.yaml"), ROOT / "configs/ablate"
+    variants = [f"{name}={ablate / file}" for name, file in [("single_pass", "trm_single_pass.yaml"),
+                ("one_step", "trm_one_step.yaml"), ("grad1", "trm_1step_gradient.yaml")]]
+    assert run_cli("ablate", "--config", config, "--variant", "trm=", *[a for v in variants for a in ("--variant", v)],
+                   "--out", str(tmp_path), "--set=--trainer.max_steps=2", "--set=--trainer.val_check_interval=2") == 0
+    rows = {r["variant"]: r for r in json.loads((tmp_path / "ablation.json").read_text())["rows"]}
+    assert list(rows) == ["trm", "single_pass", "one_step", "grad1"]
+    assert all(r["state_bytes"] is None and "test/exact_acc" in r for r in rows.values())  # no stream state
+    assert rows["single_pass"]["test/steps"] == 1.0 and rows["trm"]["test/steps"] == 3.0  # n_sup of each variant
