@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from lightning.pytorch.callbacks import WeightAveraging
 
 from ember.base import ReasoningCore
 from ember.errors import EmberConfigError
@@ -69,6 +70,9 @@ def run_variant(name: str, base: list[str], extra: list[str], out: Path) -> dict
     minutes, steps = (time.time() - start) / 60, cli.trainer.global_step
     ckpt = cli.trainer.checkpoint_callback
     path = (ckpt.best_model_path or ckpt.last_model_path) if ckpt is not None else None
+    # test the checkpoint's state_dict, as `ember test` does: that is the average under EMAWeightAveraging,
+    # but the callback, still attached after a fit, would restore the trained weights kept beside it
+    cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, WeightAveraging)]
     (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path or None, verbose=False)
     row = {"variant": name, "params": params, "state_bytes": state_bytes(cli.model, cli.datamodule),
            "steps": steps, "train_minutes": round(minutes, 2), "checkpoint": path}

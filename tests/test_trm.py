@@ -213,7 +213,7 @@ def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tm
 
 
 def test_ember_ablate_runs_the_trm_ablations_on_puzzles(tmp_path):
-    from helpers import ROOT, run_cli
+    from helpers import ROOT, mlflow_rows, run_cli
 
     config, ablate = str(ROOT / "configs/debug/sudoku.yaml"), ROOT / "configs/ablate"
     variants = [f"{name}={ablate / file}" for name, file in [("single_pass", "trm_single_pass.yaml"),
@@ -224,3 +224,8 @@ def test_ember_ablate_runs_the_trm_ablations_on_puzzles(tmp_path):
     assert list(rows) == ["trm", "single_pass", "one_step", "grad1"]
     assert all(r["state_bytes"] is None and "test/exact_acc" in r for r in rows.values())  # no stream state
     assert rows["single_pass"]["test/steps"] == 1.0 and rows["trm"]["test/steps"] == 3.0  # n_sup of each variant
+    trm = Path(rows["trm"]["checkpoint"]).parent.parent  # the run folder
+    assert run_cli("test", "--config", str(trm / "config.yaml"), "--ckpt_path", rows["trm"]["checkpoint"],
+                   "--trainer.logger.init_args.run_dir", str(tmp_path / "test")) == 0
+    (loss,) = mlflow_rows(tmp_path / "test", "select value from metrics where key='test/loss'")[0]
+    assert loss == pytest.approx(rows["trm"]["test/loss"], rel=1e-5)  # the EMA weights, as `ember test` scores them
