@@ -7,8 +7,9 @@ One network f refines an answer y and a latent z given the input x:
 
 Only the last cycle is differentiated (the paper backpropagates through one full cycle, n+1
 applications of f); the earlier cycles improve (y, z) for free. HRM's "1-step gradient" (the
-last latent update and the answer update only) is available for the paper's ablation. Between supervision steps the
-caller detaches (y, z), so a step's gradient never reaches into the previous steps.
+last latent update and the answer update only) is available for the paper's ablation. Between
+supervision steps the caller detaches (y, z), so a step's gradient never reaches into the
+previous steps.
 
 Letters: b batch, s positions (puzzle cells), d width.
 """
@@ -39,12 +40,10 @@ def deep_recursion(f: Network, x: Tensor, y: Tensor, z: Tensor, n: int, T: int,
     gradient approximation, the paper's ablation): the earlier n-1 updates of the last cycle run
     under no_grad too.
     """
+    graded = 1 if one_step_gradient else n  # latent updates of the last cycle that are differentiated
     with torch.no_grad():
         for _ in range(T - 1):
             y, z = latent_recursion(f, x, y, z, n)
-        if one_step_gradient:
-            for _ in range(n - 1):
-                z = f(x + y + z)
-    if one_step_gradient:
-        return latent_recursion(f, x, y, z, 1)
-    return latent_recursion(f, x, y, z, n)
+        for _ in range(n - graded):
+            z = f(x + y + z)
+    return latent_recursion(f, x, y, z, graded)
