@@ -127,6 +127,20 @@ def test_think_reads_the_answer_where_the_halting_head_fires():
     assert thought.halt_step.tolist() == [4, 4] and torch.equal(thought.preds, thought.final_preds)
 
 
+@pytest.mark.parametrize(("halt_prob", "halt_step"), [(0.5, 1), (0.95, 4)])
+def test_think_halts_only_above_halt_prob(halt_prob, halt_step):
+    core = _core(halt_prob=halt_prob)
+    with torch.no_grad():
+        core.halt_head.bias.fill_(2.0)  # halting probability sigmoid(2) = 0.88 at every step
+    assert core.think(torch.randint(1, 6, (2, 8)), steps=4).halt_step.tolist() == [halt_step] * 2
+
+
+@pytest.mark.parametrize("halt_prob", [0.0, 1.0, 1.5])
+def test_halt_prob_outside_0_1_is_refused(halt_prob):
+    with pytest.raises(EmberConfigError, match="halt_prob"):
+        _core(halt_prob=halt_prob)
+
+
 def test_composite_forward_returns_answer_tokens_and_probabilities():
     out = _core()(torch.randn(2, 8, 16))
     assert out.answer.shape == (2, 8, 16) and out.halt.shape == (2,) and out.more_sensing.shape == (2,)
