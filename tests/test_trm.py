@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 from functools import partial
 from pathlib import Path
 
@@ -16,7 +17,7 @@ from torch.utils.data import DataLoader
 from ember.errors import EmberConfigError
 from ember.ops.recursion import deep_recursion, latent_recursion
 from ember.plugins.reasoning.networks import AttentionNetwork, MixerNetwork
-from ember.plugins.reasoning.trm import Carry, TinyRecursiveCore
+from ember.plugins.reasoning.trm import Carry, TinyRecursiveCore, halting_step
 
 
 def test_latent_recursion_follows_the_equations_by_hand():
@@ -135,6 +136,16 @@ def test_think_halts_only_above_halt_prob(halt_prob, halt_step):
     assert core.think(torch.randint(1, 6, (2, 8)), steps=4).halt_step.tolist() == [halt_step] * 2
 
 
+def test_halting_step_reads_the_first_confident_step_else_the_most_confident_one():
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    halt = torch.tensor([[logit(0.2), logit(0.97), logit(0.99), logit(0.5)],  # fires at step 2
+                         [logit(0.2), logit(0.9), logit(0.6), logit(0.3)],  # never above 0.95: most confident, 2
+                         [logit(0.4), logit(0.4), logit(0.4), logit(0.4)]])  # all equal: the last step
+    assert halting_step(halt, 0.95).tolist() == [1, 1, 3]
+    assert halting_step(halt, 0.5).tolist() == [1, 1, 3]
+    assert halting_step(halt, 0.1).tolist() == [0, 0, 0]
+
+
 @pytest.mark.parametrize("halt_prob", [0.0, 1.0, 1.5])
 def test_halt_prob_outside_0_1_is_refused(halt_prob):
     with pytest.raises(EmberConfigError, match="halt_prob"):
@@ -206,7 +217,7 @@ def _script(path: str):
     return module
 
 
-def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tmp_path, caplog):
+def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tmp_path, caplog, capsys):
     from helpers import ROOT, fit_args, mlflow_rows, run_cli, run_folder
 
     config = str(ROOT / "configs/debug/sudoku.yaml")
@@ -224,6 +235,23 @@ def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tm
     assert "more than the n_sup=3 trained" in caplog.text
     metrics = {k for (k,) in mlflow_rows(tmp_path / "test", "select distinct key from metrics")}
     assert {"test/exact_acc", "test/cell_acc", "test/steps"} <= metrics
+
+    halting = _script("benchmarks/halting.py")  # the thinking curve and thresholds from one pass
+    assert halting.main(["--config", str(folder / "config.yaml"), "--ckpt_path", str(folder / "checkpoints/last.ckpt"),
+                         "--split", "val", "--steps", "4", "--halt-probs", "0.5,0.95"]) == 0
+    out = capsys.readouterr().out
+    assert "| after step | 1 | 2 | 3 | 4 |" in out and "| 0.95 |" in out
+
+
+def test_halting_table_scores_each_step_and_each_threshold():
+    halting = _script("benchmarks/halting.py")
+    right = torch.tensor([[False, True, True], [False, False, True]])
+    logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+    halts = torch.tensor([[logit(0.6), logit(0.99), logit(0.99)], [logit(0.7), logit(0.8), logit(0.9)]])
+    text = halting.table(right, halts, [0.5, 0.95])
+    assert "| exact | 0.000 | 0.500 | 1.000 |" in text
+    assert "| 0.5 | 0.000 | 1.00 |" in text  # both read at step 1
+    assert "| 0.95 | 1.000 | 2.50 |" in text  # step 2 (fires), step 3 (never fires: the most confident)
 
 
 def test_ember_ablate_runs_the_trm_ablations_on_puzzles(tmp_path):

@@ -1,0 +1,98 @@
+"""Thinking curve and halting thresholds of a trained TinyRecursiveCore, from one pass over a split.
+
+`ember test` reads each puzzle's answer at one halting rule and one number of steps; this runs the
+steps once and scores every reading: exact accuracy after each step (the thinking curve) and at each
+halting threshold `halt_prob` (the answer of the first step whose halting probability exceeds it, or
+of the most confident step where none does: `halting_step`). Choose the threshold on `--split val`,
+report it on `--split test`.
+
+    python benchmarks/halting.py --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt \\
+        --split val --steps 16 --halt-probs 0.5,0.7,0.9,0.95 [any --data... or --model... option]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+import yaml
+
+from ember.plugins.reasoning.trm import TinyRecursiveCore, halting_step
+
+
+def load(config: str, ckpt_path: str, extra: list[str]):
+    """The model (checkpoint weights, eval mode) and data module of a run's config."""
+    from pathlib import Path
+
+    from ember import registry
+    from ember.cli import EmberCLI
+
+    registry.load_plugins()
+    settings = yaml.safe_load(Path(config).read_text()) or {}
+    for key in ("ckpt_path", "weights_only"):  # options of `fit` that a run's saved config.yaml records
+        settings.pop(key, None)
+    cli = EmberCLI(args=["--config", yaml.safe_dump(settings), "--trainer.logger", "false", *extra], run=False)
+    if not isinstance(cli.model, TinyRecursiveCore):
+        raise ValueError(f"{config} trains a {type(cli.model).__name__}, not a TinyRecursiveCore")
+    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    cli.model.load_state_dict(checkpoint["state_dict"])  # the EMA weights when the run averaged them
+    return cli.model.eval(), cli.datamodule
+
+
+@torch.no_grad()
+def score(model: TinyRecursiveCore, loader, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per puzzle and step: exactly right (N, steps) bool, and the halting logits (N, steps)."""
+    right, halts = [], []
+    for batch in loader:
+        thought = model.think(batch["inputs"], steps)
+        right.append((thought.step_preds == batch["labels"][:, None]).all(-1))
+        halts.append(thought.halt_logits)
+    return torch.cat(right), torch.cat(halts)
+
+
+def table(right: torch.Tensor, halts: torch.Tensor, halt_probs: list[float]) -> str:
+    """Markdown: exact accuracy after each step, then exact accuracy and mean read step per threshold."""
+    steps = right.shape[1]
+    rows = ["| after step | " + " | ".join(str(s) for s in range(1, steps + 1)) + " |",
+            "|---|" + "---|" * steps,
+            "| exact | " + " | ".join(f"{a:.3f}" for a in right.float().mean(0).tolist()) + " |",
+            "", "| halt_prob | exact | mean step read |", "|---|---|---|"]
+    for p in halt_probs:
+        read = halting_step(halts, p)
+        exact = right.gather(1, read[:, None]).float().mean().item()
+        rows.append(f"| {p:g} | {exact:.3f} | {(read + 1).float().mean().item():.2f} |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", required=True, help="the run's config.yaml")
+    parser.add_argument("--ckpt_path", required=True, help="its checkpoint (EMA weights are what it holds)")
+    parser.add_argument("--split", choices=["val", "test"], default="val", help="puzzles to score (default val)")
+    parser.add_argument("--steps", type=int, default=16, help="supervision steps to run (default 16)")
+    parser.add_argument("--halt-probs", default="0.5,0.7,0.8,0.9,0.95,0.99",
+                        help="comma-separated halting thresholds in (0, 1) to score")
+    args, extra = parser.parse_known_args(argv)
+    try:
+        halt_probs = [float(p) for p in args.halt_probs.split(",")]
+    except ValueError:
+        parser.error(f"--halt-probs {args.halt_probs!r}: give numbers such as 0.5,0.9,0.95")
+    if not all(0 < p < 1 for p in halt_probs) or args.steps < 1:
+        parser.error("every --halt-probs value must be in (0, 1) and --steps >= 1")
+    try:
+        model, data = load(args.config, args.ckpt_path, extra)
+    except (OSError, ValueError, RuntimeError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    data.setup("fit" if args.split == "val" else "test")
+    loader = data.val_dataloader() if args.split == "val" else data.test_dataloader()
+    right, halts = score(model, loader, args.steps)
+    print(f"{len(right)} {args.split} puzzles, {args.steps} steps\n")
+    print(table(right, halts, halt_probs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
