@@ -52,16 +52,18 @@ def score(model: TinyRecursiveCore, loader, steps: int) -> tuple[torch.Tensor, t
 
 
 def table(right: torch.Tensor, halts: torch.Tensor, halt_probs: list[float]) -> str:
-    """Markdown: exact accuracy after each step, then exact accuracy and mean read step per threshold."""
+    """Markdown: exact accuracy after each step, then per threshold the exact accuracy, the mean step read
+    and the mean steps used (a puzzle whose head never fires ran every step)."""
     steps = right.shape[1]
     rows = ["| after step | " + " | ".join(str(s) for s in range(1, steps + 1)) + " |",
             "|---|" + "---|" * steps,
             "| exact | " + " | ".join(f"{a:.3f}" for a in right.float().mean(0).tolist()) + " |",
-            "", "| halt_prob | exact | mean step read |", "|---|---|---|"]
+            "", "| halt_prob | exact | mean step read | mean steps used |", "|---|---|---|---|"]
     for p in halt_probs:
-        read = halting_step(halts, p)
+        read, used = halting_step(halts, p)
         exact = right.gather(1, read[:, None]).float().mean().item()
-        rows.append(f"| {p:g} | {exact:.3f} | {(read + 1).float().mean().item():.2f} |")
+        mean_read, mean_used = (read + 1).float().mean().item(), used.float().mean().item()
+        rows.append(f"| {p:g} | {exact:.3f} | {mean_read:.2f} | {mean_used:.2f} |")
     return "\n".join(rows)
 
 

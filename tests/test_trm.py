@@ -141,9 +141,11 @@ def test_halting_step_reads_the_first_confident_step_else_the_most_confident_one
     halt = torch.tensor([[logit(0.2), logit(0.97), logit(0.99), logit(0.5)],  # fires at step 2
                          [logit(0.2), logit(0.9), logit(0.6), logit(0.3)],  # never above 0.95: most confident, 2
                          [logit(0.4), logit(0.4), logit(0.4), logit(0.4)]])  # all equal: the last step
-    assert halting_step(halt, 0.95).tolist() == [1, 1, 3]
-    assert halting_step(halt, 0.5).tolist() == [1, 1, 3]
-    assert halting_step(halt, 0.1).tolist() == [0, 0, 0]
+    read, used = halting_step(halt, 0.95)
+    assert read.tolist() == [1, 1, 3] and used.tolist() == [2, 4, 4]  # the unsure ones ran every step
+    read, used = halting_step(halt, 0.5)
+    assert read.tolist() == [1, 1, 3] and used.tolist() == [2, 2, 4]
+    assert halting_step(halt, 0.1)[0].tolist() == [0, 0, 0]
 
 
 @pytest.mark.parametrize("halt_prob", [0.0, 1.0, 1.5])
@@ -250,8 +252,8 @@ def test_halting_table_scores_each_step_and_each_threshold():
     halts = torch.tensor([[logit(0.6), logit(0.99), logit(0.99)], [logit(0.7), logit(0.8), logit(0.9)]])
     text = halting.table(right, halts, [0.5, 0.95])
     assert "| exact | 0.000 | 0.500 | 1.000 |" in text
-    assert "| 0.5 | 0.000 | 1.00 |" in text  # both read at step 1
-    assert "| 0.95 | 1.000 | 2.50 |" in text  # step 2 (fires), step 3 (never fires: the most confident)
+    assert "| 0.5 | 0.000 | 1.00 | 1.00 |" in text  # both read at step 1
+    assert "| 0.95 | 1.000 | 2.50 | 2.50 |" in text  # step 2 (fires), step 3 (never fires: the most confident)
 
 
 def test_ember_ablate_runs_the_trm_ablations_on_puzzles(tmp_path):

@@ -55,18 +55,24 @@ class Thought(NamedTuple):
     final_preds: Tensor  # (b, s) answer after all steps
     final_logits: Tensor  # (b, s, v)
     halt_step: Tensor  # int64 in 1..steps: the step whose answer `preds` is
+    steps_used: Tensor  # int64 in 1..steps: halt_step where the head fired, else all steps
     step_preds: Tensor  # (b, steps, s) the answer after every step
     halt_logits: Tensor  # (b, steps) the halting logit after every step
 
 
-def halting_step(halt_logits: Tensor, halt_prob: float) -> Tensor:
-    """The step whose answer is read, 0-based (b,), from the halting logits (b, steps): the first step whose
-    halting probability exceeds halt_prob; where none does, the step where it was highest (the latest
-    of equals, so a head that never changes reads the last step)."""
+def halting_step(halt_logits: Tensor, halt_prob: float) -> tuple[Tensor, Tensor]:
+    """Where to read each answer, from the halting logits (b, steps): the first step whose halting probability
+    exceeds halt_prob; where none does, the step where it was highest (the latest of equals, so a head that
+    never changes reads the last step).
+
+    Returns the step read, 0-based (b,), and the steps used (b,) in 1..steps: a puzzle whose head fires
+    stops there, one whose head never fires ran them all.
+    """
     fires = halt_logits > math.log(halt_prob / (1.0 - halt_prob))
     steps = halt_logits.shape[1]
-    most_confident = steps - 1 - halt_logits.flip(1).argmax(1)
-    return torch.where(fires.any(1), fires.float().argmax(1), most_confident)
+    fired = fires.any(1)
+    read = torch.where(fired, fires.float().argmax(1), steps - 1 - halt_logits.flip(1).argmax(1))
+    return read, torch.where(fired, read + 1, steps)
 
 
 class TinyRecursiveCore(ReasoningCore):
@@ -212,9 +218,9 @@ class TinyRecursiveCore(ReasoningCore):
             preds.append(logits.argmax(-1))
             halts.append(halt_logit)
         step_preds, halt_logits = torch.stack(preds, 1), torch.stack(halts, 1)  # (b, steps, s), (b, steps)
-        read = halting_step(halt_logits, self.halt_prob)
+        read, used = halting_step(halt_logits, self.halt_prob)
         answer = step_preds.gather(1, read[:, None, None].expand(-1, 1, step_preds.shape[2])).squeeze(1)
-        return Thought(answer, preds[-1], logits, read + 1, step_preds, halt_logits)
+        return Thought(answer, preds[-1], logits, read + 1, used, step_preds, halt_logits)
 
     def _evaluate(self, batch: dict, stage: str):
         labels = batch["labels"]
@@ -224,7 +230,7 @@ class TinyRecursiveCore(ReasoningCore):
                        f"{stage}/exact_acc": (thought.preds == labels).all(1).float().mean(),
                        f"{stage}/exact_acc_final": (thought.final_preds == labels).all(1).float().mean(),
                        f"{stage}/cell_acc": (thought.preds == labels).float().mean(),
-                       f"{stage}/steps": thought.halt_step.float().mean()},
+                       f"{stage}/steps": thought.steps_used.float().mean()},
                       prog_bar=stage == "val", sync_dist=True)
 
     def validation_step(self, batch: dict, batch_idx: int):
