@@ -17,12 +17,12 @@ from pathlib import Path
 import yaml
 from jsonargparse import ArgumentParser, DefaultHelpFormatter, lazy_instance
 from lightning.pytorch import LightningDataModule, LightningModule
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 import ember
 from ember import registry
+from ember.callbacks.checkpoint import EmberCheckpoint
 from ember.callbacks.learning_curves import LearningCurves
 from ember.callbacks.memory_usage import MemoryUsage
 from ember.errors import EmberConfigError, EmberError
@@ -71,7 +71,7 @@ class EmberCLI(LightningCLI):
         )
 
     def add_arguments_to_parser(self, parser):
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(EmberCheckpoint, "checkpoint")  # last.ckpt = the latest validation
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min",
                              "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
                              "checkpoint.filename": "best", "checkpoint.auto_insert_metric_name": False})
