@@ -16,23 +16,14 @@ import argparse
 import sys
 
 import torch
-import yaml
 
 from ember.plugins.reasoning.trm import TinyRecursiveCore, halting_step
+from ember.session import build_cli
 
 
 def load(config: str, ckpt_path: str, extra: list[str]):
     """The model (checkpoint weights, eval mode) and data module of a run's config."""
-    from pathlib import Path
-
-    from ember import registry
-    from ember.cli import EmberCLI
-
-    registry.load_plugins()
-    settings = yaml.safe_load(Path(config).read_text()) or {}
-    for key in ("ckpt_path", "weights_only"):  # options of `fit` that a run's saved config.yaml records
-        settings.pop(key, None)
-    cli = EmberCLI(args=["--config", yaml.safe_dump(settings), "--trainer.logger", "false", *extra], run=False)
+    cli = build_cli(config, extra)
     if not isinstance(cli.model, TinyRecursiveCore):
         raise ValueError(f"{config} trains a {type(cli.model).__name__}, not a TinyRecursiveCore")
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)

@@ -22,8 +22,9 @@ from ember.memory_state import load_memory_state, save_memory_state
 log = logging.getLogger("ember")
 
 
-def build_model(config: str):
-    """Instantiate the composite of a config (no logger, no run)."""
+def build_cli(config: str, extra: list[str] | tuple[str, ...] = ()):
+    """The EmberCLI of a config (model and data module instantiated, no logger, nothing run).
+    `extra` are further command-line options, e.g. `--data.init_args.eval_path FILE`."""
     from ember import registry
     from ember.cli import EmberCLI, check_config_names
 
@@ -32,7 +33,12 @@ def build_model(config: str):
     settings = yaml.safe_load(Path(config).read_text()) or {}
     for key in ("ckpt_path", "weights_only"):  # options of `fit` that a run's saved config.yaml records
         settings.pop(key, None)
-    return EmberCLI(args=["--config", yaml.safe_dump(settings), "--trainer.logger", "false"], run=False).model
+    return EmberCLI(args=["--config", yaml.safe_dump(settings), "--trainer.logger", "false", *extra], run=False)
+
+
+def build_model(config: str):
+    """Instantiate the composite of a config (no logger, no run)."""
+    return build_cli(config).model
 
 
 def read_input(source: str) -> bytes:

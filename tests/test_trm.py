@@ -273,3 +273,12 @@ def test_ember_ablate_runs_the_trm_ablations_on_puzzles(tmp_path):
                    "--trainer.logger.init_args.run_dir", str(tmp_path / "test")) == 0
     (loss,) = mlflow_rows(tmp_path / "test", "select value from metrics where key='test/loss'")[0]
     assert loss == pytest.approx(rows["trm"]["test/loss"], rel=1e-5)  # the EMA weights, as `ember test` scores them
+
+
+def test_halting_script_refuses_a_config_that_is_not_a_trm(tmp_path, capsys):
+    from helpers import ROOT
+
+    halting = _script("benchmarks/halting.py")
+    assert halting.main(["--config", str(ROOT / "configs/debug/quickstart.yaml"),
+                         "--ckpt_path", str(tmp_path / "none.ckpt")]) == 2
+    assert "not a TinyRecursiveCore" in capsys.readouterr().err
