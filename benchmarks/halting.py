@@ -18,7 +18,7 @@ import sys
 import torch
 
 from ember.plugins.reasoning.trm import TinyRecursiveCore, halting_step
-from ember.session import build_cli
+from ember.session import build_cli, load_weights
 
 
 def load(config: str, ckpt_path: str, extra: list[str]):
@@ -26,9 +26,7 @@ def load(config: str, ckpt_path: str, extra: list[str]):
     cli = build_cli(config, extra)
     if not isinstance(cli.model, TinyRecursiveCore):
         raise ValueError(f"{config} trains a {type(cli.model).__name__}, not a TinyRecursiveCore")
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    cli.model.load_state_dict(checkpoint["state_dict"])  # the EMA weights when the run averaged them
-    return cli.model.eval(), cli.datamodule
+    return load_weights(cli.model, ckpt_path), cli.datamodule  # the EMA weights when the run averaged them
 
 
 @torch.no_grad()

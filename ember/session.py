@@ -54,13 +54,18 @@ def _read_file(path: Path) -> bytes:
     return path.read_bytes()
 
 
-def load_trained(config: str, ckpt_path: str):
-    """The model of a config with a checkpoint's weights, in eval mode with its slow weights frozen."""
-    model = build_model(config)
+def load_weights(model, ckpt_path: str):
+    """`model` with a checkpoint's weights (its state_dict: the average, for runs under weight EMA), in eval
+    mode with its slow weights frozen."""
     checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    model.on_load_checkpoint(checkpoint)  # refuses a checkpoint of another composite
+    model.on_load_checkpoint(checkpoint)  # the composite refuses a checkpoint of another composite
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval().requires_grad_(False)  # slow weights frozen: only the fast memories change
+
+
+def load_trained(config: str, ckpt_path: str):
+    """The model of a config with a checkpoint's weights, in eval mode with its slow weights frozen."""
+    return load_weights(build_model(config), ckpt_path)
 
 
 @torch.no_grad()
