@@ -21,7 +21,8 @@ from ember.errors import EmberConfigError, EmberDataError
 from ember.files import atomic_path
 from ember.state import StateBase
 
-FORMAT = "1"
+# 2: slot-memory states carry `recent`, the past of their short convolution
+FORMAT = "2"
 
 
 def model_hash(model) -> str:

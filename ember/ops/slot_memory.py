@@ -24,10 +24,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ember.base import Modulation, Neuromodulator, SpanSummary
@@ -44,7 +45,8 @@ class SlotMemoryState(StateBase):
     pooled, surprise: (b, d), (b,) sums over the open span;
     tokens: () tokens since the last boundary (shared by the batch: boundaries are batch-wide);
     commit_rate: (b,) mean gate of the boundaries of the last call (for logging);
-    aux_loss: () controller loss of the last call (e.g. the commit budget).
+    aux_loss: () controller loss of the last call (e.g. the commit budget);
+    recent: (b, conv - 1, 3d) the last projected queries, keys and values, the short convolution's past.
     """
 
     K: Tensor
@@ -56,6 +58,7 @@ class SlotMemoryState(StateBase):
     tokens: Tensor
     commit_rate: Tensor
     aux_loss: Tensor
+    recent: Tensor
 
 
 def segment_onehot(bounds: list[tuple[int, int]], like: Tensor) -> Tensor:
@@ -80,12 +83,18 @@ class SlotMemoryMixin:
 
     enabled: bool = True
 
-    def _setup(self, d_model: int, slots: int, neuromodulator: Callable[[int], Neuromodulator], period: int):
+    def _setup(self, d_model: int, slots: int, neuromodulator: Callable[[int], Neuromodulator], period: int,
+               conv: int = 1):
         if period < 1:
             raise EmberConfigError(f"period={period} must be >= 1")
-        self.d_model, self.slots, self.period = d_model, slots, period
+        if conv < 1:
+            raise EmberConfigError(f"conv={conv} is a kernel size in tokens: use 1 (no convolution) or more")
+        self.d_model, self.slots, self.period, self.conv = d_model, slots, period, conv
         self.controller = neuromodulator(d_model)
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        # short causal depthwise convolution over the projected q, k, v: a key can name the token before
+        # its value (the pair an associative recall needs) without a layer learning to copy it first
+        self.qkv_conv = nn.Conv1d(3 * d_model, 3 * d_model, conv, groups=3 * d_model, bias=False) if conv > 1 else None
         self.out = nn.Linear(d_model, d_model, bias=False)
         nn.init.zeros_(self.out.weight)  # an empty memory starts as an exact no-op
 
@@ -127,7 +136,8 @@ class SlotMemoryMixin:
         z = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
         b, m, d = batch, self.slots, self.d_model
         return SlotMemoryState(z(b, m, d), z(b, m, d), z(b, m), self.init_candidates(b, device, dtype), z(b, d),
-                               z(b), torch.zeros((), dtype=torch.long, device=device), z(b), z(()))
+                               z(b), torch.zeros((), dtype=torch.long, device=device), z(b), z(()),
+                               z(b, self.conv - 1, 3 * d))
 
     def segments(self, n: int, tokens: int) -> list[tuple[int, int]]:
         """Split n new tokens at the boundaries, given `tokens` already in the open span: [(start, stop), ...]."""
@@ -143,9 +153,21 @@ class SlotMemoryMixin:
         st = state if state is not None else self.init_state(x.shape[0], x.device, x.dtype)
         if not self.enabled:
             return x.new_zeros(x.shape), st
-        q, k, v = self.qkv(x).chunk(3, dim=-1)  # each (b, n, d)
-        reads, new = self._plasticity_loop(st, state is None, x, q, k, v)
-        return self.out(reads), new
+        qkv, recent = self.mix_recent(self.qkv(x), st.recent)
+        reads, new = self._plasticity_loop(st, state is None, x, *qkv.chunk(3, dim=-1))
+        return self.out(reads), replace(new, recent=recent)
+
+    def mix_recent(self, qkv: Tensor, recent: Tensor) -> tuple[Tensor, Tensor]:
+        """The short convolution, causal across chunks: y_t = sum_j w_j qkv_{t-j}, j < conv, per channel.
+
+        qkv: (b, n, 3d) projections of this chunk; recent: (b, conv - 1, 3d) those before it.
+        Returns y (b, n, 3d) and the new `recent`.
+        """
+        if self.qkv_conv is None:
+            return qkv, recent
+        full = torch.cat([recent.to(qkv.dtype), qkv], dim=1)  # (b, conv - 1 + n, 3d)
+        mixed = F.conv1d(full.transpose(1, 2), self.qkv_conv.weight, groups=qkv.shape[-1]).transpose(1, 2)
+        return mixed, full[:, full.shape[1] - (self.conv - 1):]
 
     @torch.compiler.disable
     def _plasticity_loop(self, st: SlotMemoryState, fresh: bool, x: Tensor, q: Tensor, k: Tensor,
@@ -182,7 +204,8 @@ class SlotMemoryMixin:
                 pooled, surprise, tokens = torch.zeros_like(pooled), torch.zeros_like(surprise), 0
         cand = cands[-1] if tokens else self.init_candidates(x.shape[0], x.device, x.dtype)
         rate = torch.stack(gates, 1).mean(1) if gates else st.commit_rate
-        new = SlotMemoryState(K, V, s, cand, pooled, surprise, torch.tensor(tokens, device=x.device), rate, aux)
+        new = SlotMemoryState(K, V, s, cand, pooled, surprise, torch.tensor(tokens, device=x.device), rate, aux,
+                              st.recent)
         return torch.cat(reads, dim=1), new
 
     def _boundary(self, K, V, s, cand, pooled, surprise, tokens: int):
@@ -199,7 +222,7 @@ class SlotMemoryMixin:
         z = torch.zeros_like
         b = state.s.shape[0]
         return SlotMemoryState(K, V, s, self.init_candidates(b, K.device, K.dtype), z(state.pooled),
-                               z(state.surprise), z(state.tokens), mod.g, z(state.aux_loss))
+                               z(state.surprise), z(state.tokens), mod.g, z(state.aux_loss), state.recent)
 
 
 @contextmanager

@@ -73,10 +73,12 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
         period: plasticity period P in tokens.
         writes: candidates c written per boundary (the most salient tokens of the span).
         merge_threshold: cosine above which a candidate merges into an existing item.
+        conv: kernel in tokens of a short causal depthwise convolution over the projected queries, keys
+            and values, so an item's key can hold the tokens just before its value; 1 = none.
     """
 
     def __init__(self, d_model: int, neuromodulator: Callable[[int], Neuromodulator], items: int = 256,
-                 top_k: int = 4, period: int = 64, writes: int = 4, merge_threshold: float = 0.9):
+                 top_k: int = 4, period: int = 64, writes: int = 4, merge_threshold: float = 0.9, conv: int = 1):
         super().__init__()
         if not 1 <= top_k <= items:
             raise EmberConfigError(f"top_k={top_k} must be between 1 and items={items}")
@@ -85,7 +87,7 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
                                    f"{min(items, period)}")
         if not -1 <= merge_threshold <= 1:
             raise EmberConfigError(f"merge_threshold={merge_threshold} is a cosine: use a value in [-1, 1]")
-        self._setup(d_model, items, neuromodulator, period)
+        self._setup(d_model, items, neuromodulator, period, conv)
         self.top_k, self.writes, self.merge_threshold = top_k, writes, merge_threshold
         self.salience = nn.Linear(d_model, 1)
 

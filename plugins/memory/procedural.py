@@ -46,16 +46,18 @@ class LowRankPM(SlotMemoryMixin, ProceduralMemory):
         top_k: slots written per commit.
         beta: weight of slot weakness (1 - s) in slot selection.
         trace_decay: rho of the eligibility traces.
+        conv: kernel in tokens of a short causal depthwise convolution over the projected queries, keys
+            and values; 1 = none.
     """
 
     def __init__(self, d_model: int, neuromodulator: Callable[[int], Neuromodulator], slots: int = 8,
-                 period: int = 64, top_k: int = 2, beta: float = 0.5, trace_decay: float = 0.9):
+                 period: int = 64, top_k: int = 2, beta: float = 0.5, trace_decay: float = 0.9, conv: int = 1):
         super().__init__()
         if not 1 <= top_k <= slots:
             raise EmberConfigError(f"top_k={top_k} must be between 1 and slots={slots}")
         if not 0 <= trace_decay < 1:
             raise EmberConfigError(f"trace_decay={trace_decay} must be in [0, 1)")
-        self._setup(d_model, slots, neuromodulator, period)
+        self._setup(d_model, slots, neuromodulator, period, conv)
         self.top_k, self.beta, self.trace_decay = top_k, beta, trace_decay
 
     def read(self, q: Tensor, K: Tensor, V: Tensor, s: Tensor) -> Tensor:

@@ -114,9 +114,9 @@ def test_capacity_and_strength_bounds_over_a_long_stream():
 
 def _memory_backbone():
     return NMLBackbone(d_model=16, blocks=2, layers_per_block=1, heads=2, window=8,
-                       pm=lambda d: LowRankPM(d, neuromodulator=LearnedNeuromodulator, slots=4, period=8),
+                       pm=lambda d: LowRankPM(d, neuromodulator=LearnedNeuromodulator, slots=4, period=8, conv=2),
                        em=lambda d: EpisodicStore(d, neuromodulator=LearnedNeuromodulator, items=6, top_k=2,
-                                                  period=8))
+                                                  period=8, conv=4))
 
 
 def test_all_at_once_equals_chunked_equals_token_by_token_with_writes():

@@ -46,3 +46,29 @@ def test_segment_candidates_match_the_per_segment_reference(n, offset):
             assert (g1 is None) == (g2 is None)
             if g1 is not None:
                 torch.testing.assert_close(g1, g2)
+
+
+@pytest.mark.parametrize("memory", ["pm", "em"])
+def test_short_convolution_by_hand_and_causal_across_chunks(memory):
+    torch.manual_seed(0)
+    d, conv = 2, 3
+    kind = LowRankPM if memory == "pm" else EpisodicStore
+    mem = kind(d, neuromodulator=LearnedNeuromodulator, period=4, conv=conv, **({"slots": 2} if memory == "pm"
+                                                                               else {"items": 4, "writes": 2}))
+    with torch.no_grad():
+        mem.qkv_conv.weight.copy_(torch.tensor([0.5, -1.0, 2.0]).expand(3 * d, 1, conv))  # taps t-2, t-1, t
+    qkv = torch.randn(1, 5, 3 * d)
+    mixed, recent = mem.mix_recent(qkv, torch.zeros(1, conv - 1, 3 * d))
+    # y_t = 2 x_t - x_{t-1} + 0.5 x_{t-2}, with zeros before a fresh stream
+    padded = torch.cat([torch.zeros(1, 2, 3 * d), qkv], 1)
+    expected = 2 * padded[:, 2:] - padded[:, 1:-1] + 0.5 * padded[:, :-2]
+    torch.testing.assert_close(mixed, expected)
+    torch.testing.assert_close(recent, qkv[:, -2:])
+    first, carried = mem.mix_recent(qkv[:, :1], torch.zeros(1, conv - 1, 3 * d))  # a 1-token chunk keeps conv-1 rows
+    second, _ = mem.mix_recent(qkv[:, 1:], carried)
+    torch.testing.assert_close(torch.cat([first, second], 1), expected)
+
+
+def test_short_convolution_needs_a_kernel_of_one_token_or_more():
+    with pytest.raises(Exception, match="conv=0 is a kernel size"):
+        EpisodicStore(4, neuromodulator=LearnedNeuromodulator, items=4, conv=0)
