@@ -74,11 +74,12 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
         writes: candidates c written per boundary (the most salient tokens of the span).
         merge_threshold: cosine above which a candidate merges into an existing item.
         conv: kernel in tokens of a short causal depthwise convolution over the projected queries, keys
-            and values, so an item's key can hold the tokens just before its value; 1 = none.
+            and values, so an item's key can hold the tokens just before its value; 1 = none. With it
+            (4) the CPU MQAR model learns recall in 1400 steps (0.78 against 0.05 without: BENCHMARKS 6).
     """
 
     def __init__(self, d_model: int, neuromodulator: Callable[[int], Neuromodulator], items: int = 256,
-                 top_k: int = 4, period: int = 64, writes: int = 4, merge_threshold: float = 0.9, conv: int = 1):
+                 top_k: int = 4, period: int = 64, writes: int = 4, merge_threshold: float = 0.9, conv: int = 4):
         super().__init__()
         if not 1 <= top_k <= items:
             raise EmberConfigError(f"top_k={top_k} must be between 1 and items={items}")
