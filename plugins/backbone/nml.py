@@ -22,7 +22,10 @@ class NMLBackbone(LanguageBackbone):
     """Byte-level stack of Neural Memory Layers: affine scan + sliding-window working memory.
 
     B blocks of L layers. Each layer: scan mixer, windowed attention (WM), optional procedural
-    memory read, SwiGLU. Each block starts with an optional episodic memory read. State per
+    memory read, SwiGLU. Each block starts with an optional episodic memory read (a layer of its
+    own: block 1's reads the embeddings, later ones the previous block's output; reading inside the
+    first layer after its window attention, as SPEC 3.1 orders it, learned MQAR far more slowly,
+    BENCHMARKS section 6). State per
     stream (scan states, last W-1 keys/values, memory states) is explicit and constant-size.
 
     Args:
