@@ -47,7 +47,7 @@ class LowRankPM(SlotMemoryMixin, ProceduralMemory):
         beta: weight of slot weakness (1 - s) in slot selection.
         trace_decay: rho of the eligibility traces.
         conv: kernel in tokens of a short causal depthwise convolution over the projected queries, keys
-            and values; 1 = none.
+            and values; 1 = none (4 did much worse on the argument-order patterns: BENCHMARKS 6).
     """
 
     def __init__(self, d_model: int, neuromodulator: Callable[[int], Neuromodulator], slots: int = 8,
