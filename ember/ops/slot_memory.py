@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -154,8 +154,8 @@ class SlotMemoryMixin:
         if not self.enabled:
             return x.new_zeros(x.shape), st
         qkv, recent = self.mix_recent(self.qkv(x), st.recent)
-        reads, new = self._plasticity_loop(st, state is None, x, *qkv.chunk(3, dim=-1))
-        return self.out(reads), replace(new, recent=recent)
+        reads, new = self._plasticity_loop(st, state is None, recent, x, *qkv.chunk(3, dim=-1))
+        return self.out(reads), new
 
     def mix_recent(self, qkv: Tensor, recent: Tensor) -> tuple[Tensor, Tensor]:
         """The short convolution, causal across chunks: y_t = sum_j w_j qkv_{t-j}, j < conv, per channel.
@@ -170,9 +170,9 @@ class SlotMemoryMixin:
         return mixed, full[:, full.shape[1] - (self.conv - 1):]
 
     @torch.compiler.disable
-    def _plasticity_loop(self, st: SlotMemoryState, fresh: bool, x: Tensor, q: Tensor, k: Tensor,
+    def _plasticity_loop(self, st: SlotMemoryState, fresh: bool, recent: Tensor, x: Tensor, q: Tensor, k: Tensor,
                          v: Tensor) -> tuple[Tensor, SlotMemoryState]:
-        """Reads (b, n, d) before the output projection, and the new state.
+        """Reads (b, n, d) before the output projection, and the new state (with `recent` from `mix_recent`).
 
         Always eager: torch.compile would unroll the loop, one copy per segment, and compile time grows
         with the segments (16 segment steps of the quickstart took minutes on a CPU; a 16384-token chunk
@@ -205,7 +205,7 @@ class SlotMemoryMixin:
         cand = cands[-1] if tokens else self.init_candidates(x.shape[0], x.device, x.dtype)
         rate = torch.stack(gates, 1).mean(1) if gates else st.commit_rate
         new = SlotMemoryState(K, V, s, cand, pooled, surprise, torch.tensor(tokens, device=x.device), rate, aux,
-                              st.recent)
+                              recent)
         return torch.cat(reads, dim=1), new
 
     def _boundary(self, K, V, s, cand, pooled, surprise, tokens: int):

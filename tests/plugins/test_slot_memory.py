@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from ember.errors import EmberConfigError
 from ember.ops.slot_memory import SlotMemoryMixin
 from ember.plugins.memory.episodic import EpisodicStore
 from ember.plugins.memory.procedural import LowRankPM
@@ -70,5 +71,5 @@ def test_short_convolution_by_hand_and_causal_across_chunks(memory):
 
 
 def test_short_convolution_needs_a_kernel_of_one_token_or_more():
-    with pytest.raises(Exception, match="conv=0 is a kernel size"):
+    with pytest.raises(EmberConfigError, match="conv=0 is a kernel size"):
         EpisodicStore(4, neuromodulator=LearnedNeuromodulator, items=4, conv=0)
