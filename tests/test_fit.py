@@ -1,5 +1,7 @@
 """End to end: `ember fit` on the debug config, then validate/test/predict on its checkpoint."""
 
+import math
+
 import pytest
 import torch
 
@@ -30,8 +32,11 @@ def test_fit_writes_checkpoint_config_and_mlflow_run(trained):
 
 def test_loss_falls(trained):
     run_dir, _ = trained
-    losses = [v for (v,) in mlflow_rows(run_dir, "select value from metrics where key='train/loss' order by step")]
-    assert losses[-1] < losses[0] - 0.3  # 4.8 -> 4.3 nats in 20 steps
+    # validation loss: the same held-out batches at steps 10 and 20, so the drop is not batch noise
+    val = [v for (v,) in mlflow_rows(run_dir, "select value from metrics where key='val/loss' order by step")]
+    assert len(val) == 2
+    assert val[1] < val[0] - 0.2  # measured 4.71 -> 4.26 nats
+    assert val[1] < math.log(256) - 1.0  # an untrained model guesses uniformly: 5.55 nats
 
 
 def test_checkpoint_carries_the_composite_signature(trained):
