@@ -12,7 +12,11 @@
    decoding measured by `ember bench`'s functions. Ratio = time with memories / time without.
    Boundary cost: the PM+EM model again with every memory's period set to the context, so a
    training step commits once (at its end) instead of every P tokens; the share of the step that
-   the boundaries cost = 1 - time(one boundary) / time(every P tokens).
+   the boundaries cost = 1 - time(one boundary) / time(every P tokens). And the PM+EM model with its
+   whole plasticity periods compiled (`compile_plasticity`), against the same model eager.
+4. Ops per plasticity period: the aten operations (forward and backward) one eager whole period of a
+   PM and of an EM layer dispatches, counted as the difference between 8 and 4 periods. On a GPU
+   each non-view op is a kernel launch, so this is the launch count the sequential loop pays.
 
     python benchmarks/cpu_ratios.py [--n 1024] [--window 64] [--context 1024] [--threads 1]
         [--out runs/bench/cpu_ratios.json]
@@ -31,11 +35,16 @@ import time
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ember.bench import measure_decode, measure_training
 from ember.bench_run import build_variant
 from ember.ops.attention import attend_blocked, attend_dense
 from ember.ops.scan import scan_chunked, scan_naive, scan_parallel
+from ember.ops.slot_memory import compile_plasticity
+from ember.plugins.memory.episodic import EpisodicStore
+from ember.plugins.memory.procedural import LowRankPM
+from ember.plugins.neuromod.learned import LearnedNeuromodulator
 
 ROOT = Path(__file__).resolve().parents[1]
 log = logging.getLogger("ember")
@@ -136,9 +145,12 @@ def memory_overhead(config: str, overlay: str, context: int, batch: int, steps: 
     out = {"config": config, "context": context, "batch": batch}
     one_boundary = [f"--model.init_args.backbone.init_args.{kind}.init_args.period={context}" for kind in ("pm", "em")]
     variants = (("pm_em", ["--config", config]), ("none", ["--config", config, "--config", overlay]),
-                ("pm_em_one_boundary", ["--config", config, *one_boundary]))
+                ("pm_em_one_boundary", ["--config", config, *one_boundary]),
+                ("pm_em_compiled_periods", ["--config", config]))
     for name, args in variants:
         model = build_variant(args)
+        if name == "pm_em_compiled_periods":
+            compile_plasticity(model)  # compiles in the warm-up step
         train = measure_training(model, context, batch, steps=steps, warmup=1)
         decode = measure_decode(model, [context], tokens=decode_tokens)[context]
         out[name] = {"params": sum(p.numel() for p in model.parameters()), "train_step_ms": train["step_ms_median"],
@@ -148,6 +160,39 @@ def memory_overhead(config: str, overlay: str, context: int, batch: int, steps: 
     out["train_step_with_over_without"] = out["pm_em"]["train_step_ms"] / out["none"]["train_step_ms"]
     out["decode_with_over_without"] = out["pm_em"]["decode_ms_median"] / out["none"]["decode_ms_median"]
     out["boundary_share_of_train_step"] = 1 - out["pm_em_one_boundary"]["train_step_ms"] / out["pm_em"]["train_step_ms"]
+    out["train_step_eager_over_compiled_periods"] = (out["pm_em"]["train_step_ms"]
+                                                    / out["pm_em_compiled_periods"]["train_step_ms"])
+    return out
+
+
+class _CountOps(TorchDispatchMode):
+    """Counts the aten operations dispatched inside it, and how many of them are views (no kernel)."""
+
+    def __init__(self):
+        super().__init__()
+        self.ops = self.views = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        self.views += bool(func.is_view)
+        return func(*args, **(kwargs or {}))
+
+
+def ops_per_period(d: int, period: int = 64, batch: int = 2) -> dict:
+    """Aten ops (and non-view ops) of one eager whole period, forward+backward, for a PM and an EM layer."""
+    out = {"d": d, "period": period}
+    torch.manual_seed(0)
+    for name, memory in (("pm", LowRankPM(d, LearnedNeuromodulator, period=period)),
+                         ("em", EpisodicStore(d, LearnedNeuromodulator, period=period))):
+        counts = []
+        for periods in (4, 8):
+            x = torch.randn(batch, periods * period, d, requires_grad=True)
+            with _CountOps() as count:
+                y, state = memory(x)
+                (y.sum() + state.aux_loss).backward()
+            counts.append((count.ops, count.ops - count.views))
+        out[f"{name}_ops"] = (counts[1][0] - counts[0][0]) / 4
+        out[f"{name}_non_view_ops"] = (counts[1][1] - counts[0][1]) / 4
     return out
 
 
@@ -179,6 +224,8 @@ def main():
     log.info("attention at n=%d: %s", opts.n, json.dumps(result["attention"], indent=1))
     result["memory"] = memory_overhead(opts.config, opts.overlay, opts.context, opts.batch, opts.steps,
                                        opts.decode_tokens)
+    result["ops_per_period"] = ops_per_period(opts.d)
+    log.info("ops per whole plasticity period: %s", json.dumps(result["ops_per_period"]))
     result["wall_s"] = time.time() - start
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(json.dumps(result, indent=1))

@@ -45,7 +45,8 @@ def bench_parser() -> ArgumentParser:
     p.add_argument("--dtype", type=Literal["auto", "float32", "bfloat16"], default="auto",
                    help="auto: bfloat16 autocast on cuda, float32 on cpu")
     p.add_argument("--compile", type=Literal["auto", "true", "false"], default="auto",
-                   help="torch.compile the training step's model; auto: on cuda only (decoding stays eager)")
+                   help="torch.compile the training step's model and each memory's whole plasticity period "
+                        "(ember.ops.slot_memory.compile_plasticity); auto: on cuda only (decoding stays eager)")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU intra-op threads (torch.set_num_threads); 0 keeps torch's default. On a CPU shared "
                         "with other work, 1 avoids thread-synchronization stalls that swamp small operations")

@@ -24,6 +24,7 @@ from ember.bench_memory import cpu_peak_method, free_device_memory
 from ember.bench_report import add_ratios, markdown_table, pick_reference
 from ember.errors import EmberConfigError
 from ember.files import atomic_write_text
+from ember.ops.slot_memory import compile_plasticity
 
 log = logging.getLogger("ember")
 # The trainer of a config is built but never used: keep it on the CPU so GPU configs build anywhere.
@@ -79,6 +80,8 @@ def measure_variant(name: str, args: list[str], opts: BenchOptions) -> tuple[dic
     model = build_variant(args).to(device)
     info = {**_describe(model), "args": args}
     forward = torch.compile(model) if opts.resolved_compile() else None
+    if forward is not None:  # and each memory's whole plasticity periods, which the compiled model leaves eager
+        compile_plasticity(model)
     log.info("bench: %s: %s, %.2fM parameters, on %s", name, info["backbone"], info["params"] / 1e6, device)
     rows = []
     for context in opts.contexts:

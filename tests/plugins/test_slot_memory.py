@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ember.errors import EmberConfigError
-from ember.ops.slot_memory import SlotMemoryMixin
+from ember.ops.slot_memory import SlotMemoryMixin, compile_plasticity
 from ember.plugins.memory.episodic import EpisodicStore
 from ember.plugins.memory.procedural import LowRankPM
 from ember.plugins.neuromod.learned import LearnedNeuromodulator
@@ -73,3 +73,37 @@ def test_short_convolution_by_hand_and_causal_across_chunks(memory):
 def test_short_convolution_needs_a_kernel_of_one_token_or_more():
     with pytest.raises(EmberConfigError, match="conv=0 is a kernel size"):
         EpisodicStore(4, neuromodulator=LearnedNeuromodulator, items=4, conv=0)
+
+
+
+def _stream(memory, x: torch.Tensor):
+    """x through `memory` in chunks of 8, 2 and 7 tokens (period 4): two whole periods | half of one | its
+    other half, one whole period, one token. Returns the reads, the last state and the parameter gradients."""
+    state, outs = None, []
+    for chunk in x.split([8, 2, 7], dim=1):
+        y, state = memory(chunk, state)
+        outs.append(y)
+    out = torch.cat(outs, 1)
+    loss = out.square().sum() + state.K.sum() + state.s.sum() + state.aux_loss
+    return out, state, torch.autograd.grad(loss, list(memory.parameters()), allow_unused=True)
+
+
+@pytest.mark.parametrize("kind", ["pm", "em"])
+def test_compiled_whole_periods_match_the_eager_loop(kind):
+    """compile_plasticity's fast path: the same reads, states and gradients as the eager loop."""
+    torch.manual_seed(0)
+    memory = (LowRankPM(8, LearnedNeuromodulator, slots=4, period=4) if kind == "pm" else
+              EpisodicStore(8, LearnedNeuromodulator, items=6, period=4, writes=2, conv=2))
+    torch.nn.init.normal_(memory.out.weight, std=0.1)  # zero at init: the reads would not show
+    x = torch.randn(2, 17, 8)
+    eager_out, eager_state, eager_grads = _stream(memory, x)
+    assert compile_plasticity(memory) == 1 and memory.fused_period is not None
+    fused_out, fused_state, fused_grads = _stream(memory, x)
+    compile_plasticity(memory, enable=False)
+    torch.testing.assert_close(fused_out, eager_out)
+    for field in ("K", "V", "s", "commit_rate", "recent"):
+        torch.testing.assert_close(getattr(fused_state, field), getattr(eager_state, field), msg=field)
+    for p, g1, g2 in zip(memory.parameters(), fused_grads, eager_grads):
+        assert (g1 is None) == (g2 is None)
+        if g1 is not None:
+            torch.testing.assert_close(g1, g2, msg=f"gradient {tuple(p.shape)}")
