@@ -52,6 +52,7 @@ class BenchOptions:
     device: str = "auto"
     dtype: str = "auto"
     compile: str = "auto"
+    compile_periods: str = "auto"
     lr: float = 1e-4
     seed: int = 0
 
@@ -72,6 +73,15 @@ class BenchOptions:
         if self.compile == "auto":
             return self.resolved_device().type == "cuda"
         return self.compile == "true"
+
+    def resolved_compile_periods(self) -> str | None:
+        """torch.compile mode of the memories' whole plasticity periods, or None for eager.
+
+        auto: compiled ("default" mode) exactly when the model is compiled.
+        """
+        if self.compile_periods == "auto":
+            return "default" if self.resolved_compile() else None
+        return None if self.compile_periods == "eager" else self.compile_periods
 
 
 def parse_contexts(text: str) -> list[int]:

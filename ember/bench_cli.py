@@ -45,8 +45,12 @@ def bench_parser() -> ArgumentParser:
     p.add_argument("--dtype", type=Literal["auto", "float32", "bfloat16"], default="auto",
                    help="auto: bfloat16 autocast on cuda, float32 on cpu")
     p.add_argument("--compile", type=Literal["auto", "true", "false"], default="auto",
-                   help="torch.compile the training step's model and each memory's whole plasticity period "
-                        "(ember.ops.slot_memory.compile_plasticity); auto: on cuda only (decoding stays eager)")
+                   help="torch.compile the training step's model; auto: on cuda only (decoding stays eager)")
+    p.add_argument("--compile-periods", dest="compile_periods",
+                   type=Literal["auto", "eager", "default", "reduce-overhead", "max-autotune"], default="auto",
+                   help="the memories' whole plasticity periods (ember.ops.slot_memory.compile_plasticity): eager, or "
+                        "compiled in this torch.compile mode (reduce-overhead: CUDA graphs); auto: 'default' when "
+                        "--compile is on, else eager")
     p.add_argument("--threads", type=int, default=0,
                    help="CPU intra-op threads (torch.set_num_threads); 0 keeps torch's default. On a CPU shared "
                         "with other work, 1 avoids thread-synchronization stalls that swamp small operations")
@@ -82,7 +86,7 @@ def bench_command(argv: list[str]) -> int:
     variants = collect_variants(list(args.config), list(args.variant), extra)
     opts = BenchOptions(contexts=contexts, batch=args.batch, steps=args.steps, warmup=args.warmup,
                         decode_tokens=args.decode_tokens, prefill_chunk=args.prefill_chunk, device=args.device,
-                        dtype=args.dtype, compile=args.compile)
+                        dtype=args.dtype, compile=args.compile, compile_periods=args.compile_periods)
     opts.resolved_device()  # a missing CUDA device fails here, with the fix
     if args.threads > 0:
         torch.set_num_threads(args.threads)

@@ -54,7 +54,8 @@ def markdown_table(result: dict) -> str:
     """One row per (variant, context); skipped measurements read `skipped: <reason>`."""
     ref = result.get("reference")
     meta = result["meta"]
-    lines = [f"device: {meta['device']}, dtype {meta['dtype']}, compile {meta['compile']}, batch {meta['batch']}, "
+    lines = [f"device: {meta['device']}, dtype {meta['dtype']}, compile {meta['compile']} "
+             f"(plasticity periods: {meta.get('compile_periods') or 'eager'}), batch {meta['batch']}, "
              f"{meta['steps']} timed steps after {meta['warmup']}, {meta['decode_tokens']} decoded tokens; "
              f"peak memory: {meta['peak_mem_method']}; ratios vs {ref or '(no transformer in this run)'}", "",
              "| variant | context | train tok/s | vs ref | peak mem (train) | decode ms/token | decode tok/s "

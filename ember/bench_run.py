@@ -80,8 +80,9 @@ def measure_variant(name: str, args: list[str], opts: BenchOptions) -> tuple[dic
     model = build_variant(args).to(device)
     info = {**_describe(model), "args": args}
     forward = torch.compile(model) if opts.resolved_compile() else None
-    if forward is not None:  # and each memory's whole plasticity periods, which the compiled model leaves eager
-        compile_plasticity(model)
+    periods = opts.resolved_compile_periods()  # the compiled model leaves the plasticity loop eager
+    if periods is not None:
+        compile_plasticity(model, mode=periods)
     log.info("bench: %s: %s, %.2fM parameters, on %s", name, info["backbone"], info["params"] / 1e6, device)
     rows = []
     for context in opts.contexts:
@@ -114,7 +115,8 @@ def _meta(opts: BenchOptions, note: str) -> dict:
         f"CPU ({platform.machine()}, {torch.get_num_threads()} threads)"
     return {"date": datetime.datetime.now().isoformat(timespec="seconds"), "commit": _commit(), "device": name,
             "torch": torch.__version__, "dtype": str(opts.resolved_dtype()).replace("torch.", ""),
-            "compile": opts.resolved_compile(), "contexts": opts.contexts, "batch": opts.batch, "steps": opts.steps,
+            "compile": opts.resolved_compile(), "compile_periods": opts.resolved_compile_periods(),
+            "contexts": opts.contexts, "batch": opts.batch, "steps": opts.steps,
             "warmup": opts.warmup, "decode_tokens": opts.decode_tokens, "prefill_chunk": opts.prefill_chunk,
             "peak_mem_method": "cuda: max_memory_allocated" if device.type == "cuda" else cpu_peak_method(),
             "command": "ember bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "", "note": note}

@@ -94,3 +94,12 @@ def test_contexts_past_the_limit_or_out_of_memory_are_skipped(monkeypatch):
 
 def test_variant_names_must_differ(tmp_path):
     assert main(["bench", "--config", NML, "--variant", f"bench_nml={TRANSFORMER}", "--out", str(tmp_path)]) == 2
+
+
+@pytest.mark.parametrize("compile,periods,expected", [("false", "auto", None), ("true", "auto", "default"),
+                                                       ("true", "eager", None), ("false", "reduce-overhead",
+                                                                                 "reduce-overhead")])
+def test_plasticity_periods_compile_with_the_model_unless_told(compile, periods, expected):
+    from ember.bench import BenchOptions
+
+    assert BenchOptions(device="cpu", compile=compile, compile_periods=periods).resolved_compile_periods() == expected

@@ -250,9 +250,10 @@ def whole_period(memory: SlotMemoryMixin, K: Tensor, V: Tensor, s: Tensor, cand:
     return read, K, V, s, mod.g, mod.aux_loss if mod.aux_loss is not None else x_sum.new_zeros(())
 
 
-def compile_plasticity(model: nn.Module, enable: bool = True) -> int:
+def compile_plasticity(model: nn.Module, enable: bool = True, mode: str | None = None) -> int:
     """torch.compile the whole-period step of every slot memory of `model` (or go back to eager with
-    enable=False); returns how many memories it set.
+    enable=False); returns how many memories it set. `mode` is torch.compile's (e.g. "reduce-overhead"
+    for CUDA graphs on a GPU).
 
     The plasticity loop is sequential over periods and always eager (it would unroll when compiled
     as a whole), so each period costs some 400 small ops, forward and backward. On a GPU those are as
@@ -261,7 +262,7 @@ def compile_plasticity(model: nn.Module, enable: bool = True) -> int:
     chunk that starts or ends mid-period, decoding) stay eager. Compiling takes tens of seconds, so
     it is for long runs and `ember bench --compile` (on by default on CUDA), not for the CPU tests.
     """
-    step = torch.compile(whole_period) if enable else None
+    step = torch.compile(whole_period, mode=mode) if enable else None
     memories = [m for m in model.modules() if isinstance(m, SlotMemoryMixin)]
     for memory in memories:
         memory.fused_period = step
