@@ -100,6 +100,4 @@ def test_variant_names_must_differ(tmp_path):
                                                        ("true", "eager", None), ("false", "reduce-overhead",
                                                                                  "reduce-overhead")])
 def test_plasticity_periods_compile_with_the_model_unless_told(compile, periods, expected):
-    from ember.bench import BenchOptions
-
     assert BenchOptions(device="cpu", compile=compile, compile_periods=periods).resolved_compile_periods() == expected
