@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +24,7 @@ from torch import Tensor
 from ember.base import BackboneOutput, Consolidator, LanguageBackbone, ReasoningCore, SensoryEncoder
 from ember.errors import CheckpointMismatchError, EmberConfigError, NonFiniteLossError
 from ember.metrics import answer_stats
+from ember.ops.slot_memory import compile_plasticity
 from ember.optim import adamw_with_schedule
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,9 @@ class EmberModel(LightningModule):
         init_from: checkpoint of an earlier phase to start from (configs/phases): every weight whose
             name and shape match is copied, the rest (e.g. a memory this phase adds) keeps its init.
             Ignored when --ckpt_path restores a checkpoint of this model.
+        compile_periods: torch.compile mode for the memories' whole plasticity periods
+            (ember.ops.slot_memory.compile_plasticity): "default", or "reduce-overhead" for CUDA graphs
+            on a GPU; null runs them eager. Compiling costs tens of seconds once, so it is for long runs.
     """
 
     def __init__(self, backbone: LanguageBackbone, sensory: Optional[SensoryEncoder] = None,
@@ -58,7 +62,8 @@ class EmberModel(LightningModule):
                  lr: float = 1e-3, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95),
                  warmup_steps: int = 100, min_lr_ratio: float = 0.1, grad_clip: float = 1.0,
                  tbptt_chunk: Optional[int] = None, generate_tokens: int = 200, temperature: float = 0.8,
-                 init_from: Optional[str] = None):
+                 init_from: Optional[str] = None,
+                 compile_periods: Optional[Literal["default", "reduce-overhead", "max-autotune"]] = None):
         super().__init__()
         if tbptt_chunk is not None and tbptt_chunk < 1:
             raise EmberConfigError(f"tbptt_chunk={tbptt_chunk} must be >= 1 (or null for whole sequences)")
@@ -77,6 +82,8 @@ class EmberModel(LightningModule):
     def setup(self, stage: str):
         if self.hparams.init_from:
             self.load_phase(self.hparams.init_from)
+        if self.hparams.get("compile_periods"):
+            compile_plasticity(self, mode=self.hparams.compile_periods)
 
     def load_phase(self, path: str) -> dict[str, list[str]]:
         """Copy the weights of an earlier phase's checkpoint that fit this model (see init_from)."""

@@ -65,3 +65,22 @@ def test_tbptt_chunks_give_the_same_loss_as_one_chunk():
     tokens = torch.randint(0, 256, (2, 30))
     torch.testing.assert_close(whole._sequence_loss(tokens, backward=False)[0],
                                chunked._sequence_loss(tokens, backward=False)[0])
+
+
+def test_compile_periods_reaches_every_slot_memory_at_setup():
+    from ember.plugins.memory.episodic import EpisodicStore
+    from ember.plugins.memory.procedural import LowRankPM
+    from ember.plugins.neuromod.learned import LearnedNeuromodulator
+
+    def memory_backbone():
+        return NMLBackbone(d_model=16, blocks=2, layers_per_block=1, heads=2, window=8,
+                           pm=lambda d: LowRankPM(d, LearnedNeuromodulator, slots=2, period=4),
+                           em=lambda d: EpisodicStore(d, LearnedNeuromodulator, items=4, period=4, writes=2))
+
+    model = EmberModel(memory_backbone(), compile_periods="reduce-overhead")
+    model.setup("fit")  # compiles lazily: nothing runs here
+    memories = [m for m in model.modules() if isinstance(m, (LowRankPM, EpisodicStore))]
+    assert len(memories) == 4 and all(m.fused_period is not None for m in memories)
+    eager = EmberModel(memory_backbone())
+    eager.setup("fit")
+    assert all(m.fused_period is None for m in eager.modules() if isinstance(m, (LowRankPM, EpisodicStore)))

@@ -22,6 +22,7 @@ where the memory's `select` chooses the slot weights w. Subclasses define `read`
 
 from __future__ import annotations
 
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -194,7 +195,9 @@ class SlotMemoryMixin:
         q_seg, v_seg, sum_seg = q.split(sizes, dim=1), v.split(sizes, dim=1), seg_sums.unbind(1)
         for i, size in enumerate(sizes):
             if tokens == 0 and size == self.period:  # a whole period: one call, compiled by compile_plasticity
-                step = self.fused_period or whole_period
+                # (a fresh state's first period, whose slots need no gradient yet, runs eager: one graph fewer)
+                fused = self.fused_period and (K.requires_grad or not torch.is_grad_enabled())
+                step = self.fused_period if fused else whole_period
                 read, K, V, s, g, period_aux = step(self, K, V, s, cands[i], q_seg[i], v_seg[i], sum_seg[i])
                 reads.append(read)
                 gates.append(g)
@@ -262,11 +265,18 @@ def compile_plasticity(model: nn.Module, enable: bool = True, mode: str | None =
     chunk that starts or ends mid-period, decoding) stay eager. Compiling takes tens of seconds, so
     it is for long runs and `ember bench --compile` (on by default on CUDA), not for the CPU tests.
     """
-    step = torch.compile(whole_period, mode=mode) if enable else None
     memories = [m for m in model.modules() if isinstance(m, SlotMemoryMixin)]
+    steps = {kind: _compiled_period(kind, mode) for kind in {type(m) for m in memories}} if enable else {}
     for memory in memories:
-        memory.fused_period = step
+        memory.fused_period = steps.get(type(memory))
     return len(memories)
+
+
+def _compiled_period(kind: type, mode: str | None) -> Callable:
+    """`whole_period` compiled for one memory kind, under its own code object: dynamo caches graphs (and
+    counts recompiles, 8 at most) per code object, and each kind needs its own for training and evaluation."""
+    code = whole_period.__code__.replace(co_name=f"whole_period_{kind.__name__}")
+    return torch.compile(types.FunctionType(code, whole_period.__globals__, code.co_name), mode=mode)
 
 
 @contextmanager
