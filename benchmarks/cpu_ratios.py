@@ -13,10 +13,13 @@
    Boundary cost: the PM+EM model again with every memory's period set to the context, so a
    training step commits once (at its end) instead of every P tokens; the share of the step that
    the boundaries cost = 1 - time(one boundary) / time(every P tokens). And the PM+EM model with its
-   whole plasticity periods compiled (`compile_plasticity`), against the same model eager.
+   whole plasticity periods compiled (`compile_plasticity`) against a copy left eager, timed in turn.
 4. Ops per plasticity period: the aten operations (forward and backward) one eager whole period of a
    PM and of an EM layer dispatches, counted as the difference between 8 and 4 periods. On a GPU
    each non-view op is a kernel launch, so this is the launch count the sequential loop pays.
+   Compiled, the kernels one whole period launches: fused kernels and library calls (matmuls, top-k,
+   sort) in the call functions of inductor's generated code for its forward and backward graphs
+   (CPU inductor; a GPU build fuses with Triton instead, so its count differs somewhat).
 
     python benchmarks/cpu_ratios.py [--n 1024] [--window 64] [--context 1024] [--threads 1]
         [--out runs/bench/cpu_ratios.json]
@@ -27,9 +30,11 @@ Letters: b batch, n sequence, d channels.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import json
 import logging
+import re
 import statistics
 import time
 from pathlib import Path
@@ -145,12 +150,9 @@ def memory_overhead(config: str, overlay: str, context: int, batch: int, steps: 
     out = {"config": config, "context": context, "batch": batch}
     one_boundary = [f"--model.init_args.backbone.init_args.{kind}.init_args.period={context}" for kind in ("pm", "em")]
     variants = (("pm_em", ["--config", config]), ("none", ["--config", config, "--config", overlay]),
-                ("pm_em_one_boundary", ["--config", config, *one_boundary]),
-                ("pm_em_compiled_periods", ["--config", config]))
+                ("pm_em_one_boundary", ["--config", config, *one_boundary]))
     for name, args in variants:
         model = build_variant(args)
-        if name == "pm_em_compiled_periods":
-            compile_plasticity(model)  # compiles in the warm-up step
         train = measure_training(model, context, batch, steps=steps, warmup=1)
         decode = measure_decode(model, [context], tokens=decode_tokens)[context]
         out[name] = {"params": sum(p.numel() for p in model.parameters()), "train_step_ms": train["step_ms_median"],
@@ -160,9 +162,33 @@ def memory_overhead(config: str, overlay: str, context: int, batch: int, steps: 
     out["train_step_with_over_without"] = out["pm_em"]["train_step_ms"] / out["none"]["train_step_ms"]
     out["decode_with_over_without"] = out["pm_em"]["decode_ms_median"] / out["none"]["decode_ms_median"]
     out["boundary_share_of_train_step"] = 1 - out["pm_em_one_boundary"]["train_step_ms"] / out["pm_em"]["train_step_ms"]
-    out["train_step_eager_over_compiled_periods"] = (out["pm_em"]["train_step_ms"]
-                                                    / out["pm_em_compiled_periods"]["train_step_ms"])
     return out
+
+
+def compiled_periods_ratio(config: str, context: int, batch: int, repeats: int) -> dict:
+    """Training step (forward, loss, backward) of the PM+EM model with its whole plasticity periods eager
+    and compiled (`compile_plasticity`), two copies with the same weights timed in turn. The compiled
+    copy compiles in the warm-up (its first-step seconds are reported)."""
+    eager = build_variant(["--config", config])
+    compiled = copy.deepcopy(eager)
+    compile_plasticity(compiled)
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, eager.backbone.vocab_size, (batch, context + 1), generator=gen)
+
+    def step(model):
+        logits, state = model(tokens[:, :-1])
+        loss = torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten())
+        (loss + sum(state.collect("aux_loss"), loss.new_zeros(()))).backward()
+        model.zero_grad(set_to_none=True)
+
+    start = time.perf_counter()
+    step(compiled)
+    first = time.perf_counter() - start
+    medians = time_alternating({"eager": functools.partial(step, eager), "compiled": functools.partial(step, compiled)},
+                               repeats)
+    return {"config": config, "context": context, "batch": batch, "compile_s": first,
+            **{f"{name}_step_ms": 1e3 * t for name, t in medians.items()},
+            "eager_over_compiled": medians["eager"] / medians["compiled"]}
 
 
 class _CountOps(TorchDispatchMode):
@@ -193,7 +219,38 @@ def ops_per_period(d: int, period: int = 64, batch: int = 2) -> dict:
             counts.append((count.ops, count.ops - count.views))
         out[f"{name}_ops"] = (counts[1][0] - counts[0][0]) / 4
         out[f"{name}_non_view_ops"] = (counts[1][1] - counts[0][1]) / 4
+        out[f"{name}_compiled_kernels"] = compiled_period_kernels(memory, d, period, batch)
     return out
+
+
+def compiled_period_kernels(memory, d: int, period: int, batch: int) -> dict:
+    """Kernel launches of one compiled whole period, {forward, backward}, read from the `call` functions of
+    the code inductor generates (fused kernels, plus extern and aten calls that inductor leaves to libraries)."""
+    records: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: records.append(record.getMessage())
+    code_logs = [logging.getLogger(f"torch._inductor.{name}.__output_code") for name in ("graph", "codecache")]
+    torch._logging.set_logs(output_code=True)
+    saved = [(code_log.handlers, code_log.propagate) for code_log in code_logs]
+    for code_log in code_logs:  # a fresh compile logs from graph, a cache hit from codecache
+        code_log.handlers, code_log.propagate = [handler], False  # captured, not printed
+    try:
+        compile_plasticity(memory)
+        x = torch.randn(batch, 3 * period, d, requires_grad=True)  # eager first period, then two compiled
+        y, state = memory(x)
+        (y.sum() + state.aux_loss).backward()
+    finally:
+        compile_plasticity(memory, enable=False)
+        torch._logging.set_logs()
+        for code_log, (handlers, propagate) in zip(code_logs, saved):
+            code_log.handlers, code_log.propagate = handlers, propagate
+    counts = []
+    for code in (r for r in records if "def call(" in r):
+        body = code.split("def call(", 1)[1].split("\n    return", 1)[0]
+        counts.append(sum(len(re.findall(pattern, body)) for pattern in
+                          (r"\b(?:cpp|triton)_\w+\.run\(|\bcpp_fused_\w+\(", r"extern_kernels\.\w+\(",
+                           r"aten\.\w+\.\w+\(")))
+    return dict(zip(("forward", "backward"), counts))
 
 
 def main():
@@ -224,6 +281,8 @@ def main():
     log.info("attention at n=%d: %s", opts.n, json.dumps(result["attention"], indent=1))
     result["memory"] = memory_overhead(opts.config, opts.overlay, opts.context, opts.batch, opts.steps,
                                        opts.decode_tokens)
+    result["compiled_periods"] = compiled_periods_ratio(opts.config, opts.context, opts.batch, opts.repeats)
+    log.info("compiled plasticity periods: %s", json.dumps(result["compiled_periods"]))
     result["ops_per_period"] = ops_per_period(opts.d)
     log.info("ops per whole plasticity period: %s", json.dumps(result["ops_per_period"]))
     result["wall_s"] = time.time() - start
