@@ -241,7 +241,7 @@ def whole_period(memory: SlotMemoryMixin, K: Tensor, V: Tensor, s: Tensor, cand:
     """One whole plasticity period, from a fresh span to its boundary: read the P tokens' queries q (b, P, d)
     against the slots, measure the surprise against their values v, let the controller read the span
     (x_sum (b, d): the sum of its inputs) and commit the candidates. The loop's own steps, in one function
-    so that `compile_plasticity` can compile it into a few fused kernels instead of some 400 small ops
+    so that `compile_plasticity` can compile it into a few dozen kernels instead of some 400 small ops
     (forward and backward) per period.
 
     Returns the reads (b, P, d), the new K, V, s, the gate g (b,) and the controller's loss ().
@@ -259,11 +259,12 @@ def compile_plasticity(model: nn.Module, enable: bool = True, mode: str | None =
     for CUDA graphs on a GPU).
 
     The plasticity loop is sequential over periods and always eager (it would unroll when compiled
-    as a whole), so each period costs some 400 small ops, forward and backward. On a GPU those are as
-    many kernel launches, 256 periods per memory at 16384 tokens (P=64). Compiled, a whole period is
-    one graph with a handful of fused kernels, shared by every memory of a kind; partial periods (a
-    chunk that starts or ends mid-period, decoding) stay eager. Compiling takes tens of seconds, so
-    it is for long runs and `ember bench --compile` (on by default on CUDA), not for the CPU tests.
+    as a whole), so each period costs 330 (PM) to 410 (EM) small ops forward and backward, 210-230 of
+    them kernels; on a GPU, launches, 256 periods per memory at 16384 tokens (P=64). Compiled, a whole
+    period is one graph per memory kind of 24 (PM) or 39 (EM) kernels (BENCHMARKS 5); partial periods
+    (a chunk that starts or ends mid-period, decoding) stay eager. Compiling takes tens of seconds
+    once, so it is off by default: `ember bench` turns it on with --compile (the default on CUDA),
+    `ember fit` with model.compile_periods.
     """
     memories = [m for m in model.modules() if isinstance(m, SlotMemoryMixin)]
     steps = {kind: _compiled_period(kind, mode) for kind in {type(m) for m in memories}} if enable else {}
