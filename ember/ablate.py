@@ -5,7 +5,8 @@ base config, e.g. `no_memory=configs/ablate/no_memory.yaml`; `full=` (nothing) i
 itself. Every variant gets the same data, seed and step budget; the table holds its parameter
 count, its per-stream state size after one example, every `eval/...` and `test/...` metric
 of `ember test` on its best checkpoint, and the data's chance accuracy where it names one
-(BindingData). Output: <out>/ablation.md and <out>/ablation.json.
+(BindingData). Output: <out>/ablation.md and <out>/ablation.json, rewritten after each variant;
+with `resume`, the variants already in that JSON (same spec, base configs and overrides) are kept.
 """
 
 from __future__ import annotations
@@ -92,16 +93,40 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_ablation(configs: list[str], variants: list[str], out: str, extra: list[str]) -> list[dict]:
-    """Fit and test every variant; write the table after each one (a crash keeps the finished rows)."""
+def finished_rows(out_dir: Path, configs: list[str], variants: list[str], extra: list[str]) -> dict[str, dict]:
+    """Rows of an earlier ablation in out_dir that `--resume` may keep: those whose variant has the same
+    spec, under the same base configs and overrides (a changed spec or override is fitted again)."""
+    path = out_dir / "ablation.json"
+    if not path.is_file():
+        return {}
+    table = json.loads(path.read_text())
+    if table.get("configs") != configs or table.get("extra") != extra:
+        log.info("ablate: %s was made with other configs or overrides; fitting every variant again", path)
+        return {}
+    specs = {v.partition("=")[0]: v for v in table.get("variants", [])}
+    wanted = {v.partition("=")[0]: v for v in variants}
+    return {row["variant"]: row for row in table.get("rows", [])
+            if row["variant"] in wanted and specs.get(row["variant"]) == wanted[row["variant"]]}
+
+
+def run_ablation(configs: list[str], variants: list[str], out: str, extra: list[str],
+                 resume: bool = False) -> list[dict]:
+    """Fit and test every variant; write the table after each one (a crash keeps the finished rows,
+    and `resume` keeps them on the next call instead of fitting them again)."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    parsed = [parse_variant(v) for v in variants] or [("base", [])]
+    variants = variants or ["base="]  # the base config alone
+    parsed = [parse_variant(v) for v in variants]
     base = [a for c in configs for a in ("--config", c)] + extra
+    done = finished_rows(out_dir, configs, variants, extra) if resume else {}
     rows = []
     for name, overlay in parsed:
-        rows.append(run_variant(name, base, overlay, out_dir))
-        table = {"configs": configs, "extra": extra, "rows": rows}
+        if name in done:
+            log.info("ablate: variant %s already in %s, kept (--resume)", name, out_dir / "ablation.json")
+            rows.append(done[name])
+        else:
+            rows.append(run_variant(name, base, overlay, out_dir))
+        table = {"configs": configs, "extra": extra, "variants": variants[: len(rows)], "rows": rows}
         atomic_write_text(out_dir / "ablation.json", json.dumps(table, indent=1))
         atomic_write_text(out_dir / "ablation.md", markdown(rows))
     log.info("ablate: table in %s\n%s", out_dir / "ablation.md", markdown(rows))

@@ -321,12 +321,15 @@ def ablate_command(argv: list[str]) -> int:
     parser.add_argument("--out", default="runs/ablate", help="folder for the table and the runs")
     parser.add_argument("--set", action="append", default=[], metavar="--key=value",
                         help="an override applied to every variant, e.g. --set=--trainer.max_steps=200")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the variants already in <out>/ablation.json (same spec, configs and --set "
+                             "overrides) and fit only the others, e.g. after an interrupted run")
     args = parser.parse_args(argv)
     from ember.ablate import run_ablation
 
     registry.load_plugins()
     extra = [a for item in args.set for a in item.split("=", 1)]
-    run_ablation(args.config, args.variant, args.out, extra)
+    run_ablation(args.config, args.variant, args.out, extra, resume=args.resume)
     return 0
 
 

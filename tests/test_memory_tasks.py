@@ -1,5 +1,6 @@
 """Generated memory benchmarks: determinism, what is scored, task semantics, metric arithmetic."""
 
+import json
 import re
 
 import numpy as np
@@ -169,3 +170,27 @@ def test_ember_ablate_fits_tests_and_tabulates_each_variant(tmp_path):
     plots = sorted(p.name for p in (tmp_path / "runs").rglob("*slot_usage.png") if "artifacts" not in p.parts)
     assert plots == ["slot_usage.png", "test_slot_usage.png"]  # only the variant with memories has them
     assert len(list((tmp_path / "runs" / "artifacts").rglob("plots/*slot_usage.png"))) == 2  # logged to MLflow
+
+
+def test_ablate_resume_keeps_the_finished_variants_and_fits_the_rest(tmp_path, monkeypatch):
+    import ember.ablate as ablate
+
+    fitted = []
+
+    def fake_run_variant(name, base, overlay, out):
+        fitted.append(name)
+        return {"variant": name, "params": len(fitted), "eval/t/acc": 0.5}
+
+    monkeypatch.setattr(ablate, "run_variant", fake_run_variant)
+    extra = ["--trainer.max_steps", "5"]
+    ablate.run_ablation(["base.yaml"], ["a=", "b=--x=1"], str(tmp_path), extra)
+    assert fitted == ["a", "b"]
+    rows = ablate.run_ablation(["base.yaml"], ["a=", "b=--x=2", "c="], str(tmp_path), extra, resume=True)
+    assert fitted == ["a", "b", "b", "c"]  # a kept; b's spec changed, so it is fitted again; c is new
+    assert [r["params"] for r in rows] == [1, 3, 4]
+    assert json.loads((tmp_path / "ablation.json").read_text())["variants"] == ["a=", "b=--x=2", "c="]
+    ablate.run_ablation(["base.yaml"], ["a="], str(tmp_path), ["--trainer.max_steps", "6"], resume=True)
+    assert fitted[-1] == "a"  # other overrides: nothing is kept
+    ablate.run_ablation(["base.yaml"], [], str(tmp_path), extra)
+    ablate.run_ablation(["base.yaml"], [], str(tmp_path), extra, resume=True)
+    assert fitted[-1] == "base" and fitted.count("base") == 1  # the base alone resumes too
