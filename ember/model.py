@@ -24,7 +24,7 @@ from torch import Tensor
 from ember.base import BackboneOutput, Consolidator, LanguageBackbone, ReasoningCore, SensoryEncoder
 from ember.errors import CheckpointMismatchError, EmberConfigError, NonFiniteLossError
 from ember.metrics import answer_stats
-from ember.ops.slot_memory import compile_plasticity
+from ember.ops.slot_memory import compile_plasticity, memories_off
 from ember.optim import adamw_with_schedule
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,9 @@ class EmberModel(LightningModule):
         compile_periods: torch.compile mode for the memories' whole plasticity periods
             (ember.ops.slot_memory.compile_plasticity): "default", or "reduce-overhead" for CUDA graphs
             on a GPU; null runs them eager. Compiling costs tens of seconds once, so it is for long runs.
+        memories: "off" switches every plastic memory (PM, EM) off: no reads, no writes, the slow weights
+            alone (ember.ops.slot_memory.memories_off). For testing a trained memory model without its
+            memories (`ember test ... --model.init_args.memories off`); not saved with the checkpoint.
     """
 
     def __init__(self, backbone: LanguageBackbone, sensory: Optional[SensoryEncoder] = None,
@@ -63,7 +66,8 @@ class EmberModel(LightningModule):
                  warmup_steps: int = 100, min_lr_ratio: float = 0.1, grad_clip: float = 1.0,
                  tbptt_chunk: Optional[int] = None, generate_tokens: int = 200, temperature: float = 0.8,
                  init_from: Optional[str] = None,
-                 compile_periods: Optional[Literal["default", "reduce-overhead", "max-autotune"]] = None):
+                 compile_periods: Optional[Literal["default", "reduce-overhead", "max-autotune"]] = None,
+                 memories: Literal["on", "off"] = "on"):
         super().__init__()
         if tbptt_chunk is not None and tbptt_chunk < 1:
             raise EmberConfigError(f"tbptt_chunk={tbptt_chunk} must be >= 1 (or null for whole sequences)")
@@ -73,11 +77,12 @@ class EmberModel(LightningModule):
                                        f"{backbone.d_model}: the {name} tokens are the backbone's prefix")
         self.backbone, self.sensory, self.reasoning, self.consolidator = backbone, sensory, reasoning, consolidator
         self.automatic_optimization = False
-        # sampling settings are not hyper-parameters: LightningCLI restores a checkpoint's hyper-parameters
-        # over the command line, and `ember predict --model.init_args.temperature 0` must take effect
+        # sampling settings and the memory switch are not hyper-parameters: LightningCLI restores a checkpoint's
+        # hyper-parameters over the command line, and `ember predict --model.init_args.temperature 0` (or
+        # `ember test --model.init_args.memories off`) must take effect
         self.save_hyperparameters(ignore=["backbone", "sensory", "reasoning", "consolidator", "generate_tokens",
-                                          "temperature"])
-        self.generate_tokens, self.temperature = generate_tokens, temperature
+                                          "temperature", "memories"])
+        self.generate_tokens, self.temperature, self.memories = generate_tokens, temperature, memories
 
     def setup(self, stage: str):
         if self.hparams.init_from:
@@ -112,6 +117,9 @@ class EmberModel(LightningModule):
 
         Returns BackboneOutput(logits (b, n, v), state) (carries state).
         """
+        if self.memories == "off":
+            with memories_off(self):
+                return self.backbone(tokens, state, self.encode_prefix(signal))
         return self.backbone(tokens, state, self.encode_prefix(signal))
 
     def encode_prefix(self, signal: Tensor | None) -> Tensor | None:

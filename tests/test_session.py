@@ -119,3 +119,16 @@ def test_memories_off_neither_reads_nor_writes(trained):
     before, after = state.tensors(), off_state.tensors()
     memory_keys = [k for k in before if k.endswith(("K", "V", "s"))]
     assert memory_keys and all(torch.equal(before[k], after[k]) for k in memory_keys)
+
+
+@pytest.mark.parametrize("memories", ["on", "off"])
+def test_ember_test_can_switch_a_trained_models_memories_off(trained, tmp_path, memories):
+    from helpers import mlflow_rows
+
+    config, ckpt = trained["memory"]
+    run_dir = tmp_path / memories
+    assert run_cli("test", "--config", config, "--ckpt_path", ckpt, "--model.init_args.memories", memories,
+                   "--trainer.logger.init_args.run_dir", str(run_dir)) == 0
+    ((rate,),) = mlflow_rows(run_dir, "select value from metrics where key = 'mem/test_commit_rate'")
+    # off: no memory reads or writes, so no commit at any boundary (the checkpoint's "on" is not restored over it)
+    assert (rate == 0.0) == (memories == "off")

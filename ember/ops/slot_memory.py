@@ -284,10 +284,11 @@ def _compiled_period(kind: type, mode: str | None) -> Callable:
 def memories_off(model: nn.Module) -> Iterator[int]:
     """Inside the block every slot memory of `model` neither reads nor writes; yields how many there are."""
     memories = [m for m in model.modules() if isinstance(m, SlotMemoryMixin)]
+    before = [memory.enabled for memory in memories]  # restored as they were, so the blocks can nest
     for memory in memories:
         memory.enabled = False
     try:
         yield len(memories)
     finally:
-        for memory in memories:
-            memory.enabled = True
+        for memory, enabled in zip(memories, before):
+            memory.enabled = enabled
