@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 from ember.base import ReasoningCore
 from ember.errors import EmberConfigError
 from ember.files import atomic_write_text
+from ember.ops.slot_memory import SlotMemoryMixin
 
 log = logging.getLogger("ember")
 
@@ -57,7 +58,7 @@ def state_bytes(model, datamodule) -> Optional[int]:
     return state.nbytes()
 
 
-def run_variant(name: str, base: list[str], extra: list[str], out: Path) -> dict:
+def run_variant(name: str, base: list[str], extra: list[str], out: Path, memories_off: bool = False) -> dict:
     from ember.cli import EmberCLI, check_config_names
 
     args = [*base, *extra, "--trainer.logger.init_args.run_dir", str(out / "runs"),
@@ -77,19 +78,35 @@ def run_variant(name: str, base: list[str], extra: list[str], out: Path) -> dict
     (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path or None, verbose=False)
     row = {"variant": name, "params": params, "state_bytes": state_bytes(cli.model, cli.datamodule),
            "steps": steps, "train_minutes": round(minutes, 2), "checkpoint": path}
-    row.update({k: float(v) for k, v in metrics.items() if k.startswith(("eval/", "test/"))})
+    row.update(scores(metrics))
+    if memories_off and any(isinstance(m, SlotMemoryMixin) for m in cli.model.modules()):
+        cli.model.memories = "off"  # the same weights, no memory reads or writes (EmberModel.memories)
+        (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path or None, verbose=False)
+        row["memories_off"] = scores(metrics)
     if getattr(cli.datamodule, "chance", None) is not None:  # e.g. BindingData: the accuracy without the signal
         row["chance"] = float(cli.datamodule.chance)
     return row
 
 
+def scores(metrics: dict) -> dict[str, float]:
+    """The eval/... and test/... metrics of a test run."""
+    return {k: float(v) for k, v in metrics.items() if k.startswith(("eval/", "test/"))}
+
+
 def markdown(rows: list[dict]) -> str:
-    keys = [k for k in rows[0] if k not in ("variant", "checkpoint")]
+    """One line per variant, and under a variant tested again with its memories off (`memories_off`), a
+    line with those scores."""
+    skip = ("variant", "checkpoint", "memories_off")
+    keys = [k for k in rows[0] if k not in skip]
     for row in rows[1:]:
-        keys += [k for k in row if k not in keys and k not in ("variant", "checkpoint")]
+        keys += [k for k in row if k not in keys and k not in skip]
     fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else ("" if v is None else str(v))  # noqa: E731
+    line = lambda name, r: f"| {name} | " + " | ".join(fmt(r.get(k)) for k in keys) + " |"  # noqa: E731
     lines = ["| variant | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
-    lines += [f"| {r['variant']} | " + " | ".join(fmt(r.get(k)) for k in keys) + " |" for r in rows]
+    for r in rows:
+        lines.append(line(r["variant"], r))
+        if "memories_off" in r:
+            lines.append(line(f"{r['variant']}, memories off at test", r["memories_off"]))
     return "\n".join(lines) + "\n"
 
 
@@ -110,9 +127,10 @@ def finished_rows(out_dir: Path, configs: list[str], variants: list[str], extra:
 
 
 def run_ablation(configs: list[str], variants: list[str], out: str, extra: list[str],
-                 resume: bool = False) -> list[dict]:
+                 resume: bool = False, memories_off: bool = False) -> list[dict]:
     """Fit and test every variant; write the table after each one (a crash keeps the finished rows,
-    and `resume` keeps them on the next call instead of fitting them again)."""
+    and `resume` keeps them on the next call instead of fitting them again). With `memories_off`, every
+    variant that has plastic memories is also tested with them switched off (same weights)."""
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     variants = variants or ["base="]  # the base config alone
@@ -125,7 +143,7 @@ def run_ablation(configs: list[str], variants: list[str], out: str, extra: list[
             log.info("ablate: variant %s already in %s, kept (--resume)", name, out_dir / "ablation.json")
             rows.append(done[name])
         else:
-            rows.append(run_variant(name, base, overlay, out_dir))
+            rows.append(run_variant(name, base, overlay, out_dir, memories_off))
         table = {"configs": configs, "extra": extra, "variants": variants[: len(rows)], "rows": rows}
         atomic_write_text(out_dir / "ablation.json", json.dumps(table, indent=1))
         atomic_write_text(out_dir / "ablation.md", markdown(rows))

@@ -324,12 +324,15 @@ def ablate_command(argv: list[str]) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="keep the variants already in <out>/ablation.json (same spec, configs and --set "
                              "overrides) and fit only the others, e.g. after an interrupted run")
+    parser.add_argument("--memories-off", action="store_true",
+                        help="also test every variant that has plastic memories (PM, EM) with them switched off "
+                             "(same weights, no reads or writes): one more line per such variant")
     args = parser.parse_args(argv)
     from ember.ablate import run_ablation
 
     registry.load_plugins()
     extra = [a for item in args.set for a in item.split("=", 1)]
-    run_ablation(args.config, args.variant, args.out, extra, resume=args.resume)
+    run_ablation(args.config, args.variant, args.out, extra, resume=args.resume, memories_off=args.memories_off)
     return 0
 
 

@@ -162,11 +162,15 @@ def test_ember_ablate_fits_tests_and_tabulates_each_variant(tmp_path):
     config = str(ROOT / "configs/debug/memory_recall.yaml")
     assert run_cli("ablate", "--config", config, "--variant", "full=", "--variant",
                    f"no_memory={ROOT / 'configs/ablate/no_memory.yaml'}", "--out", str(tmp_path),
-                   "--set=--trainer.max_steps=2") == 0
+                   "--set=--trainer.max_steps=2", "--memories-off") == 0
     table = (tmp_path / "ablation.md").read_text()
-    header, _, full, no_memory = table.strip().splitlines()
+    header, _, full, full_off, no_memory = table.strip().splitlines()  # no memories, so no second test
     assert "eval/recall/acc/4xW" in header and "state_bytes" in header
     assert full.startswith("| full |") and no_memory.startswith("| no_memory |")
+    assert full_off.startswith("| full, memories off at test |")
+    (row, _) = json.loads((tmp_path / "ablation.json").read_text())["rows"]
+    assert set(row["memories_off"]) == {k for k in row if k.startswith("eval/")}
+    assert row["memories_off"]["eval/recall/loss"] != row["eval/recall/loss"]  # the reads were off
     plots = sorted(p.name for p in (tmp_path / "runs").rglob("*slot_usage.png") if "artifacts" not in p.parts)
     assert plots == ["slot_usage.png", "test_slot_usage.png"]  # only the variant with memories has them
     assert len(list((tmp_path / "runs" / "artifacts").rglob("plots/*slot_usage.png"))) == 2  # logged to MLflow
@@ -177,7 +181,7 @@ def test_ablate_resume_keeps_the_finished_variants_and_fits_the_rest(tmp_path, m
 
     fitted = []
 
-    def fake_run_variant(name, base, overlay, out):
+    def fake_run_variant(name, base, overlay, out, memories_off=False):
         fitted.append(name)
         return {"variant": name, "params": len(fitted), "eval/t/acc": 0.5}
 
