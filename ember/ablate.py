@@ -21,6 +21,7 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 
 from ember.base import ReasoningCore
+from ember.callbacks.memory_usage import MemoryUsage
 from ember.errors import EmberConfigError
 from ember.files import atomic_write_text
 from ember.ops.slot_memory import SlotMemoryMixin
@@ -81,6 +82,9 @@ def run_variant(name: str, base: list[str], extra: list[str], out: Path, memorie
     row.update(scores(metrics))
     if memories_off and any(isinstance(m, SlotMemoryMixin) for m in cli.model.modules()):
         cli.model.memories = "off"  # the same weights, no memory reads or writes (EmberModel.memories)
+        # the variant's MLflow run and its slot-usage plot keep the memories-on test; this one goes to the table
+        cli.trainer.loggers = []
+        cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, MemoryUsage)]
         (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path or None, verbose=False)
         row["memories_off"] = scores(metrics)
     if getattr(cli.datamodule, "chance", None) is not None:  # e.g. BindingData: the accuracy without the signal

@@ -171,6 +171,12 @@ def test_ember_ablate_fits_tests_and_tabulates_each_variant(tmp_path):
     (row, _) = json.loads((tmp_path / "ablation.json").read_text())["rows"]
     assert set(row["memories_off"]) == {k for k in row if k.startswith("eval/")}
     assert row["memories_off"]["eval/recall/loss"] != row["eval/recall/loss"]  # the reads were off
+    from helpers import mlflow_rows
+
+    logged = mlflow_rows(tmp_path / "runs", "select value from metrics where key = 'eval/recall/loss'")
+    # one value per variant: MLflow keeps the memories-on test only
+    assert len(logged) == 2 and (row["eval/recall/loss"],) in logged
+    assert (row["memories_off"]["eval/recall/loss"],) not in logged
     plots = sorted(p.name for p in (tmp_path / "runs").rglob("*slot_usage.png") if "artifacts" not in p.parts)
     assert plots == ["slot_usage.png", "test_slot_usage.png"]  # only the variant with memories has them
     assert len(list((tmp_path / "runs" / "artifacts").rglob("plots/*slot_usage.png"))) == 2  # logged to MLflow
