@@ -24,7 +24,7 @@ from ember.base import ReasoningCore
 from ember.callbacks.memory_usage import MemoryUsage
 from ember.errors import EmberConfigError
 from ember.files import atomic_write_text
-from ember.ops.slot_memory import SlotMemoryMixin
+from ember.ops.slot_memory import slot_memories
 
 log = logging.getLogger("ember")
 
@@ -80,12 +80,13 @@ def run_variant(name: str, base: list[str], extra: list[str], out: Path, memorie
     row = {"variant": name, "params": params, "state_bytes": state_bytes(cli.model, cli.datamodule),
            "steps": steps, "train_minutes": round(minutes, 2), "checkpoint": path}
     row.update(scores(metrics))
-    if memories_off and any(isinstance(m, SlotMemoryMixin) for m in cli.model.modules()):
+    if memories_off and slot_memories(cli.model):
         cli.model.memories = "off"  # the same weights, no memory reads or writes (EmberModel.memories)
         # the variant's MLflow run and its slot-usage plot keep the memories-on test; this one goes to the table
         cli.trainer.loggers = []
         cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, MemoryUsage)]
-        (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path or None, verbose=False)
+        # the first test loaded the checkpoint's weights into cli.model: test them as they are (ckpt_path None)
+        (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
         row["memories_off"] = scores(metrics)
     if getattr(cli.datamodule, "chance", None) is not None:  # e.g. BindingData: the accuracy without the signal
         row["chance"] = float(cli.datamodule.chance)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Literal, Optional
 
@@ -117,10 +118,8 @@ class EmberModel(LightningModule):
 
         Returns BackboneOutput(logits (b, n, v), state) (carries state).
         """
-        if self.memories == "off":
-            with memories_off(self):
-                return self.backbone(tokens, state, self.encode_prefix(signal))
-        return self.backbone(tokens, state, self.encode_prefix(signal))
+        with memories_off(self) if self.memories == "off" else nullcontext():
+            return self.backbone(tokens, state, self.encode_prefix(signal))
 
     def encode_prefix(self, signal: Tensor | None) -> Tensor | None:
         """[y ; e] prefix tokens (b, p, d) from the sensory and reasoning slots, or None."""

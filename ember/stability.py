@@ -24,7 +24,7 @@ import torch
 from ember.corpus import builtin_corpus
 from ember.errors import EmberConfigError
 from ember.memory_state import load_memory_state, save_memory_state
-from ember.ops.slot_memory import SlotMemoryMixin, memories_off
+from ember.ops.slot_memory import memories_off, slot_memories
 from ember.session import load_trained, read_input, stream
 
 log = logging.getLogger("ember")
@@ -63,7 +63,7 @@ def run_stability(config: str, ckpt_path: str, sessions: int = 20, session_bytes
     if sessions < 1 or session_bytes < 2 or heldout_bytes < 2:
         raise EmberConfigError("--sessions must be >= 1, --session-bytes and --heldout-bytes >= 2")
     model = load_trained(config, ckpt_path)
-    if not any(isinstance(m, SlotMemoryMixin) for m in model.modules()):
+    if not slot_memories(model):
         raise EmberConfigError(f"{config} has no plastic memory (PM/EM): nothing to adapt; use a config with "
                                "backbone pm/em set, e.g. configs/quickstart.yaml")
     corpus = builtin_corpus()

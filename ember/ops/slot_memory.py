@@ -253,6 +253,11 @@ def whole_period(memory: SlotMemoryMixin, K: Tensor, V: Tensor, s: Tensor, cand:
     return read, K, V, s, mod.g, mod.aux_loss if mod.aux_loss is not None else x_sum.new_zeros(())
 
 
+def slot_memories(model: nn.Module) -> list[SlotMemoryMixin]:
+    """Every slot memory (PM, EM) among the modules of `model`."""
+    return [m for m in model.modules() if isinstance(m, SlotMemoryMixin)]
+
+
 def compile_plasticity(model: nn.Module, enable: bool = True, mode: str | None = None) -> int:
     """torch.compile the whole-period step of every slot memory of `model` (or go back to eager with
     enable=False); returns how many memories it set. `mode` is torch.compile's (e.g. "reduce-overhead"
@@ -266,7 +271,7 @@ def compile_plasticity(model: nn.Module, enable: bool = True, mode: str | None =
     once, so it is off by default: `ember bench` turns it on with --compile (the default on CUDA),
     `ember fit` with model.compile_periods.
     """
-    memories = [m for m in model.modules() if isinstance(m, SlotMemoryMixin)]
+    memories = slot_memories(model)
     steps = {kind: _compiled_period(kind, mode) for kind in {type(m) for m in memories}} if enable else {}
     for memory in memories:
         memory.fused_period = steps.get(type(memory))
@@ -283,7 +288,7 @@ def _compiled_period(kind: type, mode: str | None) -> Callable:
 @contextmanager
 def memories_off(model: nn.Module) -> Iterator[int]:
     """Inside the block every slot memory of `model` neither reads nor writes; yields how many there are."""
-    memories = [m for m in model.modules() if isinstance(m, SlotMemoryMixin)]
+    memories = slot_memories(model)
     before = [memory.enabled for memory in memories]  # restored as they were, so the blocks can nest
     for memory in memories:
         memory.enabled = False
