@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sqlite3
 from pathlib import Path
 
@@ -92,3 +93,11 @@ class ToyReasoning(ReasoningCore):
         y = self.f(x)
         h = torch.sigmoid(self.halt(y.mean(1))).squeeze(-1)
         return ReasoningOutput(y, h, 1 - h)
+
+
+def load_script(path: str):
+    """Import a script of the repository (benchmarks/*.py: not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

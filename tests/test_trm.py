@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from functools import partial
@@ -18,6 +17,7 @@ from ember.errors import EmberConfigError
 from ember.ops.recursion import deep_recursion, latent_recursion
 from ember.plugins.reasoning.networks import AttentionNetwork, MixerNetwork
 from ember.plugins.reasoning.trm import Carry, TinyRecursiveCore, halting_step
+from helpers import load_script
 
 
 def test_latent_recursion_follows_the_equations_by_hand():
@@ -200,23 +200,13 @@ def test_fit_lowers_the_loss_and_checkpoints_ema_weights_and_the_halting_head(tm
     assert torch.equal(restored.halt_head.weight, saved["state_dict"]["halt_head.weight"])
     assert _val_loss(restored, data) < before - 0.2  # the EMA weights learned the task
 
-    raw_weights = _script("benchmarks/raw_weights.py")  # the no-EMA ablation scores the trained weights
+    raw_weights = load_script("benchmarks/raw_weights.py")  # the no-EMA ablation scores the trained weights
     assert raw_weights.main([str(tmp_path / "last.ckpt"), str(tmp_path / "raw.ckpt")]) == 0
     raw = torch.load(tmp_path / "raw.ckpt", weights_only=False)
     assert torch.equal(raw["state_dict"][name], saved["current_model_state"][name])
     assert "current_model_state" not in raw and "averaging_state" not in raw
     assert raw_weights.main([str(tmp_path / "raw.ckpt"), str(tmp_path / "again.ckpt")]) == 2  # no EMA in it
     assert not (tmp_path / "again.ckpt").exists()
-
-
-def _script(path: str):
-    """Import a script of the repository (not a package) as a module."""
-    from helpers import ROOT
-
-    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tmp_path, caplog, capsys):
@@ -238,7 +228,7 @@ def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tm
     metrics = {k for (k,) in mlflow_rows(tmp_path / "test", "select distinct key from metrics")}
     assert {"test/exact_acc", "test/cell_acc", "test/steps"} <= metrics
 
-    halting = _script("benchmarks/halting.py")  # the thinking curve and thresholds from one pass
+    halting = load_script("benchmarks/halting.py")  # the thinking curve and thresholds from one pass
     assert halting.main(["--config", str(folder / "config.yaml"), "--ckpt_path", str(folder / "checkpoints/last.ckpt"),
                          "--split", "val", "--steps", "4", "--halt-probs", "0.5,0.95"]) == 0
     out = capsys.readouterr().out
@@ -246,7 +236,7 @@ def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tm
 
 
 def test_halting_table_scores_each_step_and_each_threshold():
-    halting = _script("benchmarks/halting.py")
+    halting = load_script("benchmarks/halting.py")
     right = torch.tensor([[False, True, True], [False, False, True]])
     logit = lambda p: math.log(p / (1 - p))  # noqa: E731
     halts = torch.tensor([[logit(0.6), logit(0.99), logit(0.99)], [logit(0.7), logit(0.8), logit(0.9)]])
@@ -278,7 +268,7 @@ def test_ember_ablate_runs_the_trm_ablations_on_puzzles(tmp_path):
 def test_halting_script_refuses_a_config_that_is_not_a_trm(tmp_path, capsys):
     from helpers import ROOT
 
-    halting = _script("benchmarks/halting.py")
+    halting = load_script("benchmarks/halting.py")
     assert halting.main(["--config", str(ROOT / "configs/debug/quickstart.yaml"),
                          "--ckpt_path", str(tmp_path / "none.ckpt")]) == 2
     assert "not a TinyRecursiveCore" in capsys.readouterr().err
