@@ -16,7 +16,9 @@ split. Everything is deterministic given the seeds.
         [--model.init_args.sensory.init_args.checkpoint JEPA_RUN/checkpoints/best.ckpt]
 
 Each seed is passed as --seed_everything (the random init of the encoder; a checkpoint's encoder is the
-same for every seed). It prints one line per seed and the mean, in markdown.
+same for every seed) and as --data.init_args.seed (which utterances are labelled, and the test split),
+so the spread over seeds includes the choice of the few labels. It prints one line per seed and the
+mean, in markdown.
 """
 
 from __future__ import annotations
@@ -128,7 +130,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for seed in seeds:
-            rows.append({"seed": seed, **probe(args.config, [*extra, "--seed_everything", str(seed)], args.segments)})
+            rows.append({"seed": seed, **probe(args.config, [*extra, "--seed_everything", str(seed),
+                                                         "--data.init_args.seed", str(seed)], args.segments)})
     except (OSError, ValueError, RuntimeError, EmberConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
