@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, help="a binding config (EmberModel with a sensory encoder)")
-    parser.add_argument("--seeds", default="0", help="comma-separated seeds, each the init and the data seed of one probe (default 0)")
+    parser.add_argument("--seeds", default="0",
+                        help="comma-separated seeds, each the init and the data seed of one probe (default 0)")
     parser.add_argument("--segments", type=int, default=4,
                         help="equal time spans whose mean tokens are concatenated into the features (default 4)")
     args, extra = parser.parse_known_args(argv)
