@@ -54,7 +54,8 @@ def table(scored: list[tuple[int, bool]], edges: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="the run's config.yaml (a MemoryTaskData task)")
+    parser.add_argument("--config", required=True, action="append",
+                        help="the run's config.yaml (a MemoryTaskData task); again for overlays")
     parser.add_argument("--ckpt_path", required=True, help="its checkpoint")
     parser.add_argument("--buckets", default="16,32,64,128,256,512,1024",
                         help="comma-separated, increasing position edges of the rows (default 16,...,1024)")
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cli = build_cli(args.config, extra)
         if not isinstance(cli.datamodule, MemoryTaskData):
-            raise EmberConfigError(f"{args.config} does not train on a memory task (data: MemoryTaskData)")
+            raise EmberConfigError(f"{args.config[0]} does not train on a memory task (data: MemoryTaskData)")
         model, data = load_weights(cli.model, args.ckpt_path), cli.datamodule
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)

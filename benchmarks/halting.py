@@ -21,11 +21,11 @@ from ember.plugins.reasoning.trm import TinyRecursiveCore, halting_step
 from ember.session import build_cli, load_weights
 
 
-def load(config: str, ckpt_path: str, extra: list[str]):
-    """The model (checkpoint weights, eval mode) and data module of a run's config."""
+def load(config: list[str], ckpt_path: str, extra: list[str]):
+    """The model (checkpoint weights, eval mode) and data module of a run's config and its overlays."""
     cli = build_cli(config, extra)
     if not isinstance(cli.model, TinyRecursiveCore):
-        raise ValueError(f"{config} trains a {type(cli.model).__name__}, not a TinyRecursiveCore")
+        raise ValueError(f"{config[0]} trains a {type(cli.model).__name__}, not a TinyRecursiveCore")
     return load_weights(cli.model, ckpt_path), cli.datamodule  # the EMA weights when the run averaged them
 
 
@@ -59,7 +59,7 @@ def table(right: torch.Tensor, halts: torch.Tensor, halt_probs: list[float]) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="the run's config.yaml")
+    parser.add_argument("--config", required=True, action="append", help="the run's config.yaml; again for overlays")
     parser.add_argument("--ckpt_path", required=True, help="its checkpoint (EMA weights are what it holds)")
     parser.add_argument("--split", choices=["val", "test"], default="val", help="puzzles to score (default val)")
     parser.add_argument("--steps", type=int, default=16, help="supervision steps to run (default 16)")

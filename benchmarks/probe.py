@@ -92,12 +92,12 @@ def choose_penalty(x: Tensor, y: Tensor, classes: int, folds: int = 5) -> float:
     return max(p for p, s in zip(PENALTIES, scores) if s == best)
 
 
-def probe(config: str, extra: list[str], segments: int) -> dict:
-    """Test accuracy of the linear probe on one build of the config (one seed)."""
+def probe(config: list[str], extra: list[str], segments: int) -> dict:
+    """Test accuracy of the linear probe on one build of the config and its overlays (one seed)."""
     cli = build_cli(config, extra)
     encoder, data = getattr(cli.model, "sensory", None), cli.datamodule
     if encoder is None:
-        raise EmberConfigError(f"{config} has no sensory encoder (model.init_args.sensory): give a binding config")
+        raise EmberConfigError(f"{config[0]} has no sensory encoder (model.init_args.sensory): give a binding config")
     if len(data.task.tasks) != 1:
         raise EmberConfigError(f"the probe reads one prosody task, the config has {list(data.task.tasks)}: "
                                "set --data.init_args.tasks=[question] (or another single task)")
@@ -116,7 +116,8 @@ def probe(config: str, extra: list[str], segments: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, help="a binding config (EmberModel with a sensory encoder)")
+    parser.add_argument("--config", required=True, action="append",
+                        help="a binding config (EmberModel with a sensory encoder); again for overlays")
     parser.add_argument("--seeds", default="0",
                         help="comma-separated seeds, each the init and the data seed of one probe (default 0)")
     parser.add_argument("--segments", type=int, default=4,

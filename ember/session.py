@@ -22,14 +22,17 @@ from ember.memory_state import load_memory_state, save_memory_state
 log = logging.getLogger("ember")
 
 
-def build_cli(config: str, extra: list[str] | tuple[str, ...] = ()):
+def build_cli(config: str | list[str], extra: list[str] | tuple[str, ...] = ()):
     """The EmberCLI of a config (model and data module instantiated, no logger, nothing run).
+    A list is a config and its overlays, merged in order as `ember fit --config A --config B` does.
     `extra` are further command-line options, e.g. `--data.init_args.eval_path FILE`."""
     from ember import registry
     from ember.cli import EmberCLI, check_config_names
 
+    config, *overlays = [config] if isinstance(config, str) else config
+    extra = [*(arg for overlay in overlays for arg in ("--config", overlay)), *extra]
     registry.load_plugins()
-    check_config_names(["--config", config])
+    check_config_names(["--config", config, *extra])
     settings = yaml.safe_load(Path(config).read_text()) or {}
     for key in ("ckpt_path", "weights_only"):  # options of `fit` that a run's saved config.yaml records
         settings.pop(key, None)

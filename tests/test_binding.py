@@ -211,7 +211,17 @@ def test_probe_script_scores_the_debug_binding_config_and_refuses_two_tasks(caps
     assert lines[1].split("|")[2:4] == [" 20 ", " 12 "]
     accs = [float(line.split("|")[5].strip().strip("*")) for line in lines[1:]]
     assert all(0 <= a <= 1 for a in accs) and accs[2] == pytest.approx((accs[0] + accs[1]) / 2, abs=1e-3)
+    assert probe.main([*args, "--config", str(ROOT / "configs/ablate/binding_mel.yaml")]) == 0  # an overlay merges
+    assert "| 0 | 20 | 12 |" in capsys.readouterr().out
     assert probe.main([*args, "--data.init_args.tasks=[question,arousal]"]) == 2
     assert "reads one prosody task" in capsys.readouterr().err
     assert probe.main([*args, "--segments", "500"]) == 2
     assert "lower --segments" in capsys.readouterr().err
+
+
+def test_build_cli_merges_overlays_in_order_as_ember_fit_does():
+    from ember.session import build_cli
+
+    base, mel = str(ROOT / "configs/debug/binding.yaml"), str(ROOT / "configs/ablate/binding_mel.yaml")
+    assert isinstance(build_cli(base).model.sensory.encoder, SpikingAudioEncoder)
+    assert isinstance(build_cli([base, mel]).model.sensory.encoder, MelBaselineEncoder)
