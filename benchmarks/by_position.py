@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             module.register_forward_hook(lambda mod, inp, out, name=name: gates[name].append(out.g.detach()))
     scored, seen, first = [], 0, None
     with torch.no_grad():
-        for batch in data._loader("test"):
+        for batch in data.test_dataloader():
             if seen >= args.limit:
                 break
             batch = {k: v[: args.limit - seen] for k, v in batch.items()}

@@ -56,7 +56,7 @@ def fit_logistic(x: Tensor, y: Tensor, classes: int, penalty: float) -> Tensor:
     """Weights (f + 1, classes) of a multinomial logistic regression with an L2 penalty on the weights
     (not the bias), minimised to convergence by L-BFGS; x is already standardised."""
     w = torch.zeros(x.shape[1] + 1, classes, dtype=x.dtype, requires_grad=True)
-    xb = torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+    xb = with_bias(x)
     opt = torch.optim.LBFGS([w], lr=1.0, max_iter=500, tolerance_grad=1e-9, tolerance_change=1e-12,
                             line_search_fn="strong_wolfe")
 
@@ -70,8 +70,19 @@ def fit_logistic(x: Tensor, y: Tensor, classes: int, penalty: float) -> Tensor:
     return w.detach()
 
 
+def with_bias(x: Tensor) -> Tensor:
+    """x (N, f) with a column of ones appended: (N, f + 1)."""
+    return torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1)
+
+
 def predict(w: Tensor, x: Tensor) -> Tensor:
-    return (torch.cat([x, torch.ones(len(x), 1, dtype=x.dtype)], 1) @ w).argmax(-1)
+    return (with_bias(x) @ w).argmax(-1)
+
+
+def fit_and_predict(x: Tensor, y: Tensor, x_eval: Tensor, classes: int, penalty: float) -> Tensor:
+    """Classes predicted for x_eval by a probe fitted on (x, y), both standardised by x's statistics."""
+    mean, std = x.mean(0), x.std(0).clamp_min(1e-8)
+    return predict(fit_logistic((x - mean) / std, y, classes, penalty), (x_eval - mean) / std)
 
 
 def choose_penalty(x: Tensor, y: Tensor, classes: int, folds: int = 5) -> float:
@@ -84,9 +95,7 @@ def choose_penalty(x: Tensor, y: Tensor, classes: int, folds: int = 5) -> float:
         for held in parts:
             keep = torch.ones(len(x), dtype=torch.bool)
             keep[held] = False
-            mean, std = x[keep].mean(0), x[keep].std(0).clamp_min(1e-8)
-            w = fit_logistic((x[keep] - mean) / std, y[keep], classes, penalty)
-            right += (predict(w, (x[held] - mean) / std) == y[held]).sum().item()
+            right += (fit_and_predict(x[keep], y[keep], x[held], classes, penalty) == y[held]).sum().item()
         scores.append(right / len(x))
     best = max(scores)
     return max(p for p, s in zip(PENALTIES, scores) if s == best)
@@ -107,9 +116,7 @@ def probe(config: list[str], extra: list[str], segments: int) -> dict:
     x_test, y_test = features(encoder, loader("test"), segments)
     classes = int(max(y_train.max(), y_test.max()).item()) + 1
     penalty = choose_penalty(x_train, y_train, classes)
-    mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-8)
-    w = fit_logistic((x_train - mean) / std, y_train, classes, penalty)
-    accuracy = (predict(w, (x_test - mean) / std) == y_test).double().mean().item()
+    accuracy = (fit_and_predict(x_train, y_train, x_test, classes, penalty) == y_test).double().mean().item()
     return {"labels": len(y_train), "test": len(y_test), "penalty": penalty, "accuracy": accuracy}
 
 

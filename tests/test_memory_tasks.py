@@ -14,7 +14,7 @@ from ember.data_modules.patterns import ProceduralPatterns
 from ember.data_modules.recall import SessionRecall
 from ember.errors import EmberConfigError
 from ember.metrics import answer_stats
-from helpers import ROOT, load_script
+from helpers import ROOT, load_script, mlflow_rows, run_cli
 
 
 def text(tokens) -> str:
@@ -158,8 +158,6 @@ def test_ablation_variants_and_table(tmp_path):
 
 
 def test_ember_ablate_fits_tests_and_tabulates_each_variant(tmp_path):
-    from helpers import ROOT, run_cli
-
     config = str(ROOT / "configs/debug/memory_recall.yaml")
     assert run_cli("ablate", "--config", config, "--variant", "full=", "--variant",
                    f"no_memory={ROOT / 'configs/ablate/no_memory.yaml'}", "--out", str(tmp_path),
@@ -172,8 +170,6 @@ def test_ember_ablate_fits_tests_and_tabulates_each_variant(tmp_path):
     (row, _) = json.loads((tmp_path / "ablation.json").read_text())["rows"]
     assert set(row["memories_off"]) == {k for k in row if k.startswith("eval/")}
     assert row["memories_off"]["eval/recall/loss"] != row["eval/recall/loss"]  # the reads were off
-    from helpers import mlflow_rows
-
     logged = mlflow_rows(tmp_path / "runs", "select value from metrics where key = 'eval/recall/loss'")
     # one value per variant: MLflow keeps the memories-on test only
     assert len(logged) == 2 and (row["eval/recall/loss"],) in logged
