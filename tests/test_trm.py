@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from ember.errors import EmberConfigError
 from ember.ops.recursion import deep_recursion, latent_recursion
 from ember.plugins.reasoning.networks import AttentionNetwork, MixerNetwork
-from ember.plugins.reasoning.trm import Carry, TinyRecursiveCore, halting_step
+from ember.plugins.reasoning.trm import Carry, TinyRecursiveCore, fill_accuracy, halting_step
 from helpers import load_script
 
 
@@ -148,6 +148,15 @@ def test_halting_step_reads_the_first_confident_step_else_the_most_confident_one
     assert halting_step(halt, 0.1)[0].tolist() == [0, 0, 0]
 
 
+def test_fill_accuracy_scores_only_the_cells_the_answer_changes():
+    inputs = torch.tensor([[1, 2, 2, 2], [1, 1, 2, 3]])  # two mazes: walls 1, open 2, path 5 in the labels
+    labels = torch.tensor([[1, 5, 5, 2], [1, 1, 5, 3]])  # three path cells to fill
+    preds = torch.tensor([[2, 5, 2, 5], [1, 1, 5, 3]])  # the wall and the open cell wrong: not counted
+    assert fill_accuracy(preds, inputs, labels).item() == pytest.approx(2 / 3)
+    assert fill_accuracy(labels, inputs, labels).item() == 1.0
+    assert fill_accuracy(inputs, inputs, inputs).item() == 0.0  # nothing to fill
+
+
 @pytest.mark.parametrize("halt_prob", [0.0, 1.0, 1.5])
 def test_halt_prob_outside_0_1_is_refused(halt_prob):
     with pytest.raises(EmberConfigError, match="halt_prob"):
@@ -226,7 +235,7 @@ def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tm
                    "--trainer.logger.init_args.run_dir", str(tmp_path / "test")) == 0
     assert "more than the n_sup=3 trained" in caplog.text
     metrics = {k for (k,) in mlflow_rows(tmp_path / "test", "select distinct key from metrics")}
-    assert {"test/exact_acc", "test/cell_acc", "test/steps"} <= metrics
+    assert {"test/exact_acc", "test/cell_acc", "test/fill_acc", "test/steps"} <= metrics
 
     halting = load_script("benchmarks/halting.py")  # the thinking curve and thresholds from one pass
     assert halting.main(["--config", str(folder / "config.yaml"), "--ckpt_path", str(folder / "checkpoints/last.ckpt"),

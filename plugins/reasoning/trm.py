@@ -75,6 +75,16 @@ def halting_step(halt_logits: Tensor, halt_prob: float) -> tuple[Tensor, Tensor]
     return read, torch.where(fired, read + 1, steps)
 
 
+def fill_accuracy(preds: Tensor, inputs: Tensor, labels: Tensor) -> Tensor:
+    """Accuracy on the cells the answer changes (Sudoku blanks, a maze's path), all puzzles pooled.
+
+    cell accuracy counts the cells copied from the input too: on a maze they are over 80% of the grid.
+    preds, inputs, labels: (b, s) token ids. 0 where no cell changes.
+    """
+    changed = labels != inputs
+    return ((preds == labels) & changed).sum() / changed.sum().clamp(min=1)
+
+
 class TinyRecursiveCore(ReasoningCore):
     """Tiny Recursive Model: answer y and latent z refined by one tiny network, deep supervision, ACT halting.
 
@@ -230,6 +240,7 @@ class TinyRecursiveCore(ReasoningCore):
                        f"{stage}/exact_acc": (thought.preds == labels).all(1).float().mean(),
                        f"{stage}/exact_acc_final": (thought.final_preds == labels).all(1).float().mean(),
                        f"{stage}/cell_acc": (thought.preds == labels).float().mean(),
+                       f"{stage}/fill_acc": fill_accuracy(thought.preds, batch["inputs"], labels),
                        f"{stage}/steps": thought.steps_used.float().mean()},
                       prog_bar=stage == "val", sync_dist=True)
 
