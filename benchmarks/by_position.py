@@ -22,7 +22,7 @@ import torch
 from ember.base import Neuromodulator
 from ember.data_modules.memory_task import MemoryTaskData
 from ember.errors import EmberConfigError
-from ember.session import build_cli, load_weights
+from ember.session import build_cli, comma_list, load_weights
 
 
 def answers(batch: dict, preds: torch.Tensor) -> list[tuple[int, bool]]:
@@ -57,15 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, action="append",
                         help="the run's config.yaml (a MemoryTaskData task); again for overlays")
     parser.add_argument("--ckpt_path", required=True, help="its checkpoint")
-    parser.add_argument("--buckets", default="16,32,64,128,256,512,1024",
+    parser.add_argument("--buckets", type=comma_list(int, "16,64,256"), default="16,32,64,128,256,512,1024",
                         help="comma-separated, increasing position edges of the rows (default 16,...,1024)")
     parser.add_argument("--limit", type=int, default=256, help="test examples to score (default 256)")
     parser.add_argument("--periods", type=int, default=16, help="periods of the gate readout (default 16)")
     args, extra = parser.parse_known_args(argv)
-    try:
-        edges = [int(e) for e in args.buckets.split(",")]
-    except ValueError:
-        parser.error(f"--buckets {args.buckets!r}: give increasing integers such as 16,64,256")
+    edges = args.buckets
     if edges != sorted(set(edges)) or edges[0] < 1 or args.limit < 1 or args.periods < 1:
         parser.error("--buckets must be increasing positive integers; --limit and --periods >= 1")
     try:

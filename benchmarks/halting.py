@@ -18,7 +18,7 @@ import sys
 import torch
 
 from ember.plugins.reasoning.trm import TinyRecursiveCore, halting_step
-from ember.session import build_cli, load_weights
+from ember.session import build_cli, comma_list, load_weights
 
 
 def load(config: list[str], ckpt_path: str, extra: list[str]):
@@ -63,14 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ckpt_path", required=True, help="its checkpoint (EMA weights are what it holds)")
     parser.add_argument("--split", choices=["val", "test"], default="val", help="puzzles to score (default val)")
     parser.add_argument("--steps", type=int, default=16, help="supervision steps to run (default 16)")
-    parser.add_argument("--halt-probs", default="0.5,0.7,0.8,0.9,0.95,0.99",
+    parser.add_argument("--halt-probs", type=comma_list(float, "0.5,0.9,0.95"), default="0.5,0.7,0.8,0.9,0.95,0.99",
                         help="comma-separated halting thresholds in (0, 1) to score")
     args, extra = parser.parse_known_args(argv)
-    try:
-        halt_probs = [float(p) for p in args.halt_probs.split(",")]
-    except ValueError:
-        parser.error(f"--halt-probs {args.halt_probs!r}: give numbers such as 0.5,0.9,0.95")
-    if not all(0 < p < 1 for p in halt_probs) or args.steps < 1:
+    if not all(0 < p < 1 for p in args.halt_probs) or args.steps < 1:
         parser.error("every --halt-probs value must be in (0, 1) and --steps >= 1")
     try:
         model, data = load(args.config, args.ckpt_path, extra)
@@ -81,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = data.val_dataloader() if args.split == "val" else data.test_dataloader()
     right, halts = score(model, loader, args.steps)
     print(f"{len(right)} {args.split} puzzles, {args.steps} steps\n")
-    print(table(right, halts, halt_probs))
+    print(table(right, halts, args.halt_probs))
     return 0
 
 

@@ -32,7 +32,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from ember.errors import EmberConfigError
-from ember.session import build_cli
+from ember.session import build_cli, comma_list
 
 PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
@@ -125,20 +125,16 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", required=True, action="append",
                         help="a binding config (EmberModel with a sensory encoder); again for overlays")
-    parser.add_argument("--seeds", default="0",
+    parser.add_argument("--seeds", type=comma_list(int, "0,1,2"), default="0",
                         help="comma-separated seeds, each the init and the data seed of one probe (default 0)")
     parser.add_argument("--segments", type=int, default=4,
                         help="equal time spans whose mean tokens are concatenated into the features (default 4)")
     args, extra = parser.parse_known_args(argv)
-    try:
-        seeds = [int(s) for s in args.seeds.split(",")]
-    except ValueError:
-        parser.error(f"--seeds {args.seeds!r}: give integers such as 0,1,2")
     if args.segments < 1:
         parser.error("--segments must be >= 1")
     rows = []
     try:
-        for seed in seeds:
+        for seed in args.seeds:
             rows.append({"seed": seed, **probe(args.config, [*extra, "--seed_everything", str(seed),
                                                          "--data.init_args.seed", str(seed)], args.segments)})
     except (OSError, ValueError, RuntimeError, EmberConfigError) as err:

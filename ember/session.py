@@ -7,10 +7,12 @@ Letters: b batch (1 stream), n bytes.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import math
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +39,16 @@ def build_cli(config: str | list[str], extra: list[str] | tuple[str, ...] = ()):
     for key in ("ckpt_path", "weights_only"):  # options of `fit` that a run's saved config.yaml records
         settings.pop(key, None)
     return EmberCLI(args=["--config", yaml.safe_dump(settings), "--trainer.logger", "false", *extra], run=False)
+
+
+def comma_list(kind: Callable[[str], object], example: str) -> Callable[[str], list]:
+    """An argparse `type`: '0.5,0.9' -> [kind('0.5'), kind('0.9')]; a part kind refuses names the form, e.g. 0,1,2."""
+    def parse(text: str) -> list:
+        try:
+            return [kind(part) for part in text.split(",")]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r}: give comma-separated values such as {example}") from None
+    return parse
 
 
 def build_model(config: str):

@@ -281,3 +281,12 @@ def test_halting_script_refuses_a_config_that_is_not_a_trm(tmp_path, capsys):
     assert halting.main(["--config", str(ROOT / "configs/debug/quickstart.yaml"),
                          "--ckpt_path", str(tmp_path / "none.ckpt")]) == 2
     assert "not a TinyRecursiveCore" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("halt_probs, message", [("0.5,x", "give comma-separated values such as 0.5,0.9,0.95"),
+                                                 ("0.5,1.5", "must be in (0, 1)")])
+def test_halting_script_refuses_bad_thresholds_before_loading_anything(halt_probs, message, capsys):
+    halting = load_script("benchmarks/halting.py")
+    with pytest.raises(SystemExit) as exit_:
+        halting.main(["--config", "missing.yaml", "--ckpt_path", "missing.ckpt", "--halt-probs", halt_probs])
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
