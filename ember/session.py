@@ -42,7 +42,8 @@ def build_cli(config: str | list[str], extra: list[str] | tuple[str, ...] = ()):
 
 
 def comma_list(kind: Callable[[str], object], example: str) -> Callable[[str], list]:
-    """An argparse `type`: '0.5,0.9' -> [kind('0.5'), kind('0.9')]; a part kind refuses names the form, e.g. 0,1,2."""
+    """An argparse `type`: '0.5,0.9' -> [kind('0.5'), kind('0.9')]. A part that kind refuses (ValueError) fails the
+    option with a message that shows `example`, the expected form."""
     def parse(text: str) -> list:
         try:
             return [kind(part) for part in text.split(",")]
