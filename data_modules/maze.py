@@ -255,10 +255,12 @@ class MazeData(PuzzleData):
         openings: fraction of the inner walls of the perfect maze removed to add loops (0: a tree; a maze is
             kept only if its shortest path stays unique; above ~0.05 ties make long unique paths rare).
         train_size: training mazes (generated, or the first train_size of train_path).
-        val_size: validation mazes (generated, or the first val_size of eval_path).
+        val_size: validation mazes (generated, or the first val_size of val_path).
         test_size: generated test mazes (ignored with eval_path, whose mazes are the test set).
         train_path: train on a question,answer CSV or an HRM npy split folder instead of generated mazes.
-        eval_path: a question,answer CSV or HRM npy split folder for validation and test.
+        val_path: validate on a question,answer CSV or HRM npy split folder instead of generated mazes (not
+            the eval_path file: best.ckpt is chosen on validation).
+        eval_path: test on a question,answer CSV or HRM npy split folder instead of generated mazes.
         eval_limit: read only the first eval_limit mazes of eval_path (null: all).
         augment: augment training mazes on the fly (the 8 dihedral symmetries).
         batch_size: mazes per batch (per device).
@@ -272,8 +274,9 @@ class MazeData(PuzzleData):
 
     def __init__(self, size: int = 30, min_path: int = 110, openings: float = 0.0, train_size: int = 1000,
                  val_size: int = 100, test_size: int = 1000, train_path: Optional[str] = None,
-                 eval_path: Optional[str] = None, eval_limit: Optional[int] = None, augment: bool = True,
-                 batch_size: int = 64, seed: int = 0, num_workers: int = 0, cache_dir: Optional[str] = "runs/cache"):
+                 val_path: Optional[str] = None, eval_path: Optional[str] = None, eval_limit: Optional[int] = None,
+                 augment: bool = True, batch_size: int = 64, seed: int = 0, num_workers: int = 0,
+                 cache_dir: Optional[str] = "runs/cache"):
         super().__init__(batch_size=batch_size, augment=augment, seed=seed, num_workers=num_workers,
                          cache_dir=cache_dir)
         if min(train_size, val_size, test_size) < 1 or (eval_limit is not None and eval_limit < 1):
@@ -287,20 +290,18 @@ class MazeData(PuzzleData):
                                    f"(at most ~{size * size // 2} moves): lower min_path or raise size")
         self.size, self.min_path, self.openings, self.seq_len = size, min_path, openings, size * size
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
-        self.train_path, self.eval_path, self.eval_limit = train_path, eval_path, eval_limit
+        self.train_path, self.val_path, self.eval_path, self.eval_limit = train_path, val_path, eval_path, eval_limit
 
     augment_pair = staticmethod(augment_maze)
 
     def build(self, split: str) -> PuzzleSet:
-        path = self.train_path if split == "train" else self.eval_path
+        path, limit = self.split_file(split)
         if path is None:
             params = {"name": self.name, "split": split, "count": self.sizes[split], "seed": self.seed,
                       "size": self.size, "min_path": self.min_path, "openings": self.openings}
             return cached(self.cache_dir, params, lambda: generate_mazes(
                 self.sizes[split], self.seed, self.size, self.min_path, self.openings, stream=split))
-        limit = self.sizes["train"] if split == "train" else self.eval_limit
-        data = self._read(path, limit)
-        return data.head(self.sizes["val"]) if split == "val" else data
+        return self._read(path, limit)
 
     def _read(self, path: str, limit: Optional[int]) -> PuzzleSet:
         file = Path(path).expanduser()

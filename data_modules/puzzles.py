@@ -179,11 +179,30 @@ class PuzzleData(SplitLoaders, LightningDataModule, ABC):
         """One random symmetry applied to a puzzle (n,) and its solution (n,) together (a module-level
         function, so DataLoader workers pickle it by name)."""
 
+    def split_file(self, split: str) -> tuple[Optional[str], Optional[int]]:
+        """The file a split reads (train_path, val_path, eval_path) and how many of its puzzles (train_size,
+        val_size, eval_limit); (None, ...) where the split is generated. Subclasses set those attributes."""
+        if split == "train":
+            return self.train_path, self.sizes["train"]
+        if split == "val":
+            return self.val_path, self.sizes["val"]
+        return self.eval_path, self.eval_limit
+
+    def _warn_if_validating_on_test(self):
+        """Validation puzzles that are test puzzles choose best.ckpt (and any halting threshold) on the test set."""
+        if self.val_path and self.eval_path and Path(self.val_path).expanduser().resolve() == \
+                Path(self.eval_path).expanduser().resolve():
+            log.warning("%s: val_path and eval_path are the same file, so the validation puzzles are the first "
+                        "%d test puzzles and best.ckpt is chosen on test data; give val_path a separate file, or "
+                        "null to validate on generated puzzles", self.name, self.sizes["val"])
+
     def puzzles(self, split: str) -> PuzzleSet:
         """The PuzzleSet of a split, built (or loaded from the cache) on first use."""
         if split not in SPLITS:
             raise EmberConfigError(f"unknown split {split!r}: use one of {SPLITS}")
         if split not in self._sets:
+            if split == "val":
+                self._warn_if_validating_on_test()
             data = self.build(split)
             if data.inputs.shape != data.labels.shape or data.inputs.shape[1:] != (self.seq_len,):
                 raise EmberDataError(f"{self.name} {split}: inputs {data.inputs.shape} and labels "

@@ -291,12 +291,14 @@ class SudokuData(PuzzleData):
 
     Args:
         train_size: training puzzles (generated, or the first train_size of train_path).
-        val_size: validation puzzles (generated, or the first val_size of eval_path).
+        val_size: validation puzzles (generated, or the first val_size of val_path).
         test_size: generated test puzzles (ignored with eval_path, whose puzzles are the test set).
         min_clues: generated puzzles lose givens while the solution stays unique, down to this many
             (17-80; greedy removal rarely gets below 22, so 17 means "as few as possible").
         train_path: train on a tdoku .txt or puzzle,solution .csv file instead of generated puzzles.
-        eval_path: a tdoku .txt or .csv file for validation and test instead of generated puzzles.
+        val_path: validate on a tdoku .txt or .csv file instead of generated puzzles (a file other than
+            eval_path: best.ckpt is chosen on validation).
+        eval_path: test on a tdoku .txt or .csv file instead of generated puzzles.
         eval_limit: read only the first eval_limit puzzles of eval_path (null: all; each puzzle is checked once,
             ~15 ms per hard one, then come from the cache).
         augment: augment training puzzles on the fly.
@@ -311,9 +313,9 @@ class SudokuData(PuzzleData):
     seq_len = 81
 
     def __init__(self, train_size: int = 1000, val_size: int = 100, test_size: int = 1000, min_clues: int = 17,
-                 train_path: Optional[str] = None, eval_path: Optional[str] = None, eval_limit: Optional[int] = None,
-                 augment: bool = True, batch_size: int = 64, seed: int = 0, num_workers: int = 0,
-                 cache_dir: Optional[str] = "runs/cache"):
+                 train_path: Optional[str] = None, val_path: Optional[str] = None, eval_path: Optional[str] = None,
+                 eval_limit: Optional[int] = None, augment: bool = True, batch_size: int = 64, seed: int = 0,
+                 num_workers: int = 0, cache_dir: Optional[str] = "runs/cache"):
         super().__init__(batch_size=batch_size, augment=augment, seed=seed, num_workers=num_workers,
                          cache_dir=cache_dir)
         if min(train_size, val_size, test_size) < 1 or (eval_limit is not None and eval_limit < 1):
@@ -323,20 +325,19 @@ class SudokuData(PuzzleData):
             raise EmberConfigError(f"min_clues={min_clues} is outside 17..80: no sudoku with fewer than 17 givens "
                                    "has a unique solution")
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
-        self.min_clues, self.train_path, self.eval_path, self.eval_limit = min_clues, train_path, eval_path, eval_limit
+        self.min_clues, self.train_path, self.val_path = min_clues, train_path, val_path
+        self.eval_path, self.eval_limit = eval_path, eval_limit
 
     augment_pair = staticmethod(augment_sudoku)
 
     def build(self, split: str) -> PuzzleSet:
-        path = self.train_path if split == "train" else self.eval_path
+        path, limit = self.split_file(split)
         if path is None:
             params = {"name": self.name, "split": split, "count": self.sizes[split], "seed": self.seed,
                       "min_clues": self.min_clues}
             return cached(self.cache_dir, params,
                           lambda: generate_sudoku(self.sizes[split], self.seed, self.min_clues, stream=split))
-        limit = self.sizes["train"] if split == "train" else self.eval_limit
-        data = self._read(path, limit)
-        return data.head(self.sizes["val"]) if split == "val" else data
+        return self._read(path, limit)
 
     def _read(self, path: str, limit: Optional[int]) -> PuzzleSet:
         file = Path(path).expanduser()

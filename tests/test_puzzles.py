@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 from pathlib import Path
 
@@ -264,10 +265,29 @@ def test_data_modules_read_external_sets(tmp_path):
     csv = SUDOKU_DIR / "solved" / "puzzles5_forum_hardest_1905_11+.csv"
     dm = SudokuData(train_size=4, val_size=2, eval_path=str(csv), eval_limit=5, cache_dir=str(tmp_path))
     assert dm.puzzles("val").count == 2 and dm.puzzles("test").count == 5
+    test_inputs = dm.puzzles("test").inputs
+    # validation stays generated unless val_path names a file: best.ckpt is never chosen on the test set
+    assert not np.isin(dm.puzzles("val").inputs.view("V81").ravel(), test_inputs.view("V81").ravel()).any()
+    dm = SudokuData(train_size=4, val_size=2, val_path=str(csv), cache_dir=str(tmp_path))
+    np.testing.assert_array_equal(dm.puzzles("val").inputs, test_inputs[:2])
     needs(MAZE_DIR / "train")
     dm = MazeData(train_path=str(MAZE_DIR / "train"), train_size=8, eval_path=str(MAZE_DIR / "test.csv"),
                   eval_limit=4, val_size=2, test_size=1, cache_dir=str(tmp_path))
     assert dm.puzzles("train").inputs.shape == (8, 900) and dm.puzzles("test").count == 4
+
+
+def test_validating_on_the_test_file_is_warned(tmp_path, caplog):
+    csv = tmp_path / "few.csv"
+    rows = [generate_puzzle(random.Random(seed), 40)[:2] for seed in range(2)]
+    csv.write_text("puzzle,solution\n" + "".join(f"{grid_text(x)},{grid_text(y)}\n" for x, y in rows))
+    with caplog.at_level(logging.WARNING):
+        SudokuData(val_size=2, val_path=str(csv), eval_path=str(tmp_path / "." / "few.csv"),
+                   cache_dir=str(tmp_path)).puzzles("val")
+    assert "best.ckpt is chosen on test data" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        SudokuData(val_size=2, val_path=str(csv), cache_dir=str(tmp_path)).puzzles("val")
+    assert "test data" not in caplog.text
 
 
 def test_cache_is_reused(tmp_path, monkeypatch):
