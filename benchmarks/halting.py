@@ -3,8 +3,10 @@
 `ember test` reads each puzzle's answer at one halting rule and one number of steps; this runs the
 steps once and scores every reading: exact accuracy after each step (the thinking curve) and at each
 halting threshold `halt_prob` (the answer of the first step whose halting probability exceeds it, or
-of the most confident step where none does: `halting_step`). Choose the threshold on `--split val`,
-report it on `--split test`.
+of the most confident step where none does: `halting_step`). It also says how many puzzles some step
+solves (what a perfect halting rule would read), how many of those the last step has lost again, and how
+well the halting head tells right answers from wrong ones at every step (AUROC). Choose the threshold on
+`--split val`, report it on `--split test`.
 
     python benchmarks/halting.py --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt \\
         --split val --steps 16 --halt-probs 0.5,0.7,0.9,0.95 [any --data... or --model... option]
@@ -13,9 +15,11 @@ report it on `--split test`.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 
 import torch
+from torchmetrics.functional.classification import binary_auroc
 
 from ember.plugins.reasoning.trm import TinyRecursiveCore, halting_step
 from ember.session import build_cli, comma_list, load_weights
@@ -41,18 +45,31 @@ def score(model: TinyRecursiveCore, loader, steps: int) -> tuple[torch.Tensor, t
 
 
 def table(right: torch.Tensor, halts: torch.Tensor, halt_probs: list[float]) -> str:
-    """Markdown: exact accuracy after each step, then per threshold the exact accuracy, the mean step read
-    and the mean steps used (a puzzle whose head never fires ran every step)."""
+    """Markdown: exact accuracy after each step; how many puzzles some step solves (the best any halting rule
+    could read) and how many of those the last step has lost again; how well the halting logit tells right
+    answers from wrong ones over every (puzzle, step), as an AUROC; then per threshold the exact accuracy,
+    the mean step read, the mean steps used (a puzzle whose head never fires ran every step), the share of
+    puzzles whose head fires and how many of those are right where it fires."""
     steps = right.shape[1]
+    solved = right.any(1)
+    both = right.flatten().unique().numel() == 2
+    auroc = binary_auroc(halts.flatten().float(), right.flatten().long()).item() if both else float("nan")
     rows = ["| after step | " + " | ".join(str(s) for s in range(1, steps + 1)) + " |",
             "|---|" + "---|" * steps,
             "| exact | " + " | ".join(f"{a:.3f}" for a in right.float().mean(0).tolist()) + " |",
-            "", "| halt_prob | exact | mean step read | mean steps used |", "|---|---|---|---|"]
+            "", f"solved at some step: {solved.float().mean().item():.3f}; of those, wrong after the last step: "
+            f"{(~right[solved, -1]).float().mean().item() if solved.any() else 0.0:.3f}; halting head AUROC "
+            f"(right vs wrong answers, every step): {auroc:.3f}",
+            "", "| halt_prob | exact | mean step read | mean steps used | fired | right where fired |",
+            "|---|---|---|---|---|---|"]
     for p in halt_probs:
         read, used = halting_step(halts, p)
-        exact = right.gather(1, read[:, None]).float().mean().item()
+        at_read = right.gather(1, read[:, None]).squeeze(1)
+        fired = halts.gt(math.log(p / (1 - p))).any(1)
+        precision = f"{at_read[fired].float().mean().item():.3f}" if fired.any() else "-"
         mean_read, mean_used = (read + 1).float().mean().item(), used.float().mean().item()
-        rows.append(f"| {p:g} | {exact:.3f} | {mean_read:.2f} | {mean_used:.2f} |")
+        rows.append(f"| {p:g} | {at_read.float().mean().item():.3f} | {mean_read:.2f} | {mean_used:.2f} | "
+                    f"{fired.float().mean().item():.3f} | {precision} |")
     return "\n".join(rows)
 
 

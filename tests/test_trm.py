@@ -251,8 +251,16 @@ def test_halting_table_scores_each_step_and_each_threshold():
     halts = torch.tensor([[logit(0.6), logit(0.99), logit(0.99)], [logit(0.7), logit(0.8), logit(0.9)]])
     text = halting.table(right, halts, [0.5, 0.95])
     assert "| exact | 0.000 | 0.500 | 1.000 |" in text
-    assert "| 0.5 | 0.000 | 1.00 | 1.00 |" in text  # both read at step 1
-    assert "| 0.95 | 1.000 | 2.50 | 2.50 |" in text  # step 2 (fires), step 3 (never fires: the most confident)
+    assert "| 0.5 | 0.000 | 1.00 | 1.00 | 1.000 | 0.000 |" in text  # both read at step 1, where both are wrong
+    # step 2 (fires, right), step 3 (never fires: the most confident); half the heads fire, all right
+    assert "| 0.95 | 1.000 | 2.50 | 2.50 | 0.500 | 1.000 |" in text
+    # both solved by some step and still right at the last; every right answer's logit (0.9, 0.99) is above
+    # every wrong one's (0.6, 0.7, 0.8)
+    assert "solved at some step: 1.000; of those, wrong after the last step: 0.000" in text
+    assert "AUROC (right vs wrong answers, every step): 1.000" in text
+    lost = halting.table(torch.tensor([[True, False], [False, False]]), torch.zeros(2, 2), [0.5])
+    assert "solved at some step: 0.500; of those, wrong after the last step: 1.000" in lost
+    assert "AUROC (right vs wrong answers, every step): 0.500" in lost  # a head that never changes ranks nothing
 
 
 def test_ember_ablate_runs_the_trm_ablations_on_puzzles(tmp_path):
