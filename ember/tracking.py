@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,6 +30,30 @@ def resolve_tracking_uri(run_dir: str, tracking_uri: Optional[str] = None) -> st
     return uri
 
 
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock on `<db>.lock` beside a sqlite store (nothing for a server URI).
+
+    MLflow creates and migrates a new sqlite store's tables, and then the experiment, without locking, so
+    runs started at once in a fresh folder fail ('table experiments already exists')."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: start runs one at a time there
+        yield
+        return
+    lock = Path(uri[len("sqlite:///"):] + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 class EmberMLFlowLogger(MLFlowLogger):
     """MLflow logger with an explicit tracking URI (a local sqlite store unless told otherwise).
 
@@ -48,9 +74,18 @@ class EmberMLFlowLogger(MLFlowLogger):
                  tags: Optional[dict[str, Any]] = None):
         self._run_dir = str(Path(run_dir).resolve())
         Path(self._run_dir).mkdir(parents=True, exist_ok=True)
-        super().__init__(experiment_name=experiment_name, run_name=run_name,
-                         tracking_uri=resolve_tracking_uri(run_dir, tracking_uri), tags=tags,
-                         log_model=log_model, artifact_location=Path(self._run_dir, "artifacts").as_uri())
+        uri = resolve_tracking_uri(run_dir, tracking_uri)
+        with store_lock(uri):  # the client creates a new store's tables
+            super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri, tags=tags,
+                             log_model=log_model, artifact_location=Path(self._run_dir, "artifacts").as_uri())
+
+    @property
+    def experiment(self):
+        """The MLflow client; the first access creates the experiment (if new) and the run, under the lock."""
+        if self._initialized:
+            return self._mlflow_client
+        with store_lock(self._tracking_uri):
+            return MLFlowLogger.experiment.fget(self)
 
     @property
     def save_dir(self) -> str:

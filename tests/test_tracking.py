@@ -29,3 +29,30 @@ def test_atomic_write_leaves_no_partial_file(tmp_path):
     with pytest.raises(TypeError):
         files.atomic_write_text(target, 123)  # fails while writing
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+def _open_run(run_dir: str, barrier, queue):
+    barrier.wait()  # every process opens the new store at once
+    try:
+        logger = tracking.EmberMLFlowLogger(run_dir=run_dir, log_model=False)
+        queue.put(logger.experiment.get_run(logger.run_id).info.experiment_id)
+    except Exception as err:  # reported to the test, which names it
+        queue.put(f"{type(err).__name__}: {err}"[:300])
+
+
+def test_runs_started_at_once_share_a_new_store(tmp_path, monkeypatch):
+    """Two `ember fit` started together in a fresh folder used to race to create mlflow.db: one died with
+    'table experiments already exists' (or a duplicate experiment)."""
+    import multiprocessing as mp
+
+    monkeypatch.setattr(tracking, "ENV_TRACKING_URI", None)
+    ctx = mp.get_context("spawn")
+    n = 4
+    barrier, queue = ctx.Barrier(n), ctx.Queue()
+    procs = [ctx.Process(target=_open_run, args=(str(tmp_path), barrier, queue)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    results = [queue.get(timeout=120) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+    assert len(set(results)) == 1 and results[0].isdigit(), results
