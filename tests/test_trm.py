@@ -62,7 +62,8 @@ def test_one_step_gradient_differentiates_only_the_last_two_updates():
     assert torch.allclose(y_cycle, y_one) and not torch.allclose(grad_cycle, grad_one)  # same values, less gradient
 
 
-@pytest.mark.parametrize("network", [partial(MixerNetwork, layers=2), partial(AttentionNetwork, layers=2, heads=4)])
+@pytest.mark.parametrize("network", [partial(MixerNetwork, layers=2), partial(AttentionNetwork, layers=2, heads=4),
+                                     partial(AttentionNetwork, layers=2, heads=4, norm="pre")])
 def test_networks_map_b_s_d_to_b_s_d_and_mix_positions(network):
     torch.manual_seed(0)
     f = network(32, 9)
@@ -74,9 +75,25 @@ def test_networks_map_b_s_d_to_b_s_d_and_mix_positions(network):
     assert not torch.allclose(f(h2)[:, 5], out[:, 5])  # position 5 sees position 0
 
 
-def test_attention_network_refuses_odd_head_width():
+def test_attention_network_refuses_odd_head_width_and_unknown_norm():
     with pytest.raises(EmberConfigError, match="heads"):
         AttentionNetwork(30, 9, heads=4)
+    with pytest.raises(EmberConfigError, match="'post'"):
+        AttentionNetwork(32, 9, heads=4, norm="sandwich")
+
+
+def test_pre_norm_blocks_are_the_same_weights_wired_differently():
+    torch.manual_seed(0)
+    post = AttentionNetwork(32, 9, layers=1, heads=4)
+    pre = AttentionNetwork(32, 9, layers=1, heads=4, norm="pre")
+    pre.load_state_dict(post.state_dict())
+    h = torch.randn(2, 9, 32)
+    a = post.attend(0, h)
+    h1 = post.norm(h + a)
+    assert torch.allclose(post(h), post.norm(h1 + post.mlps[0](h1)), atol=1e-6)
+    r = h + pre.attend(0, pre.norm(h))
+    assert torch.allclose(pre(h), pre.norm(r + pre.mlps[0](pre.norm(r))), atol=1e-6)
+    assert not torch.allclose(pre(h), post(h), atol=1e-3)
 
 
 def _core(**kw) -> TinyRecursiveCore:

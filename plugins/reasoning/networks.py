@@ -60,13 +60,19 @@ class AttentionNetwork(RecursionNetwork):
         layers: number of blocks (the paper: 2).
         heads: attention heads (must divide d_model).
         expansion: SwiGLU hidden width as a multiple of d_model (the paper: 4).
+        norm: "post" (the paper's blocks: h <- norm(h + sublayer(h))) or "pre" (h <- h + sublayer(norm(h)),
+            the output normed once). At d=64 the post-norm blocks did not learn to copy a neighbour's token in 400
+            steps where pre-norm did (BENCHMARKS section 8, small mazes).
     """
 
-    def __init__(self, d_model: int, seq_len: int, layers: int = 2, heads: int = 8, expansion: float = 4.0):
+    def __init__(self, d_model: int, seq_len: int, layers: int = 2, heads: int = 8, expansion: float = 4.0,
+                 norm: str = "post"):
         super().__init__()
         if d_model % heads or (d_model // heads) % 2:
             raise EmberConfigError(f"d_model={d_model} must be divisible by heads={heads} into an even head width")
-        self.heads = heads
+        if norm not in ("post", "pre"):
+            raise EmberConfigError(f"norm={norm!r} must be 'post' (the paper's) or 'pre'")
+        self.heads, self.pre_norm = heads, norm == "pre"
         self.qkv = nn.ModuleList(nn.Linear(d_model, 3 * d_model, bias=False) for _ in range(layers))
         self.out = nn.ModuleList(nn.Linear(d_model, d_model, bias=False) for _ in range(layers))
         self.mlps = nn.ModuleList(SwiGLU(d_model, _hidden(d_model, expansion)) for _ in range(layers))
@@ -83,6 +89,11 @@ class AttentionNetwork(RecursionNetwork):
 
     def forward(self, h: Tensor) -> Tensor:
         """h: (b, s, d) -> (b, s, d)."""
+        if self.pre_norm:
+            for i, mlp in enumerate(self.mlps):
+                h = h + self.attend(i, self.norm(h))
+                h = h + mlp(self.norm(h))
+            return self.norm(h)
         for i, mlp in enumerate(self.mlps):
             h = self.norm(h + self.attend(i, h))
             h = self.norm(h + mlp(h))
