@@ -5,8 +5,8 @@
     python benchmarks/device_deps.py closure report.json           pip's --report split into "carry" and "on device"
     python3 benchmarks/device_deps.py requirements /tmp/site       (on the device, PYTHONPATH set) requirements of
                                                                   ember and of every package in /tmp/site that the
-                                                                  interpreter does not meet; --names: names only;
-                                                                  --wheels-from DIR: the wheels in DIR for them
+                                                                  interpreter does not meet; --wheels-from DIR:
+                                                                  only the wheels in DIR for them
 
 `requirements` never fails (exit 0): it reports, and device_session.sh installs a fallback wheel for each unmet name.
 """
@@ -127,7 +127,7 @@ def _wheels_for(names: set[str], folder: Path) -> list[str]:
     return sorted(str(w) for w in folder.glob("*.whl") if parse_wheel_filename(w.name)[0] in names)
 
 
-def requirements(site: Path, names_only: bool, wheels_from: Path | None = None) -> int:
+def requirements(site: Path, wheels_from: Path | None = None) -> int:
     wanted: dict[str, set[str]] = {}  # carried distribution -> extras someone asked for
     unmet = _unmet(_ember_requirements(), set(), "ember")
     for text in _ember_requirements():
@@ -138,9 +138,6 @@ def requirements(site: Path, names_only: bool, wheels_from: Path | None = None) 
         unmet += _unmet(dist.requires or [], wanted.get(name, set()), f"{name} {dist.version}")
     if wheels_from is not None:
         print("\n".join(_wheels_for({u[0] for u in unmet}, wheels_from)))
-        return 0
-    if names_only:
-        print("\n".join(sorted({u[0] for u in unmet})))
         return 0
     shadowed = []
     for dist in metadata.distributions(path=[str(site)]):
@@ -164,7 +161,6 @@ def main(argv: list[str] | None = None) -> int:
     report.add_argument("report", type=Path)
     reqs = sub.add_parser("requirements", help="unmet requirements of ember and the carried packages")
     reqs.add_argument("site", type=Path)
-    reqs.add_argument("--names", action="store_true", help="print only the unmet names, one a line")
     reqs.add_argument("--wheels-from", type=Path, default=None,
                       help="print only the wheels in this folder that provide an unmet name, one a line")
     args = parser.parse_args(argv)
@@ -172,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
         return check_wheels(args.folders)
     if args.command == "closure":
         return closure(args.report)
-    return requirements(args.site.resolve(), args.names, args.wheels_from)
+    return requirements(args.site.resolve(), args.wheels_from)
 
 
 if __name__ == "__main__":
