@@ -70,6 +70,25 @@ class EmberCLI(LightningCLI):
             parser_kwargs={"description": DESCRIPTION, "formatter_class": RawDescriptionHelpFormatter},
         )
 
+    def parse_arguments(self, parser, args):
+        super().parse_arguments(parser, args)
+        sub = self.config.get("subcommand")
+        self._asked_model = _leaves(self.config[sub].get("model")) if sub else {}
+
+    def before_instantiate_classes(self):
+        """Say which model settings a --ckpt_path replaced: LightningCLI restores the checkpoint's hyper-parameters
+        over the config and the command line, silently."""
+        sub = self.config.get("subcommand")
+        if not sub or not self.config[sub].get("ckpt_path"):
+            return
+        now = _leaves(self.config[sub].get("model"))
+        replaced = [f"model.{key}: {asked!r} -> {now[key]!r}" for key, asked in self._asked_model.items()
+                    if key in now and now[key] != asked]
+        if replaced:
+            log.warning("--ckpt_path %s restores the hyper-parameters saved in it over the config and command line "
+                        "(LightningCLI's rule), so these settings do not apply:\n  %s\nTo train under other values, "
+                        "start a new run without --ckpt_path.", self.config[sub]["ckpt_path"], "\n  ".join(replaced))
+
     def add_arguments_to_parser(self, parser):
         parser.add_lightning_class_args(EmberCheckpoint, "checkpoint")  # last.ckpt = the latest validation
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min",
@@ -100,6 +119,18 @@ class EmberCLI(LightningCLI):
         for batch in self.trainer.predict_loop.predictions or []:
             for item in batch:
                 log.info("prompt %r -> %r", item["prompt"], item["completion"])
+
+
+def _leaves(node, prefix: str = "") -> dict:
+    """A parsed config node (jsonargparse Namespace or dict) flattened to {dotted key: value}."""
+    if hasattr(node, "as_dict"):
+        node = node.as_dict()
+    if not isinstance(node, dict):
+        return {prefix: node} if prefix else {}
+    leaves = {}
+    for key, value in node.items():
+        leaves.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+    return leaves
 
 
 # ---- config checks before parsing ------------------------------------------------------------
