@@ -249,8 +249,9 @@ def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tm
     caplog.clear()
     assert run_cli("test", "--config", str(folder / "config.yaml"), "--ckpt_path",
                    str(folder / "checkpoints/last.ckpt"), "--model.init_args.eval_steps", "5",
-                   "--trainer.logger.init_args.run_dir", str(tmp_path / "test")) == 0
+                   "--model.init_args.n_sup", "7", "--trainer.logger.init_args.run_dir", str(tmp_path / "test")) == 0
     assert "more than the n_sup=3 trained" in caplog.text
+    assert "model.init_args.n_sup: 7 -> 3" in caplog.text  # the checkpoint's hyper-parameter won, and we said so
     metrics = {k for (k,) in mlflow_rows(tmp_path / "test", "select distinct key from metrics")}
     assert {"test/exact_acc", "test/cell_acc", "test/fill_acc", "test/steps"} <= metrics
 
