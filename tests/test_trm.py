@@ -124,6 +124,19 @@ def test_training_step_halts_every_puzzle_at_n_sup():
     assert core._carry.steps.tolist() == [1] * 4  # fresh puzzles took their place
 
 
+def test_n_sup_warmup_halts_every_puzzle_after_one_step_until_its_last_step(monkeypatch):
+    core = _core(n_sup=3, n_sup_warmup=2, halt_explore=1.0)  # exploration would otherwise hold puzzles longer
+    now = {"step": 0}
+    monkeypatch.setattr(TinyRecursiveCore, "global_step", property(lambda self: now["step"]))
+    batch = {"inputs": torch.randint(1, 6, (4, 8)), "labels": torch.randint(1, 6, (4, 8))}
+    for step, (steps, halted) in enumerate([(1, True), (1, True), (1, False), (2, False), (3, True)]):
+        now["step"] = step
+        core.training_step(batch, 0)
+        assert core._carry.steps.tolist() == [steps] * 4 and core._carry.halted.tolist() == [halted] * 4, step
+    with pytest.raises(EmberConfigError, match="n_sup_warmup=-1"):
+        _core(n_sup_warmup=-1)
+
+
 @pytest.mark.parametrize("T, n", [(2, 2), (1, 1)])  # the one-step and single-pass ablations
 def test_one_supervision_step_halts_every_puzzle_even_when_exploring(T, n):
     core = _core(T=T, n=n, n_sup=1, halt_explore=1.0)

@@ -116,6 +116,12 @@ class TinyRecursiveCore(ReasoningCore):
         one_step_gradient: backpropagate through the last latent update and the answer update only
             (HRM's 1-step gradient; the paper's ablation, 87.4 -> 56.5 on Sudoku-Extreme) instead of the
             whole last cycle.
+        n_sup_warmup: optimizer steps at the start of training in which every puzzle halts after one
+            supervision step, so each batch slot takes a fresh puzzle every step; then n_sup. With n_sup=16
+            and halting not yet learned, a slot keeps its puzzle for 16 steps: a batch of 16 sees one new
+            puzzle a step. On 15x15 mazes at batch 16 that held TRM-Att on the copy plateau for 3000 steps;
+            n_sup=1 left it by step 1500, and 1500 warm-up steps let n_sup=16 leave it too (BENCHMARKS
+            section 8). 0 (the paper's recipe): no warm-up.
     """
 
     def __init__(self, vocab_size: int = 11, seq_len: int = 81, d_model: int = 512,
@@ -123,10 +129,13 @@ class TinyRecursiveCore(ReasoningCore):
                  T: int = 3, n: int = 6, n_sup: int = 16, eval_steps: Optional[int] = None,
                  halt_explore: float = 0.1, halt_weight: float = 0.5, lr: float = 1e-4,
                  weight_decay: float = 1.0, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 2000,
-                 min_lr_ratio: float = 1.0, one_step_gradient: bool = False, halt_prob: float = 0.95):
+                 min_lr_ratio: float = 1.0, one_step_gradient: bool = False, halt_prob: float = 0.95,
+                 n_sup_warmup: int = 0):
         super().__init__()
         if min(T, n, n_sup) < 1 or (eval_steps is not None and eval_steps < 1):
             raise EmberConfigError(f"T={T}, n={n}, n_sup={n_sup} and eval_steps={eval_steps} must be >= 1")
+        if n_sup_warmup < 0:
+            raise EmberConfigError(f"n_sup_warmup={n_sup_warmup} counts optimizer steps: use 0 (none) or more")
         if not 0 < halt_prob < 1:
             raise EmberConfigError(f"halt_prob={halt_prob} is a probability: use a value in (0, 1)")
         # eval_steps and halt_prob are not hyper-parameters: LightningCLI would restore them from the checkpoint over
@@ -198,7 +207,7 @@ class TinyRecursiveCore(ReasoningCore):
         halt_loss = F.binary_cross_entropy_with_logits(halt_logit.float(), correct.float())
         loss = ce + self.hparams.halt_weight * halt_loss
         steps = carry.steps + 1
-        halted = (steps >= self.hparams.n_sup) | ((halt_logit > 0) & (steps >= self._min_halt_steps(steps)))
+        halted = (steps >= self.train_n_sup) | ((halt_logit > 0) & (steps >= self._min_halt_steps(steps)))
         self._carry = Carry(carry.inputs, carry.labels, y.detach(), z.detach(), steps, halted)
         self.log_dict({"train/loss": loss, "train/ce": ce, "train/halt_loss": halt_loss,
                        "train/cell_acc": (preds == carry.labels).float().mean(),
@@ -208,9 +217,14 @@ class TinyRecursiveCore(ReasoningCore):
             self.log("train/steps", steps[halted].float().mean())
         return loss
 
+    @property
+    def train_n_sup(self) -> int:
+        """The most supervision steps a training puzzle takes now: 1 during the n_sup_warmup steps, then n_sup."""
+        return 1 if self.global_step < self.hparams.n_sup_warmup else self.hparams.n_sup
+
     def _min_halt_steps(self, steps: Tensor) -> Tensor:
         """ACT exploration: with probability halt_explore a puzzle may not halt before a random step in 2..n_sup."""
-        n_sup = self.hparams.n_sup
+        n_sup = self.train_n_sup
         if n_sup < 2:  # one supervision step: every puzzle halts after it, nothing to explore
             return torch.zeros_like(steps)
         explore = torch.rand(steps.shape, device=steps.device) < self.hparams.halt_explore
