@@ -329,3 +329,22 @@ def test_halting_script_refuses_bad_thresholds_before_loading_anything(halt_prob
     with pytest.raises(SystemExit) as exit_:
         halting.main(["--config", "missing.yaml", "--ckpt_path", "missing.ckpt", "--halt-probs", halt_probs])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_maze_plateau_yardsticks_score_what_each_window_decides():
+    import numpy as np
+
+    from ember.data_modules.maze import OPEN, PATH, WALL, generate_mazes
+
+    script = load_script("benchmarks/maze_plateau.py")
+    cross = np.array([[WALL, OPEN, WALL, OPEN, OPEN, OPEN, WALL, OPEN, WALL]], np.uint8)  # a plus sign, 3x3
+    assert script.open_neighbours(cross, 3).tolist() == [[5, 1, 5, 1, 4, 1, 5, 1, 5]]
+    # a coin flip per open cell: the token-only table scores ln 2, whatever it is given
+    rng = np.random.default_rng(0)
+    coins = lambda: (np.full((50, 9), OPEN, np.uint8), np.where(rng.random((50, 9)) < 0.5, PATH, OPEN))  # noqa: E731
+    assert abs(script.lookup_entropy(coins(), coins(), 3, 0) - math.log(2)) < 0.02
+    # the degree labels are a function of the 3x3 window: that table all but solves them, the cell's own token cannot
+    train, held = (generate_mazes(k, seed=s, size=7, min_path=6) for k, s in ((200, 0), (50, 1)))
+    degree = lambda m: (m.inputs, script.open_neighbours(m.inputs, 7))  # noqa: E731
+    own, window = (script.lookup_entropy(degree(train), degree(held), 7, r) for r in (0, 1))
+    assert window < 0.05 and own > 0.25
