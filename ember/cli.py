@@ -121,16 +121,9 @@ class EmberCLI(LightningCLI):
                 log.info("prompt %r -> %r", item["prompt"], item["completion"])
 
 
-def _leaves(node, prefix: str = "") -> dict:
-    """A parsed config node (jsonargparse Namespace or dict) flattened to {dotted key: value}."""
-    if hasattr(node, "as_dict"):
-        node = node.as_dict()
-    if not isinstance(node, dict):
-        return {prefix: node} if prefix else {}
-    leaves = {}
-    for key, value in node.items():
-        leaves.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-    return leaves
+def _leaves(model) -> dict:
+    """The parsed model config flattened to {dotted key: value} (jsonargparse's Namespace.items); {} when absent."""
+    return dict(model.items()) if model is not None else {}
 
 
 # ---- config checks before parsing ------------------------------------------------------------
