@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ember.data_modules.maze import WALL, augment_maze, generate_mazes
+from ember.data_modules.maze import WALL, MazeData, augment_maze, generate_mazes
 from ember.plugins.reasoning.networks import AttentionNetwork, MixerNetwork
 
 
@@ -40,7 +40,7 @@ def window_codes(inputs: np.ndarray, size: int, radius: int) -> np.ndarray:
     codes = np.zeros_like(grid)
     for dy in range(2 * radius + 1):
         for dx in range(2 * radius + 1):
-            codes = codes * 6 + padded[:, dy:dy + size, dx:dx + size]
+            codes = codes * MazeData.vocab_size + padded[:, dy:dy + size, dx:dx + size]
     return codes.reshape(inputs.shape)
 
 
@@ -52,7 +52,7 @@ def lookup_entropy(train: tuple[np.ndarray, np.ndarray], held: tuple[np.ndarray,
     are smoothed towards the centre token's label frequencies (one pseudo-count), so unseen windows fall back to it.
     """
     vocab = int(max(train[1].max(), held[1].max())) + 1
-    centre = np.zeros((6, vocab))
+    centre = np.zeros((MazeData.vocab_size, vocab))
     np.add.at(centre, (train[0].astype(np.int64), train[1].astype(np.int64)), 1.0)
     centre = (centre + 1e-3) / (centre + 1e-3).sum(1, keepdims=True)
     codes = window_codes(train[0], size, radius).ravel()
@@ -130,8 +130,8 @@ def main() -> None:
     if args.task == "degree":
         for split in (data, held):
             split.labels[:] = open_neighbours(split.inputs, args.size)
-    pairs = (data.inputs, data.labels), (held.inputs, held.labels)
-    plateau, window3, window5 = (lookup_entropy(*pairs, args.size, radius) for radius in (0, 1, 2))
+    splits = (data.inputs, data.labels), (held.inputs, held.labels)
+    plateau, window3, window5 = (lookup_entropy(*splits, args.size, radius) for radius in (0, 1, 2))
     held_inputs = torch.from_numpy(held.inputs.astype(np.int64))
     held_labels = torch.from_numpy(held.labels.astype(np.int64))
     length = args.size * args.size
@@ -144,7 +144,7 @@ def main() -> None:
             f.sin.zero_()
     if args.init == "lecun":
         lecun_(f)
-    model = OnePass(f, 6, args.d, length, learned_positions=args.positions in ("learned", "both"))
+    model = OnePass(f, MazeData.vocab_size, args.d, length, learned_positions=args.positions in ("learned", "both"))
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
     rng = np.random.default_rng(args.seed)
