@@ -22,15 +22,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 from ember.plugins.reasoning.trm import TinyRecursiveCore, halting_step
-from ember.session import build_cli, comma_list, load_weights
-
-
-def load(config: list[str], ckpt_path: str, extra: list[str]):
-    """The model (checkpoint weights, eval mode) and data module of a run's config and its overlays."""
-    cli = build_cli(config, extra)
-    if not isinstance(cli.model, TinyRecursiveCore):
-        raise ValueError(f"{config[0]} trains a {type(cli.model).__name__}, not a TinyRecursiveCore")
-    return load_weights(cli.model, ckpt_path), cli.datamodule  # the EMA weights when the run averaged them
+from ember.session import comma_list, load_run
 
 
 @torch.no_grad()
@@ -86,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if not all(0 < p < 1 for p in args.halt_probs) or args.steps < 1:
         parser.error("every --halt-probs value must be in (0, 1) and --steps >= 1")
     try:
-        model, data = load(args.config, args.ckpt_path, extra)
+        model, data = load_run(args.config, args.ckpt_path, extra, TinyRecursiveCore)
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

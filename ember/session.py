@@ -79,6 +79,15 @@ def load_weights(model, ckpt_path: str):
     return model.eval().requires_grad_(False)  # slow weights frozen: only the fast memories change
 
 
+def load_run(config: list[str], ckpt_path: str, extra: list[str], kind: type):
+    """The model (checkpoint weights, eval mode) and data module of a run's config, its overlays and further
+    options. ValueError when the config's model is not a `kind`."""
+    cli = build_cli(config, extra)
+    if not isinstance(cli.model, kind):
+        raise ValueError(f"{config[0]} trains a {type(cli.model).__name__}, not a {kind.__name__}")
+    return load_weights(cli.model, ckpt_path), cli.datamodule  # the EMA weights when the run averaged them
+
+
 def load_trained(config: str, ckpt_path: str):
     """The model of a config with a checkpoint's weights, in eval mode with its slow weights frozen."""
     return load_weights(build_model(config), ckpt_path)

@@ -274,6 +274,12 @@ def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tm
     out = capsys.readouterr().out
     assert "| after step | 1 | 2 | 3 | 4 |" in out and "| 0.95 |" in out
 
+    show = load_script("benchmarks/show_thinking.py")  # pictures of the answers after chosen steps
+    picture = tmp_path / "pictures" / "thinking.png"
+    assert show.main(["--config", str(folder / "config.yaml"), "--ckpt_path", str(folder / "checkpoints/last.ckpt"),
+                      "--puzzles", "2", "--show", "1,3", "--out", str(picture)]) == 0
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(picture.parent.glob("*.partial"))
+
 
 def test_halting_table_scores_each_step_and_each_threshold():
     halting = load_script("benchmarks/halting.py")
@@ -311,6 +317,30 @@ def test_ember_ablate_runs_the_trm_ablations_on_puzzles(tmp_path):
                    "--trainer.logger.init_args.run_dir", str(tmp_path / "test")) == 0
     (loss,) = mlflow_rows(tmp_path / "test", "select value from metrics where key='test/loss'")[0]
     assert loss == pytest.approx(rows["trm"]["test/loss"], rel=1e-5)  # the EMA weights, as `ember test` scores them
+
+
+def test_show_thinking_colours_maze_cells_by_how_the_answer_compares():
+    from ember.data_modules.maze import GOAL, OPEN, PATH, START, WALL
+
+    show = load_script("benchmarks/show_thinking.py")
+    inputs = torch.tensor([START, OPEN, OPEN, WALL, WALL, OPEN, WALL, OPEN, GOAL])  # 3x3, path along the edge
+    labels = torch.tensor([START, PATH, PATH, WALL, WALL, PATH, WALL, OPEN, GOAL])
+    answer = torch.tensor([START, PATH, OPEN, WALL, WALL, PATH, WALL, PATH, GOAL])  # misses cell 2, marks cell 7
+    image = show.maze_image(inputs.numpy(), labels.numpy(), answer.numpy()).reshape(9, 3)
+    colours = [tuple(float(v) for v in pixel) for pixel in image]
+    assert colours[1] == colours[5] == show.RIGHT and colours[2] == show.MISSED and colours[7] == show.WRONG
+    assert colours[3] == colours[4] == colours[6] == (0.2, 0.2, 0.2)  # walls
+    truth = show.maze_image(inputs.numpy(), labels.numpy(), None).reshape(9, 3)
+    assert [tuple(float(v) for v in truth[i]) for i in (1, 2, 5)] == [show.RIGHT] * 3  # the solution's path
+
+    puzzles = {"inputs": inputs[None], "labels": labels[None], "step_preds": torch.stack([answer, labels])[None],
+               "halt_logits": torch.tensor([[-3.0, 3.0]]), "read": torch.tensor([1])}
+    fig = show.figure(puzzles, [1, 2], show.draw_maze, "test")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["puzzle and solution; read at step 2", "step 1: p(halt) 0.05, 2 wrong",
+                      "step 2: p(halt) 0.95, exact"]
+    frames = [ax.spines["top"].get_linewidth() for ax in fig.axes]
+    assert frames[2] == 4 and frames[1] < 4  # the step read
 
 
 def test_halting_script_refuses_a_config_that_is_not_a_trm(tmp_path, capsys):
