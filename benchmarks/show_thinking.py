@@ -96,7 +96,7 @@ def figure(puzzles: dict[str, torch.Tensor], show: list[int], draw, title: str):
     import matplotlib.pyplot as plt
 
     rows, cols = len(puzzles["inputs"]), 1 + len(show)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.3 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.5 * rows), squeeze=False)
     for r in range(rows):
         inputs, labels = puzzles["inputs"][r].numpy(), puzzles["labels"][r].numpy()
         draw(axes[r, 0], inputs, labels, None)
