@@ -22,7 +22,7 @@ import torch
 from torchmetrics.functional.classification import binary_auroc
 
 from ember.plugins.reasoning.trm import TinyRecursiveCore, halting_step
-from ember.session import comma_list, load_run
+from ember.session import add_run_arguments, comma_list, load_run, split_loader
 
 
 @torch.no_grad()
@@ -68,9 +68,7 @@ def table(right: torch.Tensor, halts: torch.Tensor, halt_probs: list[float]) -> 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, action="append", help="the run's config.yaml; again for overlays")
-    parser.add_argument("--ckpt_path", required=True, help="its checkpoint (EMA weights are what it holds)")
-    parser.add_argument("--split", choices=["val", "test"], default="val", help="puzzles to score (default val)")
+    add_run_arguments(parser, "score")
     parser.add_argument("--steps", type=int, default=16, help="supervision steps to run (default 16)")
     parser.add_argument("--halt-probs", type=comma_list(float, "0.5,0.9,0.95"), default="0.5,0.7,0.8,0.9,0.95,0.99",
                         help="comma-separated halting thresholds in (0, 1) to score")
@@ -82,8 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    data.setup("fit" if args.split == "val" else "test")
-    loader = data.val_dataloader() if args.split == "val" else data.test_dataloader()
+    loader = split_loader(data, args.split)
     right, halts = score(model, loader, args.steps)
     print(f"{len(right)} {args.split} puzzles, {args.steps} steps\n")
     print(table(right, halts, args.halt_probs))

@@ -26,7 +26,7 @@ import torch
 from ember.data_modules.maze import GOAL, PATH, START, WALL, MazeData
 from ember.data_modules.sudoku import BLANK_ID, SudokuData
 from ember.plugins.reasoning.trm import TinyRecursiveCore
-from ember.session import comma_list, load_run
+from ember.session import add_run_arguments, comma_list, load_run, split_loader
 
 PICKS = {"first": lambda right: torch.ones_like(right), "solved": lambda right: right,
          "unsolved": lambda right: ~right}
@@ -121,9 +121,7 @@ def figure(puzzles: dict[str, torch.Tensor], show: list[int], draw, title: str):
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, action="append", help="the run's config.yaml; again for overlays")
-    parser.add_argument("--ckpt_path", required=True, help="its checkpoint (EMA weights are what it holds)")
-    parser.add_argument("--split", choices=["val", "test"], default="val", help="puzzles to draw (default val)")
+    add_run_arguments(parser, "draw")
     parser.add_argument("--show", type=comma_list(int, "1,2,4,8,16"), default="1,2,4,8,16",
                         help="comma-separated steps to draw; the model runs up to the largest (default 1,2,4,8,16)")
     parser.add_argument("--puzzles", type=int, default=4, help="rows: how many puzzles to draw (default 4)")
@@ -144,8 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     if draw is None:
         print(f"error: pictures exist for MazeData and SudokuData, not {type(data).__name__}", file=sys.stderr)
         return 2
-    data.setup("fit" if args.split == "val" else "test")
-    loader = data.val_dataloader() if args.split == "val" else data.test_dataloader()
+    loader = split_loader(data, args.split)
     puzzles = collect(model, loader, max(args.show), args.puzzles, args.pick)
     if not len(puzzles["inputs"]):
         print(f"error: no {args.split} puzzle is {args.pick}; try another --pick", file=sys.stderr)

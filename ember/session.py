@@ -79,6 +79,20 @@ def load_weights(model, ckpt_path: str):
     return model.eval().requires_grad_(False)  # slow weights frozen: only the fast memories change
 
 
+def add_run_arguments(parser: argparse.ArgumentParser, use: str) -> None:
+    """The options of a script that reads a trained run: --config (again for overlays), --ckpt_path, and --split,
+    the puzzles it `use`s ("score", "draw")."""
+    parser.add_argument("--config", required=True, action="append", help="the run's config.yaml; again for overlays")
+    parser.add_argument("--ckpt_path", required=True, help="its checkpoint (EMA weights are what it holds)")
+    parser.add_argument("--split", choices=["val", "test"], default="val", help=f"puzzles to {use} (default val)")
+
+
+def split_loader(data, split: str):
+    """The DataLoader of a data module's "val" or "test" split, set up for it."""
+    data.setup("fit" if split == "val" else "test")
+    return data.val_dataloader() if split == "val" else data.test_dataloader()
+
+
 def load_run(config: list[str], ckpt_path: str, extra: list[str], kind: type):
     """The model (checkpoint weights, eval mode) and data module of a run's config, its overlays and further
     options. ValueError when the config's model is not a `kind`."""
