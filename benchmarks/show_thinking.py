@@ -25,6 +25,7 @@ import torch
 
 from ember.data_modules.maze import GOAL, PATH, START, WALL, MazeData
 from ember.data_modules.sudoku import BLANK_ID, SudokuData
+from ember.files import atomic_path
 from ember.plugins.reasoning.trm import TinyRecursiveCore
 from ember.session import add_run_arguments, comma_list, load_run, split_loader
 
@@ -150,12 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     title = (f"{Path(args.ckpt_path).name}, {args.split} split, {args.pick} puzzles; green frame: the step read at "
              f"halt_prob {model.halt_prob:g}")
     fig = figure(puzzles, args.show, draw, title)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")  # a failed write leaves no half-written PNG at --out
-    fig.savefig(partial, dpi=130, bbox_inches="tight", format="png")
-    partial.replace(out)
-    print(f"{len(puzzles['inputs'])} {args.split} puzzles, steps {args.show}: {out}")
+    with atomic_path(args.out) as tmp:  # a failed write leaves no half-written PNG at --out
+        fig.savefig(tmp, dpi=130, bbox_inches="tight", format="png")
+    print(f"{len(puzzles['inputs'])} {args.split} puzzles, steps {args.show}: {args.out}")
     return 0
 
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Literal, Optional
 
 import torch
@@ -24,6 +23,7 @@ from torch import Tensor
 
 from ember.base import BackboneOutput, Consolidator, LanguageBackbone, ReasoningCore, SensoryEncoder
 from ember.errors import CheckpointMismatchError, EmberConfigError, NonFiniteLossError
+from ember.init_from import copy_matching_weights
 from ember.metrics import answer_stats
 from ember.ops.slot_memory import compile_plasticity, memories_off
 from ember.optim import adamw_with_schedule
@@ -93,24 +93,7 @@ class EmberModel(LightningModule):
 
     def load_phase(self, path: str) -> dict[str, list[str]]:
         """Copy the weights of an earlier phase's checkpoint that fit this model (see init_from)."""
-        file = Path(path).expanduser()
-        if not file.is_file():
-            raise EmberConfigError(f"model.init_from={path} does not exist: run the earlier phase first (its config "
-                                   "names the checkpoint folder), or set model.init_from to its checkpoint")
-        saved = torch.load(file, map_location="cpu", weights_only=False)["state_dict"]
-        mine = self.state_dict()
-        bad = [k for k in saved if k in mine and saved[k].shape != mine[k].shape]
-        if bad:
-            raise CheckpointMismatchError(f"model.init_from={path}: {len(bad)} weight(s) changed shape, e.g. {bad[0]}: "
-                                          f"{tuple(saved[bad[0]].shape)} vs {tuple(mine[bad[0]].shape)}. Phases "
-                                          "may add modules but must keep the shared ones' sizes")
-        copied = {k: v for k, v in saved.items() if k in mine}
-        self.load_state_dict(copied, strict=False)
-        report = {"copied": sorted(copied), "new": sorted(set(mine) - set(saved)),
-                  "dropped": sorted(set(saved) - set(mine))}
-        log.info("init_from %s: %d weights copied, %d new (kept at init), %d in the checkpoint not used",
-                 path, len(report["copied"]), len(report["new"]), len(report["dropped"]))
-        return report
+        return copy_matching_weights(self, path, "model.init_from")
 
     # ---- forward ---------------------------------------------------------------------------
     def forward(self, tokens: Tensor, state=None, signal: Tensor | None = None) -> BackboneOutput:

@@ -102,6 +102,21 @@ def _core(**kw) -> TinyRecursiveCore:
     return TinyRecursiveCore(**{**args, **kw})
 
 
+def test_init_from_starts_a_new_recipe_from_a_checkpoints_weights(tmp_path):
+    torch.manual_seed(1)
+    trained = TinyRecursiveCore(vocab_size=6, seq_len=8, d_model=16, network=partial(MixerNetwork, layers=1),
+                                T=2, n=2, n_sup=1)  # other initial weights than _core's seed
+    torch.save({"state_dict": trained.state_dict()}, tmp_path / "one_step.ckpt")
+    core = _core(n_sup=16, init_from=str(tmp_path / "one_step.ckpt"))
+    assert not torch.equal(core.y_init, trained.y_init)
+    core.setup("fit")
+    for name, value in trained.state_dict().items():
+        assert torch.equal(core.state_dict()[name], value), name
+    assert core.hparams.n_sup == 16  # the new recipe's, where a resume would restore the checkpoint's 1
+    with pytest.raises(EmberConfigError, match="model.init_args.init_from=.*does not exist"):
+        _core(init_from=str(tmp_path / "missing.ckpt")).setup("fit")
+
+
 def test_refill_replaces_halted_puzzles_and_keeps_the_others():
     core = _core()
     old_in, new_in = torch.ones(3, 8, dtype=torch.long), torch.full((3, 8), 2)
@@ -278,7 +293,7 @@ def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tm
     picture = tmp_path / "pictures" / "thinking.png"
     assert show.main(["--config", str(folder / "config.yaml"), "--ckpt_path", str(folder / "checkpoints/last.ckpt"),
                       "--puzzles", "2", "--show", "1,3", "--out", str(picture)]) == 0
-    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(picture.parent.glob("*.partial"))
+    assert picture.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and not list(picture.parent.glob(".*.tmp"))
 
 
 def test_halting_table_scores_each_step_and_each_threshold():

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from ember.base import ReasoningCore, ReasoningOutput
 from ember.errors import EmberConfigError
+from ember.init_from import copy_matching_weights
 from ember.ops.recursion import deep_recursion
 from ember.optim import adamw_with_schedule
 from ember.plugins.reasoning.networks import MixerNetwork, RecursionNetwork
@@ -122,6 +123,10 @@ class TinyRecursiveCore(ReasoningCore):
             puzzle a step. On 15x15 mazes at batch 16 that held TRM-Att on the copy plateau for 3000 steps;
             n_sup=1 left it by step 1500, and 1500 warm-up steps let n_sup=16 leave it too (BENCHMARKS
             section 8). 0 (the paper's recipe): no warm-up.
+        init_from: a checkpoint to start training from: its weights (the EMA average, for runs under weight EMA),
+            with this config's hyper-parameters and a fresh optimizer and step count. For a change of recipe
+            mid-training, e.g. deep supervision after a one-step run: a resume (--ckpt_path) would restore the
+            checkpoint's n_sup. Ignored when --ckpt_path restores a checkpoint.
     """
 
     def __init__(self, vocab_size: int = 11, seq_len: int = 81, d_model: int = 512,
@@ -130,7 +135,7 @@ class TinyRecursiveCore(ReasoningCore):
                  halt_explore: float = 0.1, halt_weight: float = 0.5, lr: float = 1e-4,
                  weight_decay: float = 1.0, betas: tuple[float, float] = (0.9, 0.95), warmup_steps: int = 2000,
                  min_lr_ratio: float = 1.0, one_step_gradient: bool = False, halt_prob: float = 0.95,
-                 n_sup_warmup: int = 0):
+                 n_sup_warmup: int = 0, init_from: Optional[str] = None):
         super().__init__()
         if min(T, n, n_sup) < 1 or (eval_steps is not None and eval_steps < 1):
             raise EmberConfigError(f"T={T}, n={n}, n_sup={n_sup} and eval_steps={eval_steps} must be >= 1")
@@ -266,6 +271,8 @@ class TinyRecursiveCore(ReasoningCore):
 
     # ---- setup and optimisation --------------------------------------------------------------
     def setup(self, stage: str):
+        if stage == "fit" and self.hparams.init_from:  # a --ckpt_path, restored after setup, overrides these weights
+            copy_matching_weights(self, self.hparams.init_from, "model.init_args.init_from")
         data = getattr(self.trainer, "datamodule", None) if self._trainer else None
         for name in ("vocab_size", "seq_len"):
             want = getattr(data, name, None)
