@@ -120,7 +120,7 @@ def figure(puzzles: dict[str, torch.Tensor], show: list[int], draw, title: str):
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(description=__doc__.split("\nLetters")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_run_arguments(parser, "draw")
     parser.add_argument("--show", type=comma_list(int, "1,2,4,8,16"), default="1,2,4,8,16",
