@@ -1,12 +1,13 @@
-"""Maze for TRM/HRM: a generator of mazes with a unique shortest start-goal path, BFS, the 8 dihedral
-augmentations, a reader of the HRM Maze-Hard files (CSV or npy), and `MazeData`.
+"""Maze for TRM/HRM: generators of mazes (corridors with a unique shortest start-goal path, or Maze-Hard's open
+terrain), BFS, the 8 dihedral augmentations, a reader of the HRM Maze-Hard files (CSV or npy), and `MazeData`.
 
 Grids are size x size cells in row-major order, token ids as HRM: 0 = pad (unused), 1 = `#` wall,
 2 = ` ` open, 3 = `S` start, 4 = `G` goal, 5 = `o` path (labels only). The label is the input with the
-open cells of the shortest S->G path marked `o`.
+open cells of the shortest S->G path marked `o`; where shortest paths tie, of the one TIE_ORDER picks.
 
-Speed (one core, CPython 3.11): 100 mazes of 30x30 with min_path=110 in ~0.1 s (path 110-290 moves,
+Speed (one core, CPython 3.11): 100 corridor mazes of 30x30 with min_path=110 in ~0.1 s (path 110-290 moves,
 mean ~154); with openings=0.03, ~0.1 s (mean ~124). Larger openings make ties likely: no unique long path.
+Open 30x30 mazes with min_path=110: ~0.4 s each (about 500 layouts drawn per maze kept; path mean ~112).
 
 Letters: b batch, n = size * size cells, N mazes.
 """
@@ -18,10 +19,12 @@ import logging
 import math
 import random
 from collections import deque
+from functools import partial
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from ember.data_modules.puzzles import PuzzleData, PuzzleSet, cached, file_digest
 from ember.errors import EmberConfigError, EmberDataError
@@ -57,17 +60,30 @@ def bfs(passable: list[bool], size: int, start: int) -> tuple[list[int], list[in
     return dist, count, parent
 
 
+# Where several shortest paths tie, the label takes the one a walk from S picks by preferring the step down, then
+# left, right, up (row-major grid, row 0 on top). The Maze-Hard files follow this rule in all 1500 mazes (every one
+# has ties; about 20 forks per maze; tests/test_puzzles.py reproduces the labels), so a rotated or mirrored maze must be
+# labelled afresh, not rotated with its label: its rotated path follows another rule (BENCHMARKS section 8).
+TIE_ORDER = "down, left, right, up"
+
+
 def shortest_path(inputs: np.ndarray | list[int], size: int) -> tuple[Optional[list[int]], bool]:
-    """(cells of a shortest S->G path including both ends, whether it is the only one); (None, False) if none."""
+    """(cells of the shortest S->G path including both ends, whether it is the only one); (None, False) if none.
+
+    Among tied shortest paths, the one that prefers the step down, then left, right, up at every fork (TIE_ORDER).
+    """
     tokens = list(np.asarray(inputs).tolist())
     start, goal = tokens.index(START), tokens.index(GOAL)
-    dist, count, parent = bfs([t != WALL for t in tokens], size, start)
-    if dist[goal] < 0:
+    to_goal, count, _ = bfs([t != WALL for t in tokens], size, goal)
+    if to_goal[start] < 0:
         return None, False
-    path = [goal]
-    while path[-1] != start:
-        path.append(parent[path[-1]])
-    return path[::-1], count[goal] == 1
+    path = [start]
+    while path[-1] != goal:
+        i = path[-1]
+        r, c = divmod(i, size)
+        path.append(next(j for j, ok in ((i + size, r < size - 1), (i - 1, c > 0), (i + 1, c < size - 1),
+                                         (i - size, r > 0)) if ok and to_goal[j] == to_goal[i] - 1))
+    return path, count[start] == 1
 
 
 def label_path(inputs: np.ndarray, path: list[int]) -> np.ndarray:
@@ -109,57 +125,90 @@ def _open_walls(rng: random.Random, passable: list[bool], size: int, openings: f
         passable[i] = True
 
 
-def generate_maze(rng: random.Random, size: int = 30, min_path: int = 110, openings: float = 0.0,
-                  tries: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """A maze whose shortest S->G path is unique and at least min_path moves: (inputs, labels), (size*size,) uint8.
+STYLES = ("corridors", "open")
 
-    A perfect maze (depth-first carving), optionally with loops (openings: fraction of inner walls removed);
-    S is a random open cell and G a random open cell whose shortest path from S is unique and >= min_path.
+
+def _scatter(rng: random.Random, size: int, wall_prob: float) -> list[bool]:
+    """Open terrain (Maze-Hard's kind): every cell a wall with probability wall_prob."""
+    return [rng.random() >= wall_prob for _ in range(size * size)]
+
+
+def generate_maze(rng: random.Random, size: int = 30, min_path: int = 110, openings: float = 0.0,
+                  tries: Optional[int] = None, style: str = "corridors",
+                  wall_prob: tuple[float, float] = (0.30, 0.45)) -> tuple[np.ndarray, np.ndarray]:
+    """A maze whose shortest S->G path is at least min_path moves: (inputs, labels), (size*size,) uint8.
+
+    style "corridors": a perfect maze (depth-first carving), optionally with loops (openings: fraction of inner walls
+    removed), kept only where the shortest path is unique. style "open": Maze-Hard's kind, each cell a wall with a
+    probability drawn uniformly from wall_prob (the default (0.30, 0.45) matches Maze-Hard's wall share, 0.37 +- 0.03,
+    once min_path=110 has filtered the layouts); its shortest paths tie, and the label takes TIE_ORDER's.
+    S is a random open cell and G a random open cell at least min_path moves from it. tries: layouts drawn before
+    giving up (default 50 corridors, 20000 open: at 30x30 and min_path=110 about 1 open layout in 500 qualifies).
     """
+    if style not in STYLES:
+        raise EmberConfigError(f"style={style!r}: use one of {STYLES}")
+    tries = tries or (50 if style == "corridors" else 20000)
     for _ in range(tries):
-        passable = _carve(rng, size)
-        if openings > 0:
-            _open_walls(rng, passable, size, openings)
+        if style == "open":
+            passable = _scatter(rng, size, rng.uniform(*wall_prob))
+        else:
+            passable = _carve(rng, size)
+            if openings > 0:
+                _open_walls(rng, passable, size, openings)
         cells = [i for i, ok in enumerate(passable) if ok]
-        for _ in range(4):
+        for _ in range(4 if cells else 0):
             start = rng.choice(cells)
             dist, count, _ = bfs(passable, size, start)
-            goals = [i for i in cells if dist[i] >= min_path and count[i] == 1]
+            goals = [i for i in cells if dist[i] >= min_path and (count[i] == 1 or style == "open")]
             if goals:
                 goal = rng.choice(goals)
                 inputs = np.where(passable, OPEN, WALL).astype(np.uint8)
                 inputs[start], inputs[goal] = START, GOAL
-                path, unique = shortest_path(inputs, size)
-                assert path is not None and unique and len(path) - 1 == dist[goal]
+                path, _ = shortest_path(inputs, size)
+                assert path is not None and len(path) - 1 == dist[goal]
                 return inputs, label_path(inputs, path)
-    raise EmberConfigError(f"found no {size}x{size} maze with a unique shortest path of >= {min_path} moves in "
-                           f"{tries} tries (openings={openings}): lower min_path or openings, or raise size")
+    kind = "a unique shortest path" if style == "corridors" else "a shortest path"
+    raise EmberConfigError(f"found no {size}x{size} {style} maze with {kind} of >= {min_path} moves in {tries} tries "
+                           f"(openings={openings}, wall_prob={wall_prob}): lower min_path or openings, or raise size")
 
 
 def generate_mazes(count: int, seed: int = 0, size: int = 30, min_path: int = 110, openings: float = 0.0,
-                   stream: str = "train") -> PuzzleSet:
-    """count mazes as tokens; maze i depends on (seed, stream, i) only."""
+                   stream: str = "train", style: str = "corridors",
+                   wall_prob: tuple[float, float] = (0.30, 0.45)) -> PuzzleSet:
+    """count mazes as tokens; maze i depends on (seed, stream, i) only (and the style's stream for "open")."""
     inputs, labels = np.zeros((count, size * size), np.uint8), np.zeros((count, size * size), np.uint8)
-    for k in range(count):
-        rng = random.Random(f"maze/{stream}/{seed}/{k}")
-        inputs[k], labels[k] = generate_maze(rng, size, min_path, openings)
+    name = "maze" if style == "corridors" else f"maze-{style}"  # corridors keep the streams they always had
+    for k in tqdm(range(count), desc=f"generating {style} mazes ({stream})", disable=None, leave=False):
+        rng = random.Random(f"{name}/{stream}/{seed}/{k}")
+        inputs[k], labels[k] = generate_maze(rng, size, min_path, openings, style=style, wall_prob=wall_prob)
     if count:
         lengths = (labels == PATH).sum(1) + 1
-        log.info("generated %d %dx%d mazes (%s, seed %d): shortest path mean %.1f, min %d, max %d moves",
-                 count, size, size, stream, seed, lengths.mean(), lengths.min(), lengths.max())
+        log.info("generated %d %dx%d %s mazes (%s, seed %d): shortest path mean %.1f, min %d, max %d moves",
+                 count, size, size, style, stream, seed, lengths.mean(), lengths.min(), lengths.max())
     return PuzzleSet(inputs, labels)
 
 
-def augment_maze(inputs: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """One of the 8 rotations/reflections of the square grid, applied to inputs and labels (n,) together."""
-    size = math.isqrt(inputs.shape[0])
+def dihedral(grid: np.ndarray, k: int) -> np.ndarray:
+    """Symmetry k in 0..7 of a square grid given flat (n,): k % 4 quarter turns, then a transpose for k >= 4."""
+    size = math.isqrt(grid.shape[0])
+    square = np.rot90(grid.reshape(size, size), k % 4)  # (size, size)
+    return np.ascontiguousarray(square.T if k >= 4 else square).reshape(-1)
+
+
+def augment_maze(inputs: np.ndarray, labels: np.ndarray, rng: np.random.Generator,
+                 relabel: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """One of the 8 rotations/reflections of the square grid, applied to inputs and labels (n,) together.
+
+    Where shortest paths tie, the turned label is replaced by the path TIE_ORDER picks in the turned maze, so every
+    training label follows one rule (a turned label follows a turned rule, which no model can tell from the maze).
+    A maze with a unique shortest path keeps its turned label as it is; so does every maze with relabel=False.
+    """
     k = int(rng.integers(8))
-
-    def turn(grid: np.ndarray) -> np.ndarray:
-        square = np.rot90(grid.reshape(size, size), k % 4)  # (size, size)
-        return np.ascontiguousarray(square.T if k >= 4 else square).reshape(-1)
-
-    return turn(inputs), turn(labels)
+    turned = dihedral(inputs, k)
+    if not relabel:
+        return turned, dihedral(labels, k)
+    path, unique = shortest_path(turned, math.isqrt(inputs.shape[0]))
+    return turned, dihedral(labels, k) if unique else label_path(turned, path)
 
 
 def check_maze(inputs: np.ndarray, labels: np.ndarray, size: int) -> Optional[str]:
@@ -243,17 +292,21 @@ def read_mazes(path: str | Path, size: int = 30, limit: Optional[int] = None) ->
 
 
 class MazeData(PuzzleData):
-    """Maze path finding (TRM/HRM Maze-Hard): generated mazes with a unique shortest path, or HRM files.
+    """Maze path finding (TRM/HRM Maze-Hard): generated mazes (corridors or Maze-Hard's open kind), or HRM files.
 
     Batches: {"inputs": (b, size*size) int64 maze tokens, "labels": (b, size*size) int64 with the shortest
     S->G path marked}; ids 0 pad, 1 `#`, 2 ` `, 3 `S`, 4 `G`, 5 `o` (vocab_size 6). An epoch is train_size
-    mazes, each under a random rotation/reflection.
+    mazes, each under a random rotation/reflection, its path relabelled by TIE_ORDER where shortest paths tie.
 
     Args:
         size: grid side (seq_len = size * size; 30 for Maze-Hard, whose files must match it).
         min_path: generated mazes have a shortest S->G path of at least this many moves (Maze-Hard: 110).
-        openings: fraction of the inner walls of the perfect maze removed to add loops (0: a tree; a maze is
+        style: generated mazes are "corridors" (perfect mazes by depth-first carving, unique shortest path) or
+            "open" (Maze-Hard's kind: scattered walls, tied shortest paths labelled by TIE_ORDER; about 0.4 s a
+            30x30 maze to generate, cached).
+        openings: corridors only: fraction of the inner walls removed to add loops (0: a tree; a maze is
             kept only if its shortest path stays unique; above ~0.05 ties make long unique paths rare).
+        wall_prob: open only: each maze's wall probability is drawn uniformly from this range.
         train_size: training mazes (generated, or the first train_size of train_path).
         val_size: validation mazes (generated, or the first val_size of val_path).
         test_size: generated test mazes (ignored with eval_path, whose mazes are the test set).
@@ -262,7 +315,12 @@ class MazeData(PuzzleData):
             the eval_path file: best.ckpt is chosen on validation).
         eval_path: test on a question,answer CSV or HRM npy split folder instead of generated mazes.
         eval_limit: read only the first eval_limit mazes of eval_path (null: all).
-        augment: augment training mazes on the fly (the 8 dihedral symmetries).
+        augment: augment training mazes on the fly (the 8 dihedral symmetries; tied paths relabelled by
+            TIE_ORDER, so a train_path file whose labels break ties otherwise is trained on TIE_ORDER's paths,
+            with a warning).
+        relabel_ties: false turns a tied label with its maze instead of relabelling it, so 6 of the 8 symmetries
+            teach a tie-break that solves about none of the Maze-Hard test mazes (benchmarks/maze_ties.py). An
+            ablation (BENCHMARKS section 8); true is right.
         batch_size: mazes per batch (per device).
         seed: seed of the generated mazes (train, val and test use separate streams), augmentations, shuffling.
         num_workers: DataLoader worker processes.
@@ -272,11 +330,12 @@ class MazeData(PuzzleData):
     name = "maze"
     vocab_size = 6
 
-    def __init__(self, size: int = 30, min_path: int = 110, openings: float = 0.0, train_size: int = 1000,
+    def __init__(self, size: int = 30, min_path: int = 110, style: str = "corridors", openings: float = 0.0,
+                 wall_prob: tuple[float, float] = (0.30, 0.45), train_size: int = 1000,
                  val_size: int = 100, test_size: int = 1000, train_path: Optional[str] = None,
                  val_path: Optional[str] = None, eval_path: Optional[str] = None, eval_limit: Optional[int] = None,
-                 augment: bool = True, batch_size: int = 64, seed: int = 0, num_workers: int = 0,
-                 cache_dir: Optional[str] = "runs/cache"):
+                 augment: bool = True, relabel_ties: bool = True, batch_size: int = 64, seed: int = 0,
+                 num_workers: int = 0, cache_dir: Optional[str] = "runs/cache"):
         super().__init__(batch_size=batch_size, augment=augment, seed=seed, num_workers=num_workers,
                          cache_dir=cache_dir)
         if min(train_size, val_size, test_size) < 1 or (eval_limit is not None and eval_limit < 1):
@@ -288,7 +347,13 @@ class MazeData(PuzzleData):
         if min_path > size * size // 2:
             raise EmberConfigError(f"min_path={min_path} is longer than any path in a {size}x{size} maze "
                                    f"(at most ~{size * size // 2} moves): lower min_path or raise size")
+        if style not in STYLES:
+            raise EmberConfigError(f"style={style!r}: use one of {STYLES}")
+        if not 0.0 <= wall_prob[0] <= wall_prob[1] < 1.0:
+            raise EmberConfigError(f"wall_prob={wall_prob} must be a range (low, high) with 0 <= low <= high < 1")
         self.size, self.min_path, self.openings, self.seq_len = size, min_path, openings, size * size
+        self.style, self.wall_prob = style, tuple(wall_prob)
+        self.augment_pair = partial(augment_maze, relabel=relabel_ties)  # picklable for DataLoader workers
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.train_path, self.val_path, self.eval_path, self.eval_limit = train_path, val_path, eval_path, eval_limit
 
@@ -299,9 +364,15 @@ class MazeData(PuzzleData):
         if path is None:
             params = {"name": self.name, "split": split, "count": self.sizes[split], "seed": self.seed,
                       "size": self.size, "min_path": self.min_path, "openings": self.openings}
+            if self.style != "corridors":
+                params.update(style=self.style, wall_prob=list(self.wall_prob))
             return cached(self.cache_dir, params, lambda: generate_mazes(
-                self.sizes[split], self.seed, self.size, self.min_path, self.openings, stream=split))
-        return self._read(path, limit)
+                self.sizes[split], self.seed, self.size, self.min_path, self.openings, split, self.style,
+                self.wall_prob))
+        data = self._read(path, limit)
+        if split == "train" and self.augment:
+            _warn_other_tie_breaks(data, self.size, path)
+        return data
 
     def _read(self, path: str, limit: Optional[int]) -> PuzzleSet:
         file = Path(path).expanduser()
@@ -312,3 +383,12 @@ class MazeData(PuzzleData):
         params = {"name": self.name, "split": "file", "file": file.name, "size": self.size, "limit": limit,
                   "sha256": file_digest(source) if source.is_file() else None}
         return cached(self.cache_dir, params, lambda: read_mazes(file, self.size, limit))
+
+
+def _warn_other_tie_breaks(data: PuzzleSet, size: int, path: str):
+    """Augmentation relabels tied paths by TIE_ORDER: say so where a training file's own labels differ from it."""
+    other = sum(not np.array_equal(label_path(x, shortest_path(x, size)[0]), y) for x, y in zip(*data))
+    if other:
+        log.warning("%d of %d training mazes in %s are labelled with another shortest path than TIE_ORDER's (%s at "
+                    "every fork); augmentation trains on TIE_ORDER's paths: set data.init_args.augment false to train "
+                    "on the file's labels", other, len(data.inputs), path, TIE_ORDER)

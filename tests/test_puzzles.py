@@ -175,10 +175,82 @@ def test_dihedral_augmentation_keeps_the_label_a_shortest_path():
     for k in range(60):
         ax, ay = augment_maze(x, y, np.random.default_rng(k))
         assert check_maze(ax, ay, 12) is None and ax.dtype == x.dtype
-        cells, _ = augment_maze(np.arange(144), np.arange(144), np.random.default_rng(k))
-        assert sorted(cells.tolist()) == list(range(144))
-        seen.add(tuple(cells.tolist()))
-    assert len(seen) == 8
+        seen.add(tuple(ax.tolist()))
+    assert len(seen) == 8  # the maze has no symmetry of its own: all 8 turns were drawn
+    turns = {tuple(maze.dihedral(np.arange(144), k).tolist()) for k in range(8)}
+    assert len(turns) == 8 and all(sorted(t) == list(range(144)) for t in turns)
+
+
+def test_tied_shortest_paths_prefer_down_left_right_up():
+    square = np.full(9, OPEN, np.uint8)  # a 3x3 open room: six shortest paths between opposite corners
+    square[0], square[8] = START, GOAL
+    assert maze.shortest_path(square, 3) == ([0, 3, 6, 7, 8], False)  # down, down, right, right
+    square[0], square[8] = GOAL, START
+    assert maze.shortest_path(square, 3) == ([8, 7, 6, 3, 0], False)  # left, left, up, up
+    square[4] = WALL
+    square[0], square[8] = START, OPEN
+    square[2] = GOAL  # around the wall the only way is right along the top row
+    assert maze.shortest_path(square, 3) == ([0, 1, 2], True)
+
+
+def test_tie_order_reproduces_the_maze_hard_labels():
+    """Every Maze-Hard maze has tied shortest paths; its label is the one TIE_ORDER picks."""
+    needs(MAZE_DIR / "train.csv")
+    for name in ("train.csv", "test.csv"):
+        data = maze.read_mazes(MAZE_DIR / name, limit=100)
+        for x, y in zip(*data):
+            path, unique = maze.shortest_path(x, 30)
+            assert not unique and np.array_equal(maze.label_path(x, path), y)
+
+
+def test_augmentation_relabels_tied_paths_by_the_tie_order():
+    x, y = maze.generate_maze(random.Random(3), size=12, min_path=24, style="open")
+    assert not maze.shortest_path(x, 12)[1]
+    turned_rules = 0
+    for seed in range(40):
+        ax, ay = augment_maze(x, y, np.random.default_rng(seed))
+        assert check_maze(ax, ay, 12) is None
+        assert np.array_equal(ay, maze.label_path(ax, maze.shortest_path(ax, 12)[0]))
+        bx, by = augment_maze(x, y, np.random.default_rng(seed), relabel=False)  # the ablation: label turned along
+        assert np.array_equal(bx, ax) and check_maze(bx, by, 12) is None
+        turned_rules += not np.array_equal(by, ay)
+    assert turned_rules > 0  # some symmetries turn the tie-break rule with the maze
+
+
+def test_open_mazes_look_like_maze_hard():
+    data = maze.generate_mazes(12, seed=0, size=12, min_path=24, style="open")
+    assert data.inputs.shape == (12, 144)
+    for x, y in zip(*data):
+        path, unique = maze.shortest_path(x, 12)
+        assert check_maze(x, y, 12) is None and len(path) - 1 >= 24
+        assert np.array_equal(maze.label_path(x, path), y)
+    assert 0.25 < (data.inputs == WALL).mean() < 0.45
+    again = maze.generate_mazes(2, seed=0, size=12, min_path=24, style="open")
+    corridors = maze.generate_mazes(2, seed=0, size=12, min_path=24)
+    assert np.array_equal(again.inputs, data.inputs[:2]) and not np.array_equal(corridors.inputs, again.inputs)
+    with pytest.raises(EmberConfigError, match="style='rooms'"):
+        MazeData(style="rooms")
+    with pytest.raises(EmberConfigError, match="wall_prob"):
+        MazeData(style="open", wall_prob=(0.5, 0.4))
+    with pytest.raises(EmberConfigError, match="lower min_path"):
+        maze.generate_maze(random.Random(0), size=8, min_path=30, style="open", tries=20)
+
+
+def test_a_training_file_with_another_tie_break_is_warned(tmp_path, caplog):
+    x, y = maze.generate_maze(random.Random(4), size=12, min_path=24, style="open")
+    flipped = maze.dihedral(x, 4)  # label the transposed maze by the rule, then transpose back: another tie-break
+    other = maze.dihedral(maze.label_path(flipped, maze.shortest_path(flipped, 12)[0]), 4)
+    assert not np.array_equal(other, y) and check_maze(x, other, 12) is None
+    file = tmp_path / "other.csv"
+    write_maze_csv(file, [("".join(CHARS[t - 1] for t in x), "".join(CHARS[t - 1] for t in lab)) for lab in (y, other)])
+    with caplog.at_level(logging.WARNING):
+        MazeData(size=12, min_path=24, train_path=str(file), train_size=2, cache_dir=str(tmp_path)).puzzles("train")
+    assert "1 of 2 training mazes" in caplog.text and "augment false" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        MazeData(size=12, min_path=24, train_path=str(file), train_size=2, augment=False,
+                 cache_dir=str(tmp_path)).puzzles("train")
+    assert "training mazes" not in caplog.text
 
 
 def write_maze_csv(file: Path, rows: list[tuple[str, str]]):

@@ -393,3 +393,23 @@ def test_maze_plateau_yardsticks_score_what_each_window_decides():
     degree = lambda m: (m.inputs, script.open_neighbours(m.inputs, 7))  # noqa: E731
     own, window = (script.lookup_entropy(degree(train), degree(held), 7, r) for r in (0, 1))
     assert window < 0.05 and own > 0.25
+
+
+def test_maze_ties_counts_forks_and_scores_each_turned_rule(tmp_path, capsys):
+    import numpy as np
+
+    from ember.data_modules import maze
+
+    script = load_script("benchmarks/maze_ties.py")
+    room = np.full(9, maze.OPEN, np.uint8)  # 3x3 open room, S top-left, G bottom-right: path 0, 3, 6, 7, 8
+    room[0], room[8] = maze.START, maze.GOAL
+    label = maze.label_path(room, maze.shortest_path(room, 3)[0])
+    assert script.forks(room, label, 3) == 2  # down or right at cells 0 and 3; cells 6 and 7 can only go right
+    assert all(np.array_equal(maze.dihedral(maze.dihedral(room, k), script.INVERSE[k]), room) for k in range(8))
+    data = maze.generate_mazes(6, seed=0, size=10, min_path=14, style="open")
+    file = tmp_path / "open.csv"
+    text = lambda grid: "".join(maze.CHARS[t - 1] for t in grid)  # noqa: E731
+    file.write_text("question,answer\n" + "".join(f"{text(x)},{text(y)}\n" for x, y in zip(*data)))
+    script.main([str(file), "--size", "10"])
+    out = capsys.readouterr().out
+    assert "reproduces: 6 of 6 (1.000)" in out and "k=0: 6 of 6 (1.000)" in out
