@@ -7,7 +7,8 @@ open cells of the shortest S->G path marked `o`; where shortest paths tie, of th
 
 Speed (one core, CPython 3.11): 100 corridor mazes of 30x30 with min_path=110 in ~0.1 s (path 110-290 moves,
 mean ~154); with openings=0.03, ~0.1 s (mean ~124). Larger openings make ties likely: no unique long path.
-Open 30x30 mazes with min_path=110: ~0.4 s each (about 500 layouts drawn per maze kept; path mean ~112).
+Open 30x30 mazes with min_path=110: ~0.4-0.7 s each (about 500 layouts drawn per maze kept; path mean ~112),
+made in parallel over up to 16 processes.
 
 Letters: b batch, n = size * size cells, N mazes.
 """
@@ -17,8 +18,10 @@ from __future__ import annotations
 import csv
 import logging
 import math
+import os
 import random
 from collections import deque
+from concurrent.futures import ProcessPoolExecutor
 from functools import partial
 from pathlib import Path
 from typing import Optional
@@ -172,15 +175,35 @@ def generate_maze(rng: random.Random, size: int = 30, min_path: int = 110, openi
                            f"(openings={openings}, wall_prob={wall_prob}): lower min_path or openings, or raise size")
 
 
+def _maze_at(k: int, name: str, stream: str, seed: int, size: int, min_path: int, openings: float, style: str,
+             wall_prob: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """Maze k of a stream: its own random generator, so any process makes the same maze."""
+    rng = random.Random(f"{name}/{stream}/{seed}/{k}")
+    return generate_maze(rng, size, min_path, openings, style=style, wall_prob=wall_prob)
+
+
 def generate_mazes(count: int, seed: int = 0, size: int = 30, min_path: int = 110, openings: float = 0.0,
-                   stream: str = "train", style: str = "corridors",
-                   wall_prob: tuple[float, float] = (0.30, 0.45)) -> PuzzleSet:
-    """count mazes as tokens; maze i depends on (seed, stream, i) only (and the style's stream for "open")."""
-    inputs, labels = np.zeros((count, size * size), np.uint8), np.zeros((count, size * size), np.uint8)
+                   stream: str = "train", style: str = "corridors", wall_prob: tuple[float, float] = (0.30, 0.45),
+                   processes: Optional[int] = None) -> PuzzleSet:
+    """count mazes as tokens; maze i depends on (seed, stream, i) only (and the style's stream for "open").
+
+    processes: worker processes (default: one per CPU, at most 16, for 64 or more open mazes, which cost ~0.5 s
+    each at 30x30; else 1). The mazes are the same whatever the number.
+    """
     name = "maze" if style == "corridors" else f"maze-{style}"  # corridors keep the streams they always had
-    for k in tqdm(range(count), desc=f"generating {style} mazes ({stream})", disable=None, leave=False):
-        rng = random.Random(f"{name}/{stream}/{seed}/{k}")
-        inputs[k], labels[k] = generate_maze(rng, size, min_path, openings, style=style, wall_prob=wall_prob)
+    if processes is None:
+        processes = min(os.cpu_count() or 1, 16) if style == "open" and count >= 64 else 1
+    make = partial(_maze_at, name=name, stream=stream, seed=seed, size=size, min_path=min_path, openings=openings,
+                   style=style, wall_prob=wall_prob)
+    progress = partial(tqdm, total=count, desc=f"generating {style} mazes ({stream})", disable=None, leave=False)
+    if processes > 1:
+        with ProcessPoolExecutor(processes) as pool:  # fork on Linux, as DataLoader workers
+            mazes = list(progress(pool.map(make, range(count), chunksize=4)))
+    else:
+        mazes = [make(k) for k in progress(range(count))]
+    shape = (count, size * size)
+    inputs = np.stack([x for x, _ in mazes]) if mazes else np.zeros(shape, np.uint8)
+    labels = np.stack([y for _, y in mazes]) if mazes else np.zeros(shape, np.uint8)
     if count:
         lengths = (labels == PATH).sum(1) + 1
         log.info("generated %d %dx%d %s mazes (%s, seed %d): shortest path mean %.1f, min %d, max %d moves",
@@ -302,8 +325,8 @@ class MazeData(PuzzleData):
         size: grid side (seq_len = size * size; 30 for Maze-Hard, whose files must match it).
         min_path: generated mazes have a shortest S->G path of at least this many moves (Maze-Hard: 110).
         style: generated mazes are "corridors" (perfect mazes by depth-first carving, unique shortest path) or
-            "open" (Maze-Hard's kind: scattered walls, tied shortest paths labelled by TIE_ORDER; about 0.4 s a
-            30x30 maze to generate, cached).
+            "open" (Maze-Hard's kind: scattered walls, tied shortest paths labelled by TIE_ORDER; about 0.5 s a
+            30x30 maze to generate, on every CPU up to 16, cached).
         openings: corridors only: fraction of the inner walls removed to add loops (0: a tree; a maze is
             kept only if its shortest path stays unique; above ~0.05 ties make long unique paths rare).
         wall_prob: open only: each maze's wall probability is drawn uniformly from this range.

@@ -225,9 +225,10 @@ def test_open_mazes_look_like_maze_hard():
         assert check_maze(x, y, 12) is None and len(path) - 1 >= 24
         assert np.array_equal(maze.label_path(x, path), y)
     assert 0.25 < (data.inputs == WALL).mean() < 0.45
-    again = maze.generate_mazes(2, seed=0, size=12, min_path=24, style="open")
+    again = maze.generate_mazes(3, seed=0, size=12, min_path=24, style="open", processes=2)  # the same in parallel
     corridors = maze.generate_mazes(2, seed=0, size=12, min_path=24)
-    assert np.array_equal(again.inputs, data.inputs[:2]) and not np.array_equal(corridors.inputs, again.inputs)
+    assert np.array_equal(again.inputs, data.inputs[:3]) and np.array_equal(again.labels, data.labels[:3])
+    assert not np.array_equal(corridors.inputs, again.inputs[:2])
     with pytest.raises(EmberConfigError, match="style='rooms'"):
         MazeData(style="rooms")
     with pytest.raises(EmberConfigError, match="wall_prob"):
