@@ -413,3 +413,21 @@ def test_maze_ties_counts_forks_and_scores_each_turned_rule(tmp_path, capsys):
     script.main([str(file), "--size", "10"])
     out = capsys.readouterr().out
     assert "reproduces: 6 of 6 (1.000)" in out and "k=0: 6 of 6 (1.000)" in out
+
+
+def test_maze_answers_tell_a_tie_break_miss_from_a_wrong_path():
+    import numpy as np
+
+    from ember.data_modules import maze
+
+    script = load_script("benchmarks/maze_answers.py")
+    room = np.full(9, maze.OPEN, np.uint8)  # 3x3 open room, S top-left, G bottom-right
+    room[0], room[8] = maze.START, maze.GOAL
+    label = maze.label_path(room, [0, 3, 6, 7, 8])  # down first: the rule's path
+    other = maze.label_path(room, [0, 1, 2, 5, 8])  # right first: as short, another tie-break
+    detour = label.copy()
+    detour[4] = maze.PATH  # one cell too many
+    inputs, labels = np.stack([room] * 4), np.stack([label] * 4)
+    shares = script.sort_answers(inputs, labels, np.stack([label, other, detour, room]), 3)
+    assert shares == {"exact": 0.25, "another shortest path": 0.25, "not a shortest path": 0.5,
+                      "wrong cells where not": 2.0}  # the detour has 1 wrong cell, the copy 3
