@@ -12,6 +12,8 @@ Letters: b batch, s positions, d width, h heads, e head width.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
@@ -63,10 +65,15 @@ class AttentionNetwork(RecursionNetwork):
         norm: "post" (the paper's blocks: h <- norm(h + sublayer(h))) or "pre" (h <- h + sublayer(norm(h)),
             the output normed once). At d=64 the post-norm blocks did not learn to copy a neighbour's token in 400
             steps where pre-norm did (BENCHMARKS section 8, small mazes).
+        positions: "1d" (the paper's: rotary angles from the index in the flattened sequence, so the last cell of a
+            grid row and the first of the next are as near as two neighbours in a row) or "2d" (for a square grid of
+            side sqrt(seq_len): half of each head's rotary pairs turn with the row, half with the column, so
+            attention sees (row, column) offsets and no wrap-around; the weights fit any grid size). "2d" needs a
+            square seq_len and a head width divisible by 4.
     """
 
     def __init__(self, d_model: int, seq_len: int, layers: int = 2, heads: int = 8, expansion: float = 4.0,
-                 norm: str = "post"):
+                 norm: str = "post", positions: str = "1d"):
         super().__init__()
         if d_model % heads or (d_model // heads) % 2:
             raise EmberConfigError(f"d_model={d_model} must be divisible by heads={heads} into an even head width")
@@ -77,7 +84,7 @@ class AttentionNetwork(RecursionNetwork):
         self.out = nn.ModuleList(nn.Linear(d_model, d_model, bias=False) for _ in range(layers))
         self.mlps = nn.ModuleList(SwiGLU(d_model, _hidden(d_model, expansion)) for _ in range(layers))
         self.norm = nn.RMSNorm(d_model, elementwise_affine=False)
-        cos, sin = rope_cos_sin(torch.arange(seq_len), d_model // heads)
+        cos, sin = rotary_tables(seq_len, d_model // heads, positions)
         self.register_buffer("cos", cos, persistent=False)
         self.register_buffer("sin", sin, persistent=False)
 
@@ -98,6 +105,23 @@ class AttentionNetwork(RecursionNetwork):
             h = self.norm(h + self.attend(i, h))
             h = self.norm(h + mlp(h))
         return h
+
+
+def rotary_tables(seq_len: int, head_width: int, positions: str) -> tuple[Tensor, Tensor]:
+    """cos, sin (seq_len, head_width/2) of AttentionNetwork's `positions`: "1d" over the flattened sequence, or "2d"
+    over a square grid (the first head_width/4 pairs turn with the row, the rest with the column)."""
+    if positions == "1d":
+        return rope_cos_sin(torch.arange(seq_len), head_width)
+    side = math.isqrt(seq_len)
+    if positions != "2d":
+        raise EmberConfigError(f"positions={positions!r} must be '1d' (the paper's) or '2d' (a square grid)")
+    if side * side != seq_len or head_width % 4:
+        raise EmberConfigError(f"positions='2d' needs a square seq_len (got {seq_len}) and a head width divisible by "
+                               f"4 (got {head_width}): use positions '1d', or change d_model or heads")
+    cell = torch.arange(seq_len)
+    row_cos, row_sin = rope_cos_sin(cell // side, head_width // 2)  # (seq_len, head_width/4) each
+    col_cos, col_sin = rope_cos_sin(cell % side, head_width // 2)
+    return torch.cat((row_cos, col_cos), -1), torch.cat((row_sin, col_sin), -1)
 
 
 def _hidden(width: int, expansion: float) -> int:
