@@ -22,7 +22,7 @@ import sys
 import numpy as np
 import torch
 
-from ember.data_modules.maze import check_maze
+from ember.data_modules.maze import MazeData, check_maze
 from ember.plugins.reasoning.trm import TinyRecursiveCore
 from ember.session import add_run_arguments, load_run, split_loader
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    if not hasattr(data, "style"):
+    if not isinstance(data, MazeData):
         print(f"error: {args.config[0]} trains on {type(data).__name__}, not MazeData", file=sys.stderr)
         return 2
     inputs, labels, answers = [], [], []

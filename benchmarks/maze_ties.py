@@ -20,24 +20,28 @@ import argparse
 
 import numpy as np
 
-from ember.data_modules.maze import TIE_ORDER, WALL, bfs, dihedral, label_path, read_mazes, shortest_path
+from ember.data_modules.maze import (
+    GOAL,
+    PATH,
+    START,
+    TIE_ORDER,
+    WALL,
+    bfs,
+    dihedral,
+    label_path,
+    read_mazes,
+    shortest_path,
+    shortest_steps,
+)
 
 INVERSE = [0, 3, 2, 1, 4, 5, 6, 7]  # dihedral(dihedral(g, k), INVERSE[k]) == g: quarter turns undo by turning on
 
 
 def forks(inputs: np.ndarray, labels: np.ndarray, size: int) -> int:
     """Cells of the label's path where more than one next step keeps the path shortest."""
-    passable = [t != WALL for t in inputs.tolist()]
-    goal = int(np.flatnonzero(inputs == 4)[0])
-    to_goal, _, _ = bfs(passable, size, goal)
-    on_path = set(shortest_path(inputs, size)[0])
-    count = 0
-    for i in on_path - {goal}:
-        r, c = divmod(i, size)
-        steps = [j for j, ok in ((i + size, r < size - 1), (i - 1, c > 0), (i + 1, c < size - 1), (i - size, r > 0))
-                 if ok and to_goal[j] == to_goal[i] - 1]
-        count += len(steps) > 1
-    return count
+    to_goal, _, _ = bfs([t != WALL for t in inputs.tolist()], size, int(np.flatnonzero(inputs == GOAL)[0]))
+    on_path = np.flatnonzero((labels == PATH) | (inputs == START))
+    return sum(len(shortest_steps(int(i), size, to_goal)) > 1 for i in on_path)
 
 
 def main(argv: list[str] | None = None):

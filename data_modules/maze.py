@@ -70,6 +70,13 @@ def bfs(passable: list[bool], size: int, start: int) -> tuple[list[int], list[in
 TIE_ORDER = "down, left, right, up"
 
 
+def shortest_steps(i: int, size: int, to_goal: list[int]) -> list[int]:
+    """The neighbours of cell i one move nearer the goal (to_goal: BFS distances from G), in TIE_ORDER."""
+    r, c = divmod(i, size)
+    return [j for j, ok in ((i + size, r < size - 1), (i - 1, c > 0), (i + 1, c < size - 1), (i - size, r > 0))
+            if ok and to_goal[j] == to_goal[i] - 1]
+
+
 def shortest_path(inputs: np.ndarray | list[int], size: int) -> tuple[Optional[list[int]], bool]:
     """(cells of the shortest S->G path including both ends, whether it is the only one); (None, False) if none.
 
@@ -82,10 +89,7 @@ def shortest_path(inputs: np.ndarray | list[int], size: int) -> tuple[Optional[l
         return None, False
     path = [start]
     while path[-1] != goal:
-        i = path[-1]
-        r, c = divmod(i, size)
-        path.append(next(j for j, ok in ((i + size, r < size - 1), (i - 1, c > 0), (i + 1, c < size - 1),
-                                         (i - size, r > 0)) if ok and to_goal[j] == to_goal[i] - 1))
+        path.append(shortest_steps(path[-1], size, to_goal)[0])
     return path, count[start] == 1
 
 
