@@ -1,7 +1,8 @@
 """Thinking curve and halting thresholds of a trained TinyRecursiveCore, from one pass over a split.
 
 `ember test` reads each puzzle's answer at one halting rule and one number of steps; this runs the
-steps once and scores every reading: exact accuracy after each step (the thinking curve) and at each
+steps once and scores every reading: exact accuracy after each step (the thinking curve, with the share of
+the cells to fill that are filled right: a maze's path cells marked) and at each
 halting threshold `halt_prob` (the answer of the first step whose halting probability exceeds it, or
 of the most confident step where none does: `halting_step`). It also says how many puzzles some step
 solves (what a perfect halting rule would read), how many of those the last step has lost again, and how
@@ -26,22 +27,28 @@ from ember.session import add_run_arguments, comma_list, load_run, split_loader
 
 
 @torch.no_grad()
-def score(model: TinyRecursiveCore, loader, steps: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per puzzle and step: exactly right (N, steps) bool, and the halting logits (N, steps)."""
-    right, halts = [], []
+def score(model: TinyRecursiveCore, loader, steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per puzzle and step: exactly right (N, steps) bool, and the halting logits (N, steps); per step, the share
+    of the cells to fill (those the label changes: Sudoku blanks, a maze's path) filled right, all puzzles pooled
+    (steps,)."""
+    right, halts, filled, to_fill = [], [], 0, 0
     for batch in loader:
         thought = model.think(batch["inputs"], steps)
-        right.append((thought.step_preds == batch["labels"][:, None]).all(-1))
+        labels, changed = batch["labels"][:, None], (batch["labels"] != batch["inputs"])[:, None]
+        right.append((thought.step_preds == labels).all(-1))
         halts.append(thought.halt_logits)
-    return torch.cat(right), torch.cat(halts)
+        filled = filled + ((thought.step_preds == labels) & changed).sum((0, 2))
+        to_fill += int(changed.sum())
+    return torch.cat(right), torch.cat(halts), filled / max(to_fill, 1)
 
 
-def table(right: torch.Tensor, halts: torch.Tensor, halt_probs: list[float]) -> str:
-    """Markdown: exact accuracy after each step; how many puzzles some step solves (the best any halting rule
-    could read) and how many of those the last step has lost again; how well the halting logit tells right
-    answers from wrong ones over every (puzzle, step), as an AUROC; then per threshold the exact accuracy,
-    the mean step read, the mean steps used (a puzzle whose head never fires ran every step), the share of
-    puzzles whose head fires and how many of those are right where it fires."""
+def table(right: torch.Tensor, halts: torch.Tensor, halt_probs: list[float], fill: torch.Tensor | None = None) -> str:
+    """Markdown: exact accuracy after each step (and, given `fill`, the share of the cells to fill filled right);
+    how many puzzles some step solves (the best any halting rule could read) and how many of those the last step
+    has lost again; how well the halting logit tells right answers from wrong ones over every (puzzle, step), as an
+    AUROC; then per threshold the exact accuracy, the mean step read, the mean steps used (a puzzle whose head
+    never fires ran every step), the share of puzzles whose head fires and how many of those are right where it
+    fires."""
     steps = right.shape[1]
     solved = right.any(1)
     both = right.flatten().unique().numel() == 2
@@ -49,6 +56,8 @@ def table(right: torch.Tensor, halts: torch.Tensor, halt_probs: list[float]) -> 
     rows = ["| after step | " + " | ".join(str(s) for s in range(1, steps + 1)) + " |",
             "|---|" + "---|" * steps,
             "| exact | " + " | ".join(f"{a:.3f}" for a in right.float().mean(0).tolist()) + " |",
+            *(["| cells to fill, right | " + " | ".join(f"{a:.3f}" for a in fill.tolist()) + " |"]
+              if fill is not None else []),
             "", f"solved at some step: {solved.float().mean().item():.3f}; of those, wrong after the last step: "
             f"{(~right[solved, -1]).float().mean().item() if solved.any() else 0.0:.3f}; halting head AUROC "
             f"(right vs wrong answers, every step): {auroc:.3f}",
@@ -81,9 +90,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     loader = split_loader(data, args.split)
-    right, halts = score(model, loader, args.steps)
+    right, halts, fill = score(model, loader, args.steps)
     print(f"{len(right)} {args.split} puzzles, {args.steps} steps\n")
-    print(table(right, halts, args.halt_probs))
+    print(table(right, halts, args.halt_probs, fill))
     return 0
 
 

@@ -318,7 +318,7 @@ def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tm
     assert halting.main(["--config", str(folder / "config.yaml"), "--ckpt_path", str(folder / "checkpoints/last.ckpt"),
                          "--split", "val", "--steps", "4", "--halt-probs", "0.5,0.95"]) == 0
     out = capsys.readouterr().out
-    assert "| after step | 1 | 2 | 3 | 4 |" in out and "| 0.95 |" in out
+    assert "| after step | 1 | 2 | 3 | 4 |" in out and "| 0.95 |" in out and "| cells to fill, right | " in out
 
     show = load_script("benchmarks/show_thinking.py")  # pictures of the answers after chosen steps
     picture = tmp_path / "pictures" / "thinking.png"
@@ -333,7 +333,9 @@ def test_halting_table_scores_each_step_and_each_threshold():
     logit = lambda p: math.log(p / (1 - p))  # noqa: E731
     halts = torch.tensor([[logit(0.6), logit(0.99), logit(0.99)], [logit(0.7), logit(0.8), logit(0.9)]])
     text = halting.table(right, halts, [0.5, 0.95])
-    assert "| exact | 0.000 | 0.500 | 1.000 |" in text
+    assert "| exact | 0.000 | 0.500 | 1.000 |" in text and "cells to fill" not in text
+    assert "| cells to fill, right | 0.250 | 1.000 |" in halting.table(right[:, :2], halts[:, :2], [0.5],
+                                                                      torch.tensor([0.25, 1.0]))
     assert "| 0.5 | 0.000 | 1.00 | 1.00 | 1.000 | 0.000 |" in text  # both read at step 1, where both are wrong
     # step 2 (fires, right), step 3 (never fires: the most confident); half the heads fire, all right
     assert "| 0.95 | 1.000 | 2.50 | 2.50 | 0.500 | 1.000 |" in text
