@@ -22,7 +22,7 @@ import sys
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from ember.plugins.reasoning.trm import TinyRecursiveCore, halting_step
+from ember.plugins.reasoning.trm import TinyRecursiveCore, fill_accuracy, halting_step
 from ember.session import add_run_arguments, comma_list, load_run, split_loader
 
 
@@ -31,15 +31,16 @@ def score(model: TinyRecursiveCore, loader, steps: int) -> tuple[torch.Tensor, t
     """Per puzzle and step: exactly right (N, steps) bool, and the halting logits (N, steps); per step, the share
     of the cells to fill (those the label changes: Sudoku blanks, a maze's path) filled right, all puzzles pooled
     (steps,)."""
-    right, halts, filled, to_fill = [], [], 0, 0
+    preds, halts, inputs, labels = [], [], [], []
     for batch in loader:
         thought = model.think(batch["inputs"], steps)
-        labels, changed = batch["labels"][:, None], (batch["labels"] != batch["inputs"])[:, None]
-        right.append((thought.step_preds == labels).all(-1))
+        preds.append(thought.step_preds)
         halts.append(thought.halt_logits)
-        filled = filled + ((thought.step_preds == labels) & changed).sum((0, 2))
-        to_fill += int(changed.sum())
-    return torch.cat(right), torch.cat(halts), filled / max(to_fill, 1)
+        inputs.append(batch["inputs"])
+        labels.append(batch["labels"])
+    preds, inputs, labels = torch.cat(preds), torch.cat(inputs), torch.cat(labels)
+    fill = torch.stack([fill_accuracy(preds[:, k], inputs, labels) for k in range(steps)])
+    return (preds == labels[:, None]).all(-1), torch.cat(halts), fill
 
 
 def table(right: torch.Tensor, halts: torch.Tensor, halt_probs: list[float], fill: torch.Tensor | None = None) -> str:
