@@ -20,9 +20,9 @@ import sys
 import torch
 
 from ember.base import Neuromodulator
+from ember.cli.runs import build_cli, comma_list, load_weights
 from ember.data_modules.memory_task import MemoryTaskData
 from ember.errors import EmberConfigError
-from ember.session import build_cli, comma_list, load_weights
 
 
 def answers(batch: dict, preds: torch.Tensor) -> list[tuple[int, bool]]:

@@ -42,8 +42,8 @@ from pathlib import Path
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from ember.bench import measure_decode, measure_training
-from ember.bench_run import build_variant
+from ember.bench.measure import measure_decode, measure_training
+from ember.bench.run import build_variant
 from ember.ops.attention import attend_blocked, attend_dense
 from ember.ops.scan import scan_chunked, scan_naive, scan_parallel
 from ember.ops.slot_memory import compile_plasticity

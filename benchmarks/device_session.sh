@@ -115,7 +115,7 @@ for name, folder in sorted(mapping.items(), key=lambda kv: kv[0].count(".")):
     print(name, folder)
 EOF
 )
-  printf '#!/bin/sh\nexec "%s" -c "import sys; sys.argv[0] = \\"ember\\"; from ember.cli import run; run()" "$@"\n' \
+  printf '#!/bin/sh\nexec "%s" -c "import sys; sys.argv[0] = \\"ember\\"; from ember.cli.main import run; run()" "$@"\n' \
     "$PYTHON" > "$EMBER_SRC/bin/ember"
   chmod +x "$EMBER_SRC/bin/ember"
 }

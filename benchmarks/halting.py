@@ -22,8 +22,8 @@ import sys
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
+from ember.cli.runs import add_run_arguments, comma_list, load_run, split_loader
 from ember.plugins.reasoning.trm import TinyRecursiveCore, fill_accuracy, halting_step
-from ember.session import add_run_arguments, comma_list, load_run, split_loader
 
 
 @torch.no_grad()

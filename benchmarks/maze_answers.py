@@ -22,9 +22,9 @@ import sys
 import numpy as np
 import torch
 
+from ember.cli.runs import add_run_arguments, load_run, split_loader
 from ember.data_modules.maze import MazeData, check_maze
 from ember.plugins.reasoning.trm import TinyRecursiveCore
-from ember.session import add_run_arguments, load_run, split_loader
 
 
 def sort_answers(inputs: np.ndarray, labels: np.ndarray, answers: np.ndarray, size: int) -> dict[str, float]:

@@ -31,8 +31,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 
+from ember.cli.runs import build_cli, comma_list
 from ember.errors import EmberConfigError
-from ember.session import build_cli, comma_list
 
 PENALTIES = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 

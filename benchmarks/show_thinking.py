@@ -23,11 +23,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ember.cli.runs import add_run_arguments, comma_list, load_run, split_loader
 from ember.data_modules.maze import GOAL, PATH, START, WALL, MazeData
 from ember.data_modules.sudoku import BLANK_ID, SudokuData
 from ember.files import atomic_path
 from ember.plugins.reasoning.trm import TinyRecursiveCore
-from ember.session import add_run_arguments, comma_list, load_run, split_loader
 
 PICKS = {"first": lambda right: torch.ones_like(right), "solved": lambda right: right,
          "unsolved": lambda right: ~right}

@@ -8,7 +8,7 @@ from pathlib import Path
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from ember.slot_usage import slot_usage_figure, trace_slot_usage
+from ember.callbacks.slot_usage import slot_usage_figure, trace_slot_usage
 from ember.tracking import save_figure
 
 log = logging.getLogger(__name__)

@@ -14,44 +14,20 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from ember.base import Example, MemoryTask
 from ember.corpus import builtin_corpus
 from ember.data_modules.splits import SplitLoaders
 from ember.errors import EmberConfigError, EmberDataError
 
 log = logging.getLogger(__name__)
 SPLITS = {"train": 0, "val": 1, "test": 2}
-
-
-class Example(NamedTuple):
-    """One generated example. tokens: (n + 1,) int64; the others (n,) over the targets tokens[1:]."""
-
-    tokens: np.ndarray
-    loss_mask: np.ndarray  # bool: target is an answer byte
-    answer_id: np.ndarray  # int64: index of the answer within the example, -1 elsewhere
-    group: np.ndarray  # int64: report group of the answer (index into group_names), -1 elsewhere
-
-
-class MemoryTask:
-    """A generated memory benchmark. Subclasses set `name`, `group_names`, `seq_len` and define `sample`."""
-
-    name: str = "task"
-    group_names: list[str] = ["all"]
-    seq_len: int
-
-    def sample(self, rng: np.random.Generator) -> Example:
-        """One example of exactly seq_len + 1 tokens."""
-        raise NotImplementedError
-
-    def chance(self) -> Optional[float]:
-        """Exact-answer accuracy of the best guess without the session (None when not defined)."""
-        return None
 
 
 class ExampleBuilder:

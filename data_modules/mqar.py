@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ember.data_modules.memory_task import Example, MemoryTask
+from ember.base import Example, MemoryTask
 from ember.errors import EmberConfigError
 
 

@@ -28,7 +28,8 @@ from typing import Optional
 
 import numpy as np
 
-from ember.data_modules.memory_task import Example, ExampleBuilder, MemoryTask, TextSource
+from ember.base import Example, MemoryTask
+from ember.data_modules.memory_task import ExampleBuilder, TextSource
 from ember.errors import EmberConfigError
 
 WORDS = ("river stone cloud ember light green table water night house field bread music north paper quiet "

@@ -12,7 +12,8 @@ from typing import Optional
 
 import numpy as np
 
-from ember.data_modules.memory_task import Example, ExampleBuilder, MemoryTask, TextSource
+from ember.base import Example, MemoryTask
+from ember.data_modules.memory_task import ExampleBuilder, TextSource
 from ember.errors import EmberConfigError
 
 FIRST = ("Ada Ben Cleo Dev Emil Fay Gus Hana Ivo Jun Kai Lea Milo Nia Omar Pia Quin Rosa Sami Tess Uma Vik Wes "

@@ -15,8 +15,9 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from ember.base import MemoryTask
 from ember.corpus import builtin_corpus
-from ember.data_modules.memory_task import MemoryTask, TaskExamples
+from ember.data_modules.memory_task import TaskExamples
 from ember.data_modules.shards import MANIFEST, ShardWindows, read_manifest, read_split_bytes
 from ember.errors import EmberConfigError, EmberDataError
 

@@ -11,10 +11,11 @@ Letters: b batch, n tokens, s sensory tokens, p prefix tokens, d width, v vocabu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, NamedTuple, Optional
 
+import numpy as np
 from lightning.pytorch import LightningModule
-from torch import Tensor
+from torch import Tensor, nn
 
 from ember.state import StateBase
 
@@ -137,6 +138,38 @@ class Consolidator(EmberPlugin):
     @abstractmethod
     def consolidate(self, model: LightningModule, episodes) -> dict[str, float]:
         """Distil the memory-ON model into its memory-OFF slow weights; returns metrics."""
+
+
+# ---- parts that plugins of other kinds share -------------------------------------------------
+class RecursionNetwork(nn.Module):
+    """The network f of a TinyRecursiveCore: (b, s, d) -> (b, s, d), applied n + 1 times per cycle.
+    Subclasses (plugins/reasoning/networks.py) take (d_model, seq_len) first."""
+
+
+class Example(NamedTuple):
+    """One generated example. tokens: (n + 1,) int64; the others (n,) over the targets tokens[1:]."""
+
+    tokens: np.ndarray
+    loss_mask: np.ndarray  # bool: target is an answer byte
+    answer_id: np.ndarray  # int64: index of the answer within the example, -1 elsewhere
+    group: np.ndarray  # int64: report group of the answer (index into group_names), -1 elsewhere
+
+
+class MemoryTask:
+    """A generated memory benchmark (data_modules/): one scored `Example` per seed. Subclasses set `name`,
+    `group_names`, `seq_len` and define `sample`."""
+
+    name: str = "task"
+    group_names: list[str] = ["all"]
+    seq_len: int
+
+    def sample(self, rng: np.random.Generator) -> Example:
+        """One example of exactly seq_len + 1 tokens."""
+        raise NotImplementedError
+
+    def chance(self) -> Optional[float]:
+        """Exact-answer accuracy of the best guess without the session (None when not defined)."""
+        return None
 
 
 PLUGIN_KINDS: dict[str, type[EmberPlugin]] = {

@@ -20,10 +20,8 @@ from importlib.metadata import entry_points
 
 from lightning.pytorch import Callback, LightningDataModule
 
-from ember.base import PLUGIN_KINDS
-from ember.data_modules.memory_task import MemoryTask
+from ember.base import PLUGIN_KINDS, MemoryTask, RecursionNetwork
 from ember.errors import EmberConfigError
-from ember.plugins.reasoning.networks import RecursionNetwork
 
 log = logging.getLogger(__name__)
 ENTRY_POINT_GROUP = "ember.plugins"

@@ -14,7 +14,7 @@ def _seed_and_isolate(monkeypatch, tmp_path):
     torch.manual_seed(0)
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     # the CLI's "ember" logger writes to stderr and does not propagate; let caplog see it
-    from ember.cli import _setup_logging
+    from ember.cli.main import setup_logging as _setup_logging
 
     _setup_logging()
     monkeypatch.setattr(logging.getLogger("ember"), "propagate", True)

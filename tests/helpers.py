@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ember.base import ReasoningCore, ReasoningOutput, SensoryEncoder, SensoryOutput
-from ember.cli import main
+from ember.cli.main import main
 from ember.plugins.backbone.nml import NMLBackbone
 
 ROOT = Path(__file__).resolve().parents[1]

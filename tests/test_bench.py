@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from ember import bench
-from ember.bench import BenchOptions, measure_decode, measure_training_or_skip, parse_contexts
-from ember.bench_run import build_variant
-from ember.cli import main
+from ember.bench.measure import BenchOptions, measure_decode, measure_training_or_skip, parse_contexts
+from ember.bench.run import build_variant
+from ember.cli.main import main
 from ember.errors import EmberConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -220,7 +220,7 @@ def test_probe_script_scores_the_debug_binding_config_and_refuses_two_tasks(caps
 
 
 def test_build_cli_merges_overlays_in_order_as_ember_fit_does():
-    from ember.session import build_cli
+    from ember.cli.runs import build_cli
 
     base, mel = str(ROOT / "configs/debug/binding.yaml"), str(ROOT / "configs/ablate/binding_mel.yaml")
     assert isinstance(build_cli(base).model.sensory.encoder, SpikingAudioEncoder)

@@ -7,7 +7,7 @@ import yaml
 from lightning.pytorch import LightningModule
 
 from ember import registry
-from ember.cli import EmberCLI
+from ember.cli.lightning import EmberCLI
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if not {"ablate", "cloud"} & set(p.parts))

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ember.cli import main
+from ember.cli.main import main
 from ember.data_modules.shards import ShardWindows, read_manifest
 from ember.data_modules.text import ContiguousWindows, RandomWindows, TextBytes
 from ember.errors import EmberConfigError, EmberDataError

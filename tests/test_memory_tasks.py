@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ember.ablate import markdown, parse_variant
+from ember.cli.ablate import markdown, parse_variant
 from ember.data_modules.memory_task import MemoryTaskData, TaskExamples
 from ember.data_modules.mqar import MQAR, ForgettingMQAR
 from ember.data_modules.patterns import ProceduralPatterns
@@ -180,7 +180,7 @@ def test_ember_ablate_fits_tests_and_tabulates_each_variant(tmp_path):
 
 
 def test_ablate_resume_keeps_the_finished_variants_and_fits_the_rest(tmp_path, monkeypatch):
-    import ember.ablate as ablate
+    import ember.cli.ablate as ablate
 
     fitted = []
 
@@ -217,7 +217,7 @@ def test_by_position_scores_whole_answers_at_their_start_and_buckets_them():
 
 
 def test_by_position_script_reads_a_checkpoint_and_prints_the_gates(tmp_path, capsys):
-    from ember.session import build_model
+    from ember.cli.runs import build_model
 
     by_position = load_script("benchmarks/by_position.py")
     config = str(ROOT / "configs/debug/memory_mqar.yaml")

@@ -3,7 +3,7 @@ import importlib.metadata
 import pytest
 
 from ember import registry
-from ember.cli import main
+from ember.cli.main import main
 from ember.errors import EmberConfigError
 
 

@@ -99,8 +99,8 @@ def test_stability_finds_the_slow_weights_and_memory_off_bpb_untouched(trained, 
 
 
 def test_memories_off_neither_reads_nor_writes(trained):
+    from ember.cli.runs import load_trained
     from ember.ops.slot_memory import memories_off
-    from ember.session import load_trained
 
     model = load_trained(*trained["memory"])
     for name, p in model.named_parameters():

@@ -13,7 +13,10 @@ from typing import Literal
 import torch
 from jsonargparse import ArgumentParser
 
-from ember.bench import BenchOptions, parse_contexts
+from ember.bench.measure import BenchOptions, parse_contexts
+from ember.bench.report import log_to_mlflow, plot
+from ember.bench.run import collect_variants, run_bench
+from ember.errors import EmberConfigError
 
 log = logging.getLogger("ember")
 DESCRIPTION = """Measure training tokens/s (forward + backward + AdamW, median of timed steps after warm-up,
@@ -64,8 +67,6 @@ def bench_parser() -> ArgumentParser:
 
 
 def _check_counts(args):
-    from ember.errors import EmberConfigError
-
     for name in ("batch", "steps", "decode_tokens", "prefill_chunk"):
         if getattr(args, name) < 1:
             raise EmberConfigError(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
@@ -75,12 +76,10 @@ def _check_counts(args):
         raise EmberConfigError(f"--warmup={args.warmup} must be >= 0")
 
 
-def bench_command(argv: list[str]) -> int:
+def main(argv: list[str]) -> int:
     args = bench_parser().parse_args(argv)
     _check_counts(args)
     contexts = parse_contexts(args.contexts)  # fail on a bad list before building any model
-    from ember.bench_report import log_to_mlflow, plot
-    from ember.bench_run import collect_variants, run_bench
 
     extra = [a for item in args.set for a in item.split("=", 1)]
     variants = collect_variants(list(args.config), list(args.variant), extra)

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ember.bench_memory import free_device_memory, is_out_of_memory, peak_memory
+from ember.bench.memory import free_device_memory, is_out_of_memory, peak_memory
 from ember.errors import EmberConfigError
 
 log = logging.getLogger("ember")

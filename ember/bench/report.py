@@ -9,6 +9,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ember.tracking import EmberMLFlowLogger
+
 log = logging.getLogger("ember")
 METRICS = ("train_tokens_per_s", "train_step_ms_median", "train_peak_mem_bytes", "decode_ms_median",
            "decode_tokens_per_s", "state_bytes")
@@ -109,8 +111,6 @@ def log_to_mlflow(result: dict, files: list[Path], run_dir: str = "runs", tracki
                   run_name: str | None = None) -> str:
     """Log the settings as params, every measurement as a metric (step = context) and the files as
     artifacts under `bench/` of a new run in the experiment `bench`; returns the run id."""
-    from ember.tracking import EmberMLFlowLogger
-
     logger = EmberMLFlowLogger(experiment_name="bench", run_name=run_name, run_dir=run_dir,
                                tracking_uri=tracking_uri, log_model=False)
     meta = result["meta"]

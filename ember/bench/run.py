@@ -18,12 +18,16 @@ from pathlib import Path
 
 import torch
 
-from ember.ablate import parse_variant
-from ember.bench import BenchOptions, measure_decode, measure_training_or_skip
-from ember.bench_memory import cpu_peak_method, free_device_memory
-from ember.bench_report import add_ratios, markdown_table, pick_reference
+from ember import registry
+from ember.bench.measure import BenchOptions, measure_decode, measure_training_or_skip
+from ember.bench.memory import cpu_peak_method, free_device_memory
+from ember.bench.report import add_ratios, markdown_table, pick_reference
+from ember.cli.ablate import parse_variant
+from ember.cli.checks import check_config_names
+from ember.cli.lightning import EmberCLI
 from ember.errors import EmberConfigError
 from ember.files import atomic_write_text
+from ember.ops.attention import WindowAttention
 from ember.ops.slot_memory import compile_plasticity
 
 log = logging.getLogger("ember")
@@ -55,9 +59,6 @@ def collect_variants(configs: list[str], variants: list[str], extra: list[str]) 
 
 def build_variant(args: list[str]):
     """The EmberModel of a variant's config stack (on the CPU; no logger, no run)."""
-    from ember import registry
-    from ember.cli import EmberCLI, check_config_names
-
     registry.load_plugins()
     check_config_names(args)
     with warnings.catch_warnings():  # `ember bench ...` is in sys.argv: LightningCLI warns that args also came
@@ -67,8 +68,6 @@ def build_variant(args: list[str]):
 
 def _describe(model) -> dict:
     """Backbone class, width, attention window (None: full causal attention) and parameter count."""
-    from ember.ops.attention import WindowAttention
-
     windows = [m.window for m in model.modules() if isinstance(m, WindowAttention)]
     return {"backbone": type(model.backbone).__name__, "d_model": model.backbone.d_model,
             "window": windows[0] if windows else None, "params": sum(p.numel() for p in model.parameters())}

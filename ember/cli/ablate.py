@@ -18,15 +18,42 @@ from pathlib import Path
 from typing import Optional
 
 import torch
+from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import WeightAveraging
 
+from ember import registry
 from ember.base import ReasoningCore
 from ember.callbacks.memory_usage import MemoryUsage
+from ember.cli.checks import check_config_names
+from ember.cli.lightning import EmberCLI
 from ember.errors import EmberConfigError
 from ember.files import atomic_write_text
 from ember.ops.slot_memory import slot_memories
 
 log = logging.getLogger("ember")
+
+
+def main(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="ember ablate", description="Fit and test a config under several variants "
+                            "(overlays) with the same data, seed and budget; write one table (markdown + JSON).")
+    parser.add_argument("--config", action="append", required=True, help="base config (repeat to stack configs)")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=OVERLAY[,OVERLAY|,--key=value]",
+                        help="a variant: overlay configs and/or dotted overrides on top of the base; NAME= alone "
+                             "is the base itself (repeat; default: the base only)")
+    parser.add_argument("--out", default="runs/ablate", help="folder for the table and the runs")
+    parser.add_argument("--set", action="append", default=[], metavar="--key=value",
+                        help="an override applied to every variant, e.g. --set=--trainer.max_steps=200")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep the variants already in <out>/ablation.json (same spec, configs and --set "
+                             "overrides) and fit only the others, e.g. after an interrupted run")
+    parser.add_argument("--memories-off", action="store_true",
+                        help="also test every variant that has plastic memories (PM, EM) with them switched off "
+                             "(same weights, no reads or writes): one more line per such variant")
+    args = parser.parse_args(argv)
+    registry.load_plugins()
+    extra = [a for item in args.set for a in item.split("=", 1)]
+    run_ablation(args.config, args.variant, args.out, extra, resume=args.resume, memories_off=args.memories_off)
+    return 0
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
@@ -60,8 +87,6 @@ def state_bytes(model, datamodule) -> Optional[int]:
 
 
 def run_variant(name: str, base: list[str], extra: list[str], out: Path, memories_off: bool = False) -> dict:
-    from ember.cli import EmberCLI, check_config_names
-
     args = [*base, *extra, "--trainer.logger.init_args.run_dir", str(out / "runs"),
             "--trainer.logger.init_args.run_name", name]
     check_config_names(args)

@@ -1,36 +1,25 @@
-"""`ember session`: stream text through a trained model whose memories write while its slow
-weights stay frozen, printing the loss span by span, and keep the memory state on disk so the
-next session starts with what this one learned.
-
-Letters: b batch (1 stream), n bytes.
-"""
+"""A trained run, loaded: the composite a config builds (with its overlays and options), a checkpoint's
+weights in it, and the data module beside it. Used by `ember session`, `stability`, `ablate`, `bench` and
+the analysis scripts under benchmarks/."""
 
 from __future__ import annotations
 
 import argparse
-import logging
-import math
-import sys
 from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 import yaml
 
-from ember.errors import EmberDataError
-from ember.memory_state import load_memory_state, save_memory_state
-
-log = logging.getLogger("ember")
+from ember import registry
+from ember.cli.checks import check_config_names
+from ember.cli.lightning import EmberCLI
 
 
 def build_cli(config: str | list[str], extra: list[str] | tuple[str, ...] = ()):
     """The EmberCLI of a config (model and data module instantiated, no logger, nothing run).
     A list is a config and its overlays, merged in order as `ember fit --config A --config B` does.
     `extra` are further command-line options, e.g. `--data.init_args.eval_path FILE`."""
-    from ember import registry
-    from ember.cli import EmberCLI, check_config_names
-
     config, *overlays = [config] if isinstance(config, str) else config
     extra = [*(arg for overlay in overlays for arg in ("--config", overlay)), *extra]
     registry.load_plugins()
@@ -55,19 +44,6 @@ def comma_list(kind: Callable[[str], object], example: str) -> Callable[[str], l
 def build_model(config: str):
     """Instantiate the composite of a config (no logger, no run)."""
     return build_cli(config).model
-
-
-def read_input(source: str) -> bytes:
-    data = sys.stdin.buffer.read() if source == "-" else _read_file(Path(source))
-    if len(data) < 2:
-        raise EmberDataError(f"--input {source} holds {len(data)} byte(s): a session needs at least 2")
-    return data
-
-
-def _read_file(path: Path) -> bytes:
-    if not path.is_file():
-        raise EmberDataError(f"--input {path} is not a file: give a text file, or - for standard input")
-    return path.read_bytes()
 
 
 def load_weights(model, ckpt_path: str):
@@ -105,40 +81,3 @@ def load_run(config: list[str], ckpt_path: str, extra: list[str], kind: type):
 def load_trained(config: str, ckpt_path: str):
     """The model of a config with a checkpoint's weights, in eval mode with its slow weights frozen."""
     return load_weights(build_model(config), ckpt_path)
-
-
-@torch.no_grad()
-def stream(model, tokens, state=None, span: int = 256) -> tuple[list[float], object]:
-    """Feed tokens (1, n) span by span with the state carried; returns per-span losses (nats/byte), state."""
-    losses = []
-    for start in range(0, tokens.shape[1] - 1, span):
-        targets = tokens[:, start + 1 : start + span + 1]
-        inputs = tokens[:, start : start + targets.shape[1]]
-        logits, state = model(inputs, state)
-        losses.append(F.cross_entropy(logits[0].float(), targets[0]).item())
-        log.debug("span %d: %.4f nats/byte", len(losses), losses[-1])
-    return losses, state
-
-
-@torch.no_grad()
-def run_session(config: str, ckpt_path: str, memory_state: str, source: str, span: int = 256) -> list[float]:
-    """Stream `source` through the model span by span; returns the per-span losses (nats/byte)."""
-    model = load_trained(config, ckpt_path)
-    tokens = torch.tensor(list(read_input(source)), dtype=torch.long)[None]  # (1, n)
-    path = Path(memory_state)
-    state = None
-    if path.exists():
-        template = model(tokens[:, :1])[1]
-        state = load_memory_state(path, model, template)
-        log.info("memory state: loaded %s", path)
-    losses = []
-    for start in range(0, tokens.shape[1] - 1, span):
-        part, state = stream(model, tokens[:, start : start + span + 1], state, span)
-        losses += part
-        log.info("span %d (bytes %d-%d): %.4f nats/byte, %.3f bits/byte", len(losses), start,
-                 min(start + span, tokens.shape[1] - 1), part[0], part[0] / math.log(2))
-    state = model.backbone.end_session(state)  # session end: memories commit their open spans
-    save_memory_state(state, path, model)
-    log.info("memory state: saved %s (%d bytes of state); mean %.4f nats/byte over %d span(s)", path,
-             state.nbytes(), sum(losses) / len(losses), len(losses))
-    return losses

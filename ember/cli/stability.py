@@ -20,14 +20,38 @@ import tempfile
 from pathlib import Path
 
 import torch
+from jsonargparse import ArgumentParser
 
+from ember.cli.runs import load_trained
+from ember.cli.session import read_input, stream
 from ember.corpus import builtin_corpus
 from ember.errors import EmberConfigError
 from ember.memory_state import load_memory_state, save_memory_state
 from ember.ops.slot_memory import memories_off, slot_memories
-from ember.session import load_trained, read_input, stream
 
 log = logging.getLogger("ember")
+
+
+def main(argv: list[str]) -> int:
+    parser = ArgumentParser(prog="ember stability", description="Memory-OFF bits per byte on held-out text and a "
+                            "fingerprint of the slow weights, before and after many sessions with memories writing "
+                            "(through a memory-state file, as `ember session`): learning during use must leave the "
+                            "slow weights untouched.")
+    parser.add_argument("--config", required=True, help="the config the checkpoint was trained with (with PM/EM)")
+    parser.add_argument("--ckpt_path", required=True, help="checkpoint of that config")
+    parser.add_argument("--sessions", type=int, default=20, help="number of adaptation sessions")
+    parser.add_argument("--session-bytes", dest="session_bytes", type=int, default=4096, help="bytes per session")
+    parser.add_argument("--input", default=None, help="adaptation text file (default: the built-in corpus, "
+                        "training part)")
+    parser.add_argument("--heldout", default=None, help="held-out text file (default: the built-in corpus, last 10%%)")
+    parser.add_argument("--heldout-bytes", dest="heldout_bytes", type=int, default=16384,
+                        help="bytes of held-out text measured")
+    parser.add_argument("--span", type=int, default=256, help="bytes per forward call")
+    parser.add_argument("--out", default=None, help="write the result as JSON here")
+    args = parser.parse_args(argv)
+    result = run_stability(args.config, args.ckpt_path, args.sessions, args.session_bytes, args.input, args.heldout,
+                           args.heldout_bytes, args.span, args.out)
+    return 0 if result["weights_unchanged"] else 1
 
 
 def weights_digest(model: torch.nn.Module) -> str:

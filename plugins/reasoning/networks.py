@@ -19,13 +19,10 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from ember.base import RecursionNetwork
 from ember.errors import EmberConfigError
 from ember.ops.layers import SwiGLU
 from ember.ops.rope import apply_rope, rope_cos_sin
-
-
-class RecursionNetwork(nn.Module):
-    """f: (b, s, d) -> (b, s, d), applied n+1 times per cycle. Subclasses take (d_model, seq_len) first."""
 
 
 class MixerNetwork(RecursionNetwork):

@@ -28,12 +28,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ember.base import ReasoningCore, ReasoningOutput
+from ember.base import ReasoningCore, ReasoningOutput, RecursionNetwork
 from ember.errors import EmberConfigError
 from ember.init_from import copy_matching_weights
 from ember.ops.recursion import deep_recursion
 from ember.optim import adamw_with_schedule
-from ember.plugins.reasoning.networks import MixerNetwork, RecursionNetwork
+from ember.plugins.reasoning.networks import MixerNetwork
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,88 @@
+"""The `ember` console script: one dispatch table from the command's first word to the module that runs it.
+
+    ember fit|validate|test|predict ...   ember.cli.lightning (LightningCLI)
+    ember plugins|data|session|stability|ablate ...   ember.cli.<command>
+    ember bench ...                       ember.bench.command
+    ember --version
+
+Each command module has `main(argv) -> int`. A command's module is imported when it runs, not before:
+importing Lightning takes seconds, and `ember --version` needs none of it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import ember
+from ember.errors import EmberError
+
+log = logging.getLogger("ember")
+LIGHTNING = "ember.cli.lightning"
+COMMANDS = {
+    "plugins": "ember.cli.plugins",
+    "data": "ember.cli.data",
+    "session": "ember.cli.session",
+    "stability": "ember.cli.stability",
+    "ablate": "ember.cli.ablate",
+    "bench": "ember.bench.command",
+}
+
+
+def setup_logging():
+    """Ember's messages on stderr, without logger names (the user reads them, not a log parser)."""
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        log.addHandler(handler)
+        log.setLevel(logging.INFO)
+        log.propagate = False
+
+
+def dispatch(argv: list[str], from_command_line: bool) -> int:
+    """Run the command `argv` names; everything that is not one of COMMANDS goes to LightningCLI."""
+    if argv[:1] in (["--version"], ["-V"]):
+        sys.stdout.write(f"ember {ember.__version__}\n")
+        return 0
+    if argv[:1] and argv[0] in COMMANDS:
+        return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+    return importlib.import_module(LIGHTNING).main(argv, from_command_line)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Console entry point; returns the exit status (2 for a configuration or data error)."""
+    from_command_line = argv is None
+    argv = list(sys.argv[1:] if argv is None else argv)
+    setup_logging()
+    try:
+        return dispatch(argv, from_command_line)
+    except EmberError as err:
+        log.error("error: %s", err)
+        return 2
+    except Exception as err:
+        cause = ember_cause(err)
+        if cause is None:
+            raise
+        log.error("error: %s", cause)
+        return 2
+
+
+def ember_cause(err: BaseException) -> EmberError | None:
+    """The EmberError behind an exception that jsonargparse or Lightning wrapped, if any."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, EmberError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
+def run():
+    """Console script: exit with main()'s status."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()
