@@ -8,6 +8,7 @@ from pathlib import Path
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+from ember.batch import Batch
 from ember.callbacks.slot_usage import slot_usage_figure, trace_slot_usage
 from ember.tracking import save_figure
 
@@ -42,7 +43,7 @@ class MemoryUsage(Callback):
         if isinstance(loader, (list, tuple)):  # several test loaders: the first (the text)
             loader = loader[0]
         batch = next(iter(loader))
-        tokens = (batch["tokens"] if isinstance(batch, dict) else batch)[:1].to(pl_module.device)
+        tokens = Batch.of(batch).tokens[:1].to(pl_module.device)
         was_training = pl_module.training
         pl_module.eval()
         strengths, rates = trace_slot_usage(pl_module, tokens, self.span)

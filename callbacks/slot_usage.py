@@ -9,22 +9,22 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ember.ops.slot_memory import SlotMemoryState
+
 
 @torch.no_grad()
 def trace_slot_usage(model, tokens: Tensor, span: int, state=None) -> tuple[dict[str, np.ndarray], dict]:
-    """Stream tokens (1, n) through model span by span (memories writing) and record, per memory
-    instance ("pm_L1", "em_L0", ...), the strengths s after every span: {instance: (t, m)} and
-    the commit rates {instance: (t,)}. Returns ({}, {}) for a model without memories."""
+    """Stream tokens (1, n) through model (an EmberModel) span by span (memories writing) and record, per memory
+    instance ("pm_L1", "em_L0", ...: its backbone's `memory_report`), the strengths s after every span,
+    {instance: (t, m)}, and the commit rates {instance: (t,)}. Returns ({}, {}) for a model without memories."""
     strengths: dict[str, list] = {}
     rates: dict[str, list] = {}
     for start in range(0, tokens.shape[1], span):
         _, state = model(tokens[:, start : start + span], state)
-        flat = state.tensors()
-        for key, rate in flat.items():
-            if key.endswith("commit_rate"):
-                name = ("pm" if ".pm." in key else "em") + "_L" + key.split(".")[1]
-                strengths.setdefault(name, []).append(flat[key[: -len("commit_rate")] + "s"][0].float().cpu().numpy())
-                rates.setdefault(name, []).append(float(rate[0]))
+        for name, memory in model.backbone.memory_report(state).items():
+            if isinstance(memory, SlotMemoryState):
+                strengths.setdefault(name, []).append(memory.s[0].float().cpu().numpy())
+                rates.setdefault(name, []).append(float(memory.commit_rate[0]))
     return {k: np.stack(v) for k, v in strengths.items()}, {k: np.array(v) for k, v in rates.items()}
 
 

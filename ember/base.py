@@ -47,6 +47,11 @@ class LanguageBackbone(EmberPlugin):
         """A session ends: plastic memories commit their open spans. No-op without memories."""
         return state
 
+    def memory_report(self, state: StateBase) -> dict[str, StateBase]:
+        """The state of each plastic memory inside `state`, by instance name: `pm_L<i>` for the PM of layer i,
+        `em_L<i>` for a block's EM (a layer of its own at index i). {} for a backbone without memories."""
+        return {}
+
 
 class SensoryOutput(NamedTuple):
     tokens: Tensor  # (b, s, d) latent sensory tokens

@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator
 from contextlib import nullcontext
-from typing import Literal, Optional
+from typing import Literal, NamedTuple, Optional
 
 import torch
 import torch.nn.functional as F
@@ -22,15 +23,26 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from ember.base import BackboneOutput, Consolidator, LanguageBackbone, ReasoningCore, SensoryEncoder
+from ember.batch import Batch
 from ember.errors import CheckpointMismatchError, EmberConfigError, NonFiniteLossError
 from ember.init_from import copy_matching_weights
 from ember.metrics import answer_stats
-from ember.ops.slot_memory import compile_plasticity, memories_off
+from ember.ops.slot_memory import SlotMemoryState, compile_plasticity, memories_off
 from ember.optim import adamw_with_schedule
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2.0)
 CHECKPOINT_FORMAT = 1
+
+
+class Chunk(NamedTuple):
+    """One truncated-BPTT chunk of a batch: its share of the batch's mean loss (), its logits (b, c, v), the
+    state after it (carries state, not yet detached) and its share of the sequence's tokens."""
+
+    loss: Tensor
+    logits: Tensor
+    state: object
+    share: float
 
 
 class EmberModel(LightningModule):
@@ -115,50 +127,70 @@ class EmberModel(LightningModule):
 
     # ---- training --------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> Tensor:
+        batch = Batch.of(batch)
         opt, sched = self.optimizers(), self.lr_schedulers()
+        # 1. clear the gradients of the last step
         opt.zero_grad(set_to_none=True)
-        loss, _ = self._sequence_loss(batch, backward=True)
+        # 2. chunk by chunk (truncated BPTT): forward, loss plus the controllers' budgets, backward at once
+        loss, state = torch.zeros((), device=batch.tokens.device), None
+        for chunk in self._chunks(batch):
+            self._check_finite(chunk.loss)
+            aux = sum(self._memory_aux(chunk.state), chunk.loss.new_zeros(()))
+            self.manual_backward(chunk.loss + aux * chunk.share)
+            loss, state = loss + chunk.loss.detach(), chunk.state
+        # 3. clip the gradient norm, step the optimizer and the schedule
         if self.hparams.grad_clip > 0:
             self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
         sched.step()
-        self.log_dict({"train/loss": loss, "train/bpb": loss / LN2}, prog_bar=True)
-        self.log("train/lr", sched.get_last_lr()[0])
+        # 4. log
+        self._log_training(loss, sched.get_last_lr()[0], state, batch)
         return loss
 
-    def _sequence_loss(self, batch, backward: bool) -> tuple[Tensor, Tensor]:
-        """Mean next-byte loss (nats) over the batch, chunk by chunk with the state carried.
+    def _chunks(self, batch: Batch) -> Iterator[Chunk]:
+        """The batch's mean next-byte loss (nats), chunk by chunk (`tbptt_chunk` tokens) with the state carried.
 
-        With backward=True each chunk's loss is back-propagated at once (TBPTT): the state is
-        detached between chunks, so memory holds one chunk's graph at a time. A batch with a
-        `loss_mask` (b, n) (generated benchmarks) is scored on the masked targets only.
-        Returns the loss and the greedy predictions (b, n).
+        Yields each chunk's share of the loss; the state is detached after the caller has seen the chunk,
+        so a backward pass holds one chunk's graph at a time. A batch with a loss_mask (generated
+        benchmarks) is scored on the masked targets only.
         """
-        tokens, signal = (batch["tokens"], batch.get("signal")) if isinstance(batch, dict) else (batch, None)
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]  # (b, n)
-        mask = batch.get("loss_mask") if isinstance(batch, dict) else None
-        weight = torch.ones_like(targets, dtype=torch.float32) if mask is None else mask.float()  # (b, n)
+        inputs, targets = batch.inputs, batch.targets  # (b, n)
+        weight = torch.ones_like(targets, dtype=torch.float32) if batch.loss_mask is None else batch.loss_mask.float()
         total_weight = weight.sum().clamp_min(1.0)
         n = inputs.shape[1]
-        chunk = self.hparams.tbptt_chunk or n
-        state, total, preds = None, inputs.new_zeros((), dtype=torch.float32), []
-        for start in range(0, n, chunk):
-            stop = min(n, start + chunk)
-            logits, state = self(inputs[:, start:stop], state, signal if start == 0 else None)
+        size = self.hparams.tbptt_chunk or n
+        state = None
+        for start in range(0, n, size):
+            stop = min(n, start + size)
+            logits, state = self(inputs[:, start:stop], state, batch.signal if start == 0 else None)  # (b, c, v)
             per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets[:, start:stop].flatten(),
-                                        reduction="none")  # (b * chunk,)
-            loss = (per_token * weight[:, start:stop].flatten()).sum() / total_weight  # this chunk's share
-            if backward:
-                self._check_finite(loss)
-                aux = sum(state.collect("aux_loss"), loss.new_zeros(()))  # controller budgets of this chunk
-                self.manual_backward(loss + aux * (stop - start) / n)
-                state = state.detach()
-            else:
-                preds.append(logits.argmax(-1))
-            total = total + loss.detach()
+                                        reduction="none")  # (b * c,)
+            loss = (per_token * weight[:, start:stop].flatten()).sum() / total_weight
+            yield Chunk(loss, logits, state, (stop - start) / n)
+            state = state.detach()
+
+    def _memory_aux(self, state) -> list[Tensor]:
+        """The controllers' losses (commit budgets) of the last chunk, one per memory instance."""
+        return [memory.aux_loss for memory in self.backbone.memory_report(state).values()
+                if isinstance(memory, SlotMemoryState)]
+
+    def evaluate(self, batch) -> tuple[Tensor, Tensor]:
+        """The mean next-byte loss (nats) of a batch (a Batch, or what a data module gives) and the greedy
+        predictions (b, n), chunk by chunk with the state carried."""
+        batch = Batch.of(batch)
+        loss, preds, state = batch.tokens.new_zeros((), dtype=torch.float32), [], None
+        for chunk in self._chunks(batch):
+            loss, state = loss + chunk.loss, chunk.state
+            preds.append(chunk.logits.argmax(-1))
         self._log_memory(state)
-        self._log_spike_rate(signal)
-        return total, torch.cat(preds, 1) if preds else targets.new_empty(0)
+        self._log_spike_rate(batch.signal)
+        return loss, torch.cat(preds, 1)
+
+    def _log_training(self, loss: Tensor, lr: float, state, batch: Batch):
+        self.log_dict({"train/loss": loss, "train/bpb": loss / LN2}, prog_bar=True)
+        self.log("train/lr", lr)
+        self._log_memory(state)
+        self._log_spike_rate(batch.signal)
 
     def _stage(self) -> str:
         return "train" if self.training else ("test" if self.trainer.testing else "val")
@@ -169,15 +201,13 @@ class EmberModel(LightningModule):
         if self._trainer is None:
             return
         stage = self._stage()
-        rates, tensors = [], state.tensors()
-        for key, rate in tensors.items():
-            if not key.endswith("commit_rate"):
+        rates = []
+        for name, memory in self.backbone.memory_report(state).items():
+            if not isinstance(memory, SlotMemoryState):
                 continue
-            path = key[: -len("commit_rate")]
-            instance = ("pm" if ".pm." in key else "em") + "_L" + key.split(".")[1]
-            rates.append(rate.float().mean())
-            self.log(f"mem/{stage}/{instance}/commit_rate", rates[-1])
-            self.log(f"mem/{stage}/{instance}/occupancy", tensors[path + "s"].float().mean())
+            rates.append(memory.commit_rate.float().mean())
+            self.log(f"mem/{stage}/{name}/commit_rate", rates[-1])
+            self.log(f"mem/{stage}/{name}/occupancy", memory.s.float().mean())
         if rates:
             self.log(f"mem/{stage}_commit_rate", torch.stack(rates).mean())
 
@@ -203,16 +233,18 @@ class EmberModel(LightningModule):
             "trainer.precision=32; resume with --ckpt_path <that checkpoint>.")
 
     def validation_step(self, batch, batch_idx: int):
-        loss, preds = self._sequence_loss(batch, backward=False)
+        batch = Batch.of(batch)
+        loss, preds = self.evaluate(batch)
         self.log_dict({"val/loss": loss, "val/bpb": loss / LN2}, prog_bar=True, sync_dist=True)
         self._log_answers("val", batch, preds)
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
         """Text batches log test/{loss,bpb}; benchmark batches (a data module's extra test loaders,
         or a MemoryTaskData) log eval/<task>/{loss,acc,byte_acc}."""
-        loss, preds = self._sequence_loss(batch, backward=False)
+        batch = Batch.of(batch)
+        loss, preds = self.evaluate(batch)
         task = self._eval_task(dataloader_idx)
-        if task is None or not isinstance(batch, dict) or "answer_id" not in batch:
+        if task is None or not batch.scores_answers:
             self.log_dict({"test/loss": loss, "test/bpb": loss / LN2}, sync_dist=True, add_dataloader_idx=False)
         else:
             self.log(f"eval/{task.name}/loss", loss, sync_dist=True, add_dataloader_idx=False)
@@ -226,14 +258,14 @@ class EmberModel(LightningModule):
             return tasks[dataloader_idx]
         return getattr(dm, "eval_task", None)
 
-    def _log_answers(self, prefix: str, batch, preds: Tensor, task=None):
+    def _log_answers(self, prefix: str, batch: Batch, preds: Tensor, task=None):
         """Benchmark batches (with answer_id): <prefix>/<task>/{acc,byte_acc}[/<group>], overall and per group."""
-        if not isinstance(batch, dict) or "answer_id" not in batch:
+        if not batch.scores_answers:
             return
         task = task if task is not None else self._eval_task(0)
         name, groups = (task.name, list(task.group_names)) if task is not None else ("task", ["all"])
-        correct = preds == batch["tokens"][:, 1:]
-        stats = answer_stats(correct, batch["loss_mask"], batch["answer_id"], batch["group"], len(groups))
+        correct = preds == batch.targets
+        stats = answer_stats(correct, batch.loss_mask, batch.answer_id, batch.group, len(groups))
         totals = {k: v.sum() for k, v in stats.items()}
         for suffix, at in [("", totals)] + [(f"/{g}", {k: v[i] for k, v in stats.items()})
                                              for i, g in enumerate(groups)]:
@@ -266,7 +298,7 @@ class EmberModel(LightningModule):
         return torch.cat(out, dim=1)  # (b, max_new)
 
     def predict_step(self, batch, batch_idx: int) -> list[dict[str, str]]:
-        prompt = batch["tokens"] if isinstance(batch, dict) else batch
+        prompt = Batch.of(batch).tokens
         new = self.generate(prompt, self.generate_tokens, self.temperature)
         decode = lambda t: bytes(t.tolist()).decode("utf-8", errors="replace")  # noqa: E731
         return [{"prompt": decode(p), "completion": decode(c)} for p, c in zip(prompt.cpu(), new.cpu())]

@@ -106,10 +106,10 @@ def test_a_sensory_slot_changes_the_logits_and_text_batches_train_as_before():
     sensed.backbone.load_state_dict(plain.backbone.state_dict())
     tokens, signal = torch.randint(0, 256, (2, 30)), torch.randn(2, 64)
     assert not torch.allclose(sensed(tokens, signal=signal).logits, sensed(tokens, signal=-signal).logits)
-    text = plain._sequence_loss({"tokens": tokens}, backward=False)[0]
-    torch.testing.assert_close(sensed._sequence_loss({"tokens": tokens}, backward=False)[0], text)
-    torch.testing.assert_close(sensed._sequence_loss(tokens, backward=False)[0], text)
-    assert not torch.allclose(sensed._sequence_loss({"tokens": tokens, "signal": signal}, backward=False)[0], text)
+    text = plain.evaluate({"tokens": tokens})[0]
+    torch.testing.assert_close(sensed.evaluate({"tokens": tokens})[0], text)
+    torch.testing.assert_close(sensed.evaluate(tokens)[0], text)
+    assert not torch.allclose(sensed.evaluate({"tokens": tokens, "signal": signal})[0], text)
 
 
 def test_the_prefix_goes_to_the_first_chunk_only_and_tbptt_matches_one_chunk():
@@ -120,8 +120,8 @@ def test_the_prefix_goes_to_the_first_chunk_only_and_tbptt_matches_one_chunk():
     batch = {"tokens": torch.randint(0, 256, (2, 30)), "signal": torch.randn(2, 64)}
     calls = []
     chunked.sensory.register_forward_hook(lambda *_: calls.append(1))
-    torch.testing.assert_close(chunked._sequence_loss(batch, backward=False)[0],
-                               whole._sequence_loss(batch, backward=False)[0])
+    torch.testing.assert_close(chunked.evaluate(batch)[0],
+                               whole.evaluate(batch)[0])
     assert len(calls) == 1  # encoded once per sequence, not per chunk
 
 
@@ -186,9 +186,9 @@ def test_debug_config_fits_and_logs_the_answer_accuracy_and_spike_rate(tmp_path)
     assert np.isfinite([v for (v,) in mlflow_rows(tmp_path, "select value from metrics where key='val/loss'")]).all()
 
 
-# ---- the linear probe (benchmarks/probe.py) --------------------------------------------------------
+# ---- the linear probe (benchmarks/analysis/probe.py) -----------------------------------------------
 def test_probe_logistic_regression_separates_what_is_separable_and_not_noise():
-    probe = load_script("benchmarks/probe.py")
+    probe = load_script("benchmarks/analysis/probe.py")
     g = torch.Generator().manual_seed(0)
     x = torch.randn(80, 6, generator=g, dtype=torch.float64)
     y = (x[:, 2] - 0.5 * x[:, 4] > 0).long()
@@ -202,7 +202,7 @@ def test_probe_logistic_regression_separates_what_is_separable_and_not_noise():
 
 
 def test_probe_script_scores_the_debug_binding_config_and_refuses_two_tasks(capsys):
-    probe = load_script("benchmarks/probe.py")
+    probe = load_script("benchmarks/analysis/probe.py")
     args = ["--config", str(ROOT / "configs/debug/binding.yaml"), "--data.init_args.tasks=[question]",
             "--data.init_args.train_size=20", "--data.init_args.test_size=12", "--data.init_args.seconds=0.3"]
     assert probe.main([*args, "--seeds", "0,1", "--segments", "2"]) == 0

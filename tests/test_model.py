@@ -63,8 +63,8 @@ def test_tbptt_chunks_give_the_same_loss_as_one_chunk():
     whole, chunked = EmberModel(backbone()), EmberModel(backbone(), tbptt_chunk=7)
     chunked.load_state_dict(whole.state_dict())
     tokens = torch.randint(0, 256, (2, 30))
-    torch.testing.assert_close(whole._sequence_loss(tokens, backward=False)[0],
-                               chunked._sequence_loss(tokens, backward=False)[0])
+    torch.testing.assert_close(whole.evaluate(tokens)[0],
+                               chunked.evaluate(tokens)[0])
 
 
 def test_compile_periods_reaches_every_slot_memory_at_setup():
@@ -80,7 +80,7 @@ def test_compile_periods_reaches_every_slot_memory_at_setup():
     model = EmberModel(memory_backbone(), compile_periods="reduce-overhead")
     model.setup("fit")  # compiles lazily: nothing runs here
     memories = [m for m in model.modules() if isinstance(m, (LowRankPM, EpisodicStore))]
-    assert len(memories) == 4 and all(m.fused_period is not None for m in memories)
+    assert len(memories) == 4 and all(m.compile_mode == "reduce-overhead" for m in memories)
     eager = EmberModel(memory_backbone())
     eager.setup("fit")
-    assert all(m.fused_period is None for m in eager.modules() if isinstance(m, (LowRankPM, EpisodicStore)))
+    assert all(m.compile_mode is None for m in eager.modules() if isinstance(m, (LowRankPM, EpisodicStore)))

@@ -23,6 +23,7 @@ from lightning.pytorch.callbacks import WeightAveraging
 
 from ember import registry
 from ember.base import ReasoningCore
+from ember.batch import Batch
 from ember.callbacks.memory_usage import MemoryUsage
 from ember.cli.checks import check_config_names
 from ember.cli.lightning import EmberCLI
@@ -80,7 +81,7 @@ def state_bytes(model, datamodule) -> Optional[int]:
         return None
     datamodule.setup("validate")
     batch = next(iter(datamodule.val_dataloader()))
-    tokens = batch["tokens"] if isinstance(batch, dict) else batch
+    tokens = Batch.of(batch).tokens
     with torch.no_grad():
         _, state = model.to("cpu").float()(tokens[:1, :-1])
     return state.nbytes()

@@ -16,17 +16,21 @@ segments at once before the loop (`segment_candidates`, whose per-segment refere
 
     K <- normalize(K + g w (k - K)),  V <- V + g w (v - V),  s <- clamp(lam s + g eta w, 0, 1)
 
-where the memory's `select` chooses the slot weights w. Subclasses define `read`,
-`init_candidates`, `accumulate` and `commit`.
+where the rule chooses the slot weights w. `SlotMemory` owns the loop; what differs between memory kinds
+(how the slots are read, which candidates a span proposes, how they are committed) is a `SlotRule`
+passed to its constructor (plugins/memory/procedural.py and episodic.py define theirs). One step function,
+`period_step`, serves whole and partial periods; whole ones may run compiled (`compile_plasticity`).
 """
 
 from __future__ import annotations
 
+import functools
 import types
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Literal, Optional
 
 import torch
 import torch.nn.functional as F
@@ -75,51 +79,34 @@ def relative_error(target: Tensor, read: Tensor) -> Tensor:
     return (target - read).pow(2).sum(-1) / target.pow(2).sum(-1).clamp_min(1e-12)
 
 
-class SlotMemoryMixin:
-    """Period loop, span summary, controller and projections; mixed into a memory plugin class.
+CompileMode = Literal["default", "reduce-overhead", "max-autotune"]
 
-    `enabled` (True unless `memories_off` clears it) switches reads and writes off together: the
-    read-out is zero and the state passes through unchanged, which is the slow-weight model alone.
-    """
 
-    enabled: bool = True
-    fused_period: Callable | None = None  # `whole_period` compiled, set by compile_plasticity
+class SlotRule(nn.Module, ABC):
+    """What one memory kind defines, injected into `SlotMemory`: how its `slots` slots are read, which write
+    candidates a span proposes, and how a boundary commits them. Holds the kind's own weights, if any."""
 
-    def _setup(self, d_model: int, slots: int, neuromodulator: Callable[[int], Neuromodulator], period: int,
-               conv: int = 1):
-        if period < 1:
-            raise EmberConfigError(f"period={period} must be >= 1")
-        if conv < 1:
-            raise EmberConfigError(f"conv={conv} is a kernel size in tokens: use 1 (no convolution) or more")
-        self.d_model, self.slots, self.period, self.conv = d_model, slots, period, conv
-        self.controller = neuromodulator(d_model)
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
-        # short causal depthwise convolution over the projected q, k, v: a key can name the token before
-        # its value (the pair an associative recall needs) without a layer learning to copy it first
-        self.qkv_conv = nn.Conv1d(3 * d_model, 3 * d_model, conv, groups=3 * d_model, bias=False) if conv > 1 else None
-        self.out = nn.Linear(d_model, d_model, bias=False)
-        nn.init.zeros_(self.out.weight)  # an empty memory starts as an exact no-op
+    slots: int
 
-    # ---- what a memory kind defines -------------------------------------------------------
+    @abstractmethod
     def read(self, q: Tensor, K: Tensor, V: Tensor, s: Tensor) -> Tensor:
-        """q (b, n, d) against the slots -> (b, n, d)."""
-        raise NotImplementedError
+        """q (b, n, d) against the slots K, V (b, m, d), s (b, m) -> (b, n, d)."""
 
+    @abstractmethod
     def init_candidates(self, batch: int, device, dtype) -> StateBase:
         """Empty write candidates of a fresh span."""
-        raise NotImplementedError
 
+    @abstractmethod
     def accumulate(self, cand: StateBase, x: Tensor, k: Tensor, v: Tensor, offset: int) -> StateBase:
         """Feed the tokens x, k, v (b, n, d) of the open span (starting at span position offset)."""
-        raise NotImplementedError
 
     def segment_candidates(self, cand: StateBase, x: Tensor, k: Tensor, v: Tensor, bounds: list[tuple[int, int]],
                            offset: int) -> list[StateBase]:
         """The candidates after each segment [start, stop) of `bounds`: the first segment continues `cand`
         (its span began `offset` tokens earlier), every later one starts a fresh span.
 
-        This reference feeds the segments one by one through `accumulate`; a memory kind may compute
-        them all at once (it must agree with this).
+        This reference feeds the segments one by one through `accumulate`; a rule may compute them all
+        at once (it must agree with this).
         """
         out = []
         for i, (start, stop) in enumerate(bounds):
@@ -128,16 +115,66 @@ class SlotMemoryMixin:
                                        offset if i == 0 else 0))
         return out
 
+    @abstractmethod
     def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: StateBase,
                mod: Modulation) -> tuple[Tensor, Tensor, Tensor]:
         """Write the span's candidates at a boundary; returns the new K, V, s."""
-        raise NotImplementedError
+
+
+class SlotMemory(nn.Module):
+    """A slot memory: projections, the period loop, the span summary and the controller; the kind's `rule`
+    is injected. Mixed before a plugin kind (`class LowRankPM(SlotMemory, ProceduralMemory)`), it is that
+    kind's `forward(x, state) -> (read-out, state)`.
+
+    Args:
+        d_model: host width d.
+        rule: factory of the memory kind's read / candidates / commit, called with d_model.
+        controller: factory of the neuromodulator that decides each commit, called with d_model.
+        period: plasticity period P in tokens.
+        conv: kernel in tokens of a short causal depthwise convolution over the projected q, k, v; 1 = none.
+        enabled: False switches reads and writes off together: the read-out is zero and the state passes
+            through unchanged, which is the slow-weight model alone (`memories_off` switches it for a block).
+        compile_mode: torch.compile mode for whole plasticity periods, or None for eager
+            (`compile_plasticity` sets it for every memory of a model).
+    """
+
+    def __init__(self, d_model: int, rule: Callable[[int], SlotRule], controller: Callable[[int], Neuromodulator],
+                 period: int, conv: int = 1, enabled: bool = True, compile_mode: Optional[CompileMode] = None):
+        super().__init__()
+        if period < 1:
+            raise EmberConfigError(f"period={period} must be >= 1")
+        if conv < 1:
+            raise EmberConfigError(f"conv={conv} is a kernel size in tokens: use 1 (no convolution) or more")
+        self.d_model, self.period, self.conv = d_model, period, conv
+        # built in this order (controller, projections, rule) so that a seed draws the weights it always drew
+        self.controller = controller(d_model)
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
+        # short causal depthwise convolution over the projected q, k, v: a key can name the token before
+        # its value (the pair an associative recall needs) without a layer learning to copy it first
+        self.qkv_conv = nn.Conv1d(3 * d_model, 3 * d_model, conv, groups=3 * d_model, bias=False) if conv > 1 else None
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        nn.init.zeros_(self.out.weight)  # an empty memory starts as an exact no-op
+        self.rule = rule(d_model)
+        self.slots = self.rule.slots
+        self.enabled = enabled
+        self.compile_periods(compile_mode)
+
+    # ---- switches -------------------------------------------------------------------------
+    def switch(self, enabled: bool) -> bool:
+        """Turn reads and writes on or off; returns the previous setting."""
+        before, self.enabled = self.enabled, enabled
+        return before
+
+    def compile_periods(self, mode: Optional[CompileMode]):
+        """Run whole periods through `period_step` compiled in torch.compile `mode`, or eager with None."""
+        self.compile_mode = mode
+        self._compiled_step = None if mode is None else _compiled_step(type(self), mode)
 
     # ---- the loop -------------------------------------------------------------------------
     def init_state(self, batch: int, device, dtype) -> SlotMemoryState:
         z = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
         b, m, d = batch, self.slots, self.d_model
-        return SlotMemoryState(z(b, m, d), z(b, m, d), z(b, m), self.init_candidates(b, device, dtype), z(b, d),
+        return SlotMemoryState(z(b, m, d), z(b, m, d), z(b, m), self.rule.init_candidates(b, device, dtype), z(b, d),
                                z(b), torch.zeros((), dtype=torch.long, device=device), z(b), z(()),
                                z(b, self.conv - 1, 3 * d))
 
@@ -171,6 +208,14 @@ class SlotMemoryMixin:
         mixed = F.conv1d(full.transpose(1, 2), self.qkv_conv.weight, groups=qkv.shape[-1]).transpose(1, 2)
         return mixed, full[:, full.shape[1] - (self.conv - 1):]
 
+    def _span_inputs(self, st: SlotMemoryState, x: Tensor, k: Tensor, v: Tensor, bounds: list[tuple[int, int]],
+                     tokens: int) -> tuple[list[StateBase], tuple[Tensor, ...]]:
+        """The slot-independent work of every segment at once: its write candidates and its summed input."""
+        if len(bounds) == 1:  # decoding and short chunks: the reference directly, fewer small ops
+            return [self.rule.accumulate(st.cand, x, k, v, tokens)], (x.sum(1),)
+        cands = self.rule.segment_candidates(st.cand, x, k, v, bounds, tokens)
+        return cands, torch.einsum("bnd,ns->bsd", x, segment_onehot(bounds, x)).unbind(1)  # (b, d) per segment
+
     @torch.compiler.disable
     def _plasticity_loop(self, st: SlotMemoryState, fresh: bool, recent: Tensor, x: Tensor, q: Tensor, k: Tensor,
                          v: Tensor) -> tuple[Tensor, SlotMemoryState]:
@@ -178,50 +223,42 @@ class SlotMemoryMixin:
 
         Always eager: torch.compile would unroll the loop, one copy per segment, and compile time grows
         with the segments (16 segment steps of the quickstart took minutes on a CPU; a 16384-token chunk
-        has 256 per memory). The projections around it still compile.
+        has 256 per memory). Whole periods may run compiled (`compile_periods`).
         """
         K, V, s, pooled, surprise = st.K, st.V, st.s, st.pooled, st.surprise
         # the clock decides the segment bounds (Python ints); a fresh state needs no read of it (no device sync)
         tokens, reads, gates, aux = 0 if fresh else int(st.tokens), [], [], x.new_zeros(())
         bounds = self.segments(x.shape[1], tokens)
-        if len(bounds) == 1:  # decoding and short chunks: the reference directly, fewer small ops
-            cands, seg_sums = [self.accumulate(st.cand, x, k, v, tokens)], x.sum(1, keepdim=True)
-        else:  # slot-independent work of every segment at once
-            cands = self.segment_candidates(st.cand, x, k, v, bounds, tokens)
-            seg_sums = torch.einsum("bnd,ns->bsd", x, segment_onehot(bounds, x))  # (b, segments, d)
+        cands, x_sums = self._span_inputs(st, x, k, v, bounds, tokens)
         sizes = [stop - start for start, stop in bounds]
         # one split, not a slice per segment: a slice's backward zero-fills a full-length gradient, so
         # per-segment slices would cost O(n x segments); split's backward is one concatenation
-        q_seg, v_seg, sum_seg = q.split(sizes, dim=1), v.split(sizes, dim=1), seg_sums.unbind(1)
+        q_seg, v_seg = q.split(sizes, dim=1), v.split(sizes, dim=1)
         for i, size in enumerate(sizes):
-            if tokens == 0 and size == self.period:  # a whole period: one call, compiled by compile_plasticity
-                # (a fresh state's first period, whose slots need no gradient yet, runs eager: one graph fewer)
-                fused = self.fused_period and (K.requires_grad or not torch.is_grad_enabled())
-                step = self.fused_period if fused else whole_period
-                read, K, V, s, g, period_aux = step(self, K, V, s, cands[i], q_seg[i], v_seg[i], sum_seg[i])
-                reads.append(read)
-                gates.append(g)
-                aux = aux + period_aux
-                continue
-            read = self.read(q_seg[i], K, V, s)  # memory is fixed within the period
-            reads.append(read)
-            surprise = surprise + relative_error(v_seg[i], read).sum(1)
-            pooled = pooled + sum_seg[i]
+            # a whole period may run compiled (a fresh state's first period, whose slots need no gradient
+            # yet, runs eager: one graph fewer)
+            whole = tokens == 0 and size == self.period and (K.requires_grad or not torch.is_grad_enabled())
+            step = self._compiled_step if whole and self._compiled_step is not None else period_step
             tokens += size
-            if tokens == self.period:
-                K, V, s, mod = self._boundary(K, V, s, cands[i], pooled, surprise, tokens)
-                gates.append(mod.g)
-                aux = aux + (mod.aux_loss if mod.aux_loss is not None else 0.0)
-                pooled, surprise, tokens = torch.zeros_like(pooled), torch.zeros_like(surprise), 0
-        cand = cands[-1] if tokens else self.init_candidates(x.shape[0], x.device, x.dtype)
+            read, K, V, s, pooled, surprise, g, step_aux = step(self, K, V, s, cands[i], q_seg[i], v_seg[i],
+                                                                x_sums[i], pooled, surprise, tokens,
+                                                                tokens == self.period)
+            reads.append(read)
+            if g is not None:
+                gates.append(g)
+                aux, tokens = aux + step_aux, 0
+        cand = cands[-1] if tokens else self.rule.init_candidates(x.shape[0], x.device, x.dtype)
         rate = torch.stack(gates, 1).mean(1) if gates else st.commit_rate
         new = SlotMemoryState(K, V, s, cand, pooled, surprise, torch.tensor(tokens, device=x.device), rate, aux,
                               recent)
         return torch.cat(reads, dim=1), new
 
-    def _boundary(self, K, V, s, cand, pooled, surprise, tokens: int):
+    def boundary(self, K: Tensor, V: Tensor, s: Tensor, cand: StateBase, pooled: Tensor, surprise: Tensor,
+                 tokens: int) -> tuple[Tensor, Tensor, Tensor, Modulation]:
+        """A plasticity boundary: the controller reads the span's mean input, mean surprise and the occupancy,
+        and the rule commits the candidates. pooled (b, d), surprise (b,) are sums over the span's `tokens`."""
         mod = self.controller(SpanSummary(pooled / tokens, surprise / tokens, s.mean(-1)))
-        K, V, s = self.commit(K, V, s, cand, mod)
+        K, V, s = self.rule.commit(K, V, s, cand, mod)
         return K, V, s, mod
 
     def flush(self, state: SlotMemoryState) -> SlotMemoryState:
@@ -229,39 +266,43 @@ class SlotMemoryMixin:
         tokens = int(state.tokens)
         if tokens == 0 or not self.enabled:
             return state
-        K, V, s, mod = self._boundary(state.K, state.V, state.s, state.cand, state.pooled, state.surprise, tokens)
+        K, V, s, mod = self.boundary(state.K, state.V, state.s, state.cand, state.pooled, state.surprise, tokens)
         z = torch.zeros_like
         b = state.s.shape[0]
-        return SlotMemoryState(K, V, s, self.init_candidates(b, K.device, K.dtype), z(state.pooled),
+        return SlotMemoryState(K, V, s, self.rule.init_candidates(b, K.device, K.dtype), z(state.pooled),
                                z(state.surprise), z(state.tokens), mod.g, z(state.aux_loss), state.recent)
 
 
-def whole_period(memory: SlotMemoryMixin, K: Tensor, V: Tensor, s: Tensor, cand: StateBase, q: Tensor, v: Tensor,
-                 x_sum: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """One whole plasticity period, from a fresh span to its boundary: read the P tokens' queries q (b, P, d)
-    against the slots, measure the surprise against their values v, let the controller read the span
-    (x_sum (b, d): the sum of its inputs) and commit the candidates. The loop's own steps, in one function
-    so that `compile_plasticity` can compile it into a few dozen kernels instead of some 400 small ops
-    (forward and backward) per period.
+def period_step(memory: SlotMemory, K: Tensor, V: Tensor, s: Tensor, cand: StateBase, q: Tensor, v: Tensor,
+                x_sum: Tensor, pooled: Tensor, surprise: Tensor, tokens: int, commit: bool):
+    """One segment of a plasticity period, whole or partial: read its queries q (b, t, d) against the slots
+    (fixed within the period), add its surprise (against its values v) and its summed input x_sum (b, d) to
+    the open span's sums pooled (b, d) and surprise (b,), and, when it closes the period (`commit`; the span
+    then holds `tokens` tokens), let the controller read the span and commit the candidates.
 
-    Returns the reads (b, P, d), the new K, V, s, the gate g (b,) and the controller's loss ().
+    In one function so that `compile_plasticity` can compile a whole period into a few dozen kernels instead
+    of some 400 small ops (forward and backward). Returns the reads (b, t, d), the new K, V, s, pooled and
+    surprise (zero after a commit), the gate g (b,) and the controller's loss () (None and 0 without a commit).
     """
-    read = memory.read(q, K, V, s)
-    tokens = q.shape[1]
-    mod = memory.controller(SpanSummary(x_sum / tokens, relative_error(v, read).sum(1) / tokens, s.mean(-1)))
-    K, V, s = memory.commit(K, V, s, cand, mod)
-    return read, K, V, s, mod.g, mod.aux_loss if mod.aux_loss is not None else x_sum.new_zeros(())
+    read = memory.rule.read(q, K, V, s)
+    surprise = surprise + relative_error(v, read).sum(1)
+    pooled = pooled + x_sum
+    if not commit:
+        return read, K, V, s, pooled, surprise, None, x_sum.new_zeros(())
+    K, V, s, mod = memory.boundary(K, V, s, cand, pooled, surprise, tokens)
+    aux = mod.aux_loss if mod.aux_loss is not None else x_sum.new_zeros(())
+    return read, K, V, s, torch.zeros_like(pooled), torch.zeros_like(surprise), mod.g, aux
 
 
-def slot_memories(model: nn.Module) -> list[SlotMemoryMixin]:
+def slot_memories(model: nn.Module) -> list[SlotMemory]:
     """Every slot memory (PM, EM) among the modules of `model`."""
-    return [m for m in model.modules() if isinstance(m, SlotMemoryMixin)]
+    return [m for m in model.modules() if isinstance(m, SlotMemory)]
 
 
-def compile_plasticity(model: nn.Module, enable: bool = True, mode: str | None = None) -> int:
+def compile_plasticity(model: nn.Module, enable: bool = True, mode: CompileMode | None = None) -> int:
     """torch.compile the whole-period step of every slot memory of `model` (or go back to eager with
-    enable=False); returns how many memories it set. `mode` is torch.compile's (e.g. "reduce-overhead"
-    for CUDA graphs on a GPU).
+    enable=False); returns how many memories it set. `mode` is torch.compile's (None: "default";
+    "reduce-overhead" for CUDA graphs on a GPU).
 
     The plasticity loop is sequential over periods and always eager (it would unroll when compiled
     as a whole), so each period costs 330 (PM) to 410 (EM) small ops forward and backward, 210-230 of
@@ -272,28 +313,27 @@ def compile_plasticity(model: nn.Module, enable: bool = True, mode: str | None =
     `ember fit` with model.compile_periods.
     """
     memories = slot_memories(model)
-    steps = {kind: _compiled_period(kind, mode) for kind in {type(m) for m in memories}} if enable else {}
     for memory in memories:
-        memory.fused_period = steps.get(type(memory))
+        memory.compile_periods((mode or "default") if enable else None)
     return len(memories)
 
 
-def _compiled_period(kind: type, mode: str | None) -> Callable:
-    """`whole_period` compiled for one memory kind, under its own code object: dynamo caches graphs (and
-    counts recompiles, 8 at most) per code object, and each kind needs its own for training and evaluation."""
-    code = whole_period.__code__.replace(co_name=f"whole_period_{kind.__name__}")
-    return torch.compile(types.FunctionType(code, whole_period.__globals__, code.co_name), mode=mode)
+@functools.cache
+def _compiled_step(kind: type, mode: CompileMode) -> Callable:
+    """`period_step` compiled for one memory kind, under its own code object: dynamo caches graphs (and
+    counts recompiles, 8 at most) per code object, and each kind needs its own for training and evaluation.
+    Cached, so all instances of a kind share one."""
+    code = period_step.__code__.replace(co_name=f"period_step_{kind.__name__}")
+    return torch.compile(types.FunctionType(code, period_step.__globals__, code.co_name), mode=mode)
 
 
 @contextmanager
 def memories_off(model: nn.Module) -> Iterator[int]:
     """Inside the block every slot memory of `model` neither reads nor writes; yields how many there are."""
     memories = slot_memories(model)
-    before = [memory.enabled for memory in memories]  # restored as they were, so the blocks can nest
-    for memory in memories:
-        memory.enabled = False
+    before = [memory.switch(False) for memory in memories]  # restored as they were, so the blocks can nest
     try:
         yield len(memories)
     finally:
         for memory, enabled in zip(memories, before):
-            memory.enabled = enabled
+            memory.switch(enabled)

@@ -15,7 +15,7 @@ from ember.errors import EmberConfigError
 from ember.ops.layers import NMLLayer
 from ember.ops.memory_read import MemoryReadLayer
 from ember.ops.stack import TokenStack
-from ember.state import LayerStates
+from ember.state import LayerStates, StateBase
 
 
 class NMLBackbone(LanguageBackbone):
@@ -78,3 +78,13 @@ class NMLBackbone(LanguageBackbone):
     def end_session(self, state: LayerStates) -> LayerStates:
         """Session end: every PM and EM commits its open span (SPEC 3.2)."""
         return self.stack.flush(state)
+
+    def memory_report(self, state: LayerStates) -> dict[str, StateBase]:
+        """{"pm_L<i>": state of layer i's PM, "em_L<i>": state of the EM read at layer i} (see LanguageBackbone)."""
+        report = {}
+        for i, (layer, layer_state) in enumerate(zip(self.stack.layers, state.layers)):
+            if isinstance(layer, MemoryReadLayer):
+                report[f"em_L{i}"] = layer_state
+            elif layer.pm is not None:
+                report[f"pm_L{i}"] = layer_state.pm
+        return report

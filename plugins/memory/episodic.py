@@ -5,6 +5,7 @@ Letters: b batch, n tokens, M items, k retrieved items, c write candidates per s
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -15,7 +16,7 @@ from torch import Tensor, nn
 from ember.base import EpisodicMemory, Modulation, Neuromodulator
 from ember.errors import EmberConfigError
 from ember.ops.plasticity import em_read, em_write, merge_or_weakest
-from ember.ops.slot_memory import SlotMemoryMixin, segment_onehot
+from ember.ops.slot_memory import SlotMemory, SlotRule, segment_onehot
 from ember.state import StateBase
 
 
@@ -48,38 +49,20 @@ def top_salient(cand: SalientCandidates, k: Tensor, v: Tensor, a: Tensor, offset
     return SalientCandidates(pick(all_k), pick(all_v), all_a.gather(1, order), all_pos.gather(1, order))
 
 
-class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
-    """Episodic memory: M key/value/strength items, top-k retrieval, merge-or-overwrite writes.
-
-    Read:   each token takes the top-k items by s_i cos(q_t, K_i) and attends over them with the
-            strengths as priors beside a null item (items fixed within a period):
-            y_t = W_o sum_j s_j e^{l_tj} V_j / (1 + sum_j s_j e^{l_tj}),  l_tj = q_t . K_j / sqrt(d).
-    Candidates: the c = `writes` tokens of the span with the largest salience a_t = sigmoid(w_a . x_t),
-            each proposing (k_t, v_t) = (W_k x_t, W_v x_t).
-    Write (every `period` tokens and at session ends), the c candidates at once:
-            target i_j = the most similar live item if cos(K_i, k_j) > merge_threshold (merge), else
-            the j-th weakest item (overwrite); with w_j = one_hot(i_j), gates g_j = g a_j, content
-            rates r_j = g_j (merge) or 1[g_j > 0] (overwrite) and o the overwritten items:
-            K <- normalize(K + sum_j r_j w_j (k_j - K)), V <- V + sum_j r_j w_j (v_j - V),
-            s <- clamp((1 - o) lam s + sum_j g_j eta w_j, 0, 1)   (see ember.ops.plasticity.em_write).
-    Capacity M is fixed whatever the stream length. The controller's tau is not used (the
-    target is chosen, not sampled).
+class SalientRule(SlotRule):
+    """The EM rule: top-k retrieval over M items, the span's most salient tokens as candidates, merge-or-overwrite
+    writes (the equations are EpisodicStore's).
 
     Args:
-        d_model: host width (passed by the backbone's factory).
-        neuromodulator: controller factory, called with d_model (one per block).
+        d_model: width d.
         items: capacity M.
         top_k: items retrieved per token.
-        period: plasticity period P in tokens.
-        writes: candidates c written per boundary (the most salient tokens of the span).
+        period: plasticity period P (a span proposes at most P candidates).
+        writes: candidates c written per boundary.
         merge_threshold: cosine above which a candidate merges into an existing item.
-        conv: kernel in tokens of a short causal depthwise convolution over the projected queries, keys
-            and values, so an item's key can hold the tokens just before its value; 1 = none. With it
-            (4) the CPU MQAR model learns recall in 1400 steps (0.78 against 0.05 without: BENCHMARKS 6).
     """
 
-    def __init__(self, d_model: int, neuromodulator: Callable[[int], Neuromodulator], items: int = 256,
-                 top_k: int = 4, period: int = 64, writes: int = 4, merge_threshold: float = 0.9, conv: int = 4):
+    def __init__(self, d_model: int, items: int, top_k: int, period: int, writes: int, merge_threshold: float):
         super().__init__()
         if not 1 <= top_k <= items:
             raise EmberConfigError(f"top_k={top_k} must be between 1 and items={items}")
@@ -88,7 +71,7 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
                                    f"{min(items, period)}")
         if not -1 <= merge_threshold <= 1:
             raise EmberConfigError(f"merge_threshold={merge_threshold} is a cosine: use a value in [-1, 1]")
-        self._setup(d_model, items, neuromodulator, period, conv)
+        self.d_model, self.slots, self.period = d_model, items, period
         self.top_k, self.writes, self.merge_threshold = top_k, writes, merge_threshold
         self.salience = nn.Linear(d_model, 1)
 
@@ -133,3 +116,40 @@ class EpisodicStore(SlotMemoryMixin, EpisodicMemory):
     def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: SalientCandidates, mod: Modulation):
         w, merged = merge_or_weakest(K, s, cand.k, self.merge_threshold)  # (b, c, m), (b, c)
         return em_write(K, V, s, cand.k, cand.v, w, merged, mod.g[:, None] * cand.a, mod.eta, mod.lam)
+
+
+class EpisodicStore(SlotMemory, EpisodicMemory):
+    """Episodic memory: M key/value/strength items, top-k retrieval, merge-or-overwrite writes.
+
+    Read:   each token takes the top-k items by s_i cos(q_t, K_i) and attends over them with the
+            strengths as priors beside a null item (items fixed within a period):
+            y_t = W_o sum_j s_j e^{l_tj} V_j / (1 + sum_j s_j e^{l_tj}),  l_tj = q_t . K_j / sqrt(d).
+    Candidates: the c = `writes` tokens of the span with the largest salience a_t = sigmoid(w_a . x_t),
+            each proposing (k_t, v_t) = (W_k x_t, W_v x_t).
+    Write (every `period` tokens and at session ends), the c candidates at once:
+            target i_j = the most similar live item if cos(K_i, k_j) > merge_threshold (merge), else
+            the j-th weakest item (overwrite); with w_j = one_hot(i_j), gates g_j = g a_j, content
+            rates r_j = g_j (merge) or 1[g_j > 0] (overwrite) and o the overwritten items:
+            K <- normalize(K + sum_j r_j w_j (k_j - K)), V <- V + sum_j r_j w_j (v_j - V),
+            s <- clamp((1 - o) lam s + sum_j g_j eta w_j, 0, 1)   (see ember.ops.plasticity.em_write).
+    Capacity M is fixed whatever the stream length. The controller's tau is not used (the
+    target is chosen, not sampled).
+
+    Args:
+        d_model: host width (passed by the backbone's factory).
+        neuromodulator: controller factory, called with d_model (one per block).
+        items: capacity M.
+        top_k: items retrieved per token.
+        period: plasticity period P in tokens.
+        writes: candidates c written per boundary (the most salient tokens of the span).
+        merge_threshold: cosine above which a candidate merges into an existing item.
+        conv: kernel in tokens of a short causal depthwise convolution over the projected queries, keys
+            and values, so an item's key can hold the tokens just before its value; 1 = none. With it
+            (4) the CPU MQAR model learns recall in 1400 steps (0.78 against 0.05 without: BENCHMARKS 6).
+    """
+
+    def __init__(self, d_model: int, neuromodulator: Callable[[int], Neuromodulator], items: int = 256,
+                 top_k: int = 4, period: int = 64, writes: int = 4, merge_threshold: float = 0.9, conv: int = 4):
+        rule = functools.partial(SalientRule, items=items, top_k=top_k, period=period, writes=writes,
+                                 merge_threshold=merge_threshold)
+        super().__init__(d_model, rule, neuromodulator, period, conv)

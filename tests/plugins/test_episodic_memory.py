@@ -173,7 +173,7 @@ def test_commit_writes_the_candidates_at_once_with_gate_times_salience():
                              torch.tensor([[1.0, 0.5]]), torch.tensor([[3.0, 1.0]]))  # second is earlier
     one = torch.ones(1)
 
-    K, V, s = mem.commit(K, V, s, cand, Modulation(one, one, one, one))
+    K, V, s = mem.rule.commit(K, V, s, cand, Modulation(one, one, one, one))
     # empty memory: candidate 1 (0, 2) with gate 1 overwrites the weakest item 0, candidate 2 (3, 0) with
     # gate 0.5 the next weakest, item 1: contents replaced outright, strengths g eta
     torch.testing.assert_close(K[0], torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 0.0]]))
@@ -182,7 +182,7 @@ def test_commit_writes_the_candidates_at_once_with_gate_times_salience():
     # a candidate like item 1 merges into it: K_1 = normalize(K_1 + 1 (k - K_1)), s_1 = 0.5 + 1
     cand = SalientCandidates(torch.tensor([[[2.0, 0.1], [0.0, -1.0]]]), torch.tensor([[[1.0, 1.0], [2.0, 2.0]]]),
                              torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 1.0]]))
-    K2, V2, s2 = mem.commit(K, V, s, cand, Modulation(one, one, one, one))
+    K2, V2, s2 = mem.rule.commit(K, V, s, cand, Modulation(one, one, one, one))
     torch.testing.assert_close(K2[0, 1], torch.nn.functional.normalize(torch.tensor([2.0, 0.1]), dim=0))
     torch.testing.assert_close(V2[0, 1], torch.tensor([1.0, 1.0]))
     torch.testing.assert_close(s2[0], torch.tensor([1.0, 1.0, 0.0]))  # the 0-gate candidate wrote nothing

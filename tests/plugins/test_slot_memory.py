@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ember.errors import EmberConfigError
-from ember.ops.slot_memory import SlotMemoryMixin, compile_plasticity
+from ember.ops.slot_memory import SlotRule, compile_plasticity
 from ember.plugins.memory.episodic import EpisodicStore
 from ember.plugins.memory.procedural import LowRankPM
 from ember.plugins.neuromod.learned import LearnedNeuromodulator
@@ -17,10 +17,10 @@ def _memories(d: int, period: int):
 
 def _open_span(memory, b: int, d: int, offset: int):
     """Candidates of a span that already holds `offset` tokens (via the reference)."""
-    cand = memory.init_candidates(b, "cpu", torch.float64)
+    cand = memory.rule.init_candidates(b, "cpu", torch.float64)
     if offset:
         x = torch.randn(b, offset, d, dtype=torch.float64)
-        cand = memory.accumulate(cand, x, torch.randn_like(x), torch.randn_like(x), 0)
+        cand = memory.rule.accumulate(cand, x, torch.randn_like(x), torch.randn_like(x), 0)
     return cand
 
 
@@ -34,8 +34,8 @@ def test_segment_candidates_match_the_per_segment_reference(n, offset):
         k, v = torch.randn_like(x, requires_grad=True), torch.randn_like(x, requires_grad=True)
         bounds = memory.segments(n, offset)
         assert bounds[0][1] == min(n, period - offset) and all(stop - start <= period for start, stop in bounds)
-        fast = memory.segment_candidates(cand, x, k, v, bounds, offset)
-        slow = SlotMemoryMixin.segment_candidates(memory, cand, x, k, v, bounds, offset)
+        fast = memory.rule.segment_candidates(cand, x, k, v, bounds, offset)
+        slow = SlotRule.segment_candidates(memory.rule, cand, x, k, v, bounds, offset)
         assert len(fast) == len(slow) == len(bounds)
         for one, ref in zip(fast, slow):
             for name, value in vars(ref).items():
@@ -97,9 +97,10 @@ def test_compiled_whole_periods_match_the_eager_loop(kind):
     torch.nn.init.normal_(memory.out.weight, std=0.1)  # zero at init: the reads would not show
     x = torch.randn(2, 17, 8)
     eager_out, eager_state, eager_grads = _stream(memory, x)
-    assert compile_plasticity(memory) == 1 and memory.fused_period is not None
+    assert compile_plasticity(memory) == 1 and memory.compile_mode == "default"
     fused_out, fused_state, fused_grads = _stream(memory, x)
     compile_plasticity(memory, enable=False)
+    assert memory.compile_mode is None
     torch.testing.assert_close(fused_out, eager_out)
     for field in ("K", "V", "s", "commit_rate", "recent"):
         torch.testing.assert_close(getattr(fused_state, field), getattr(eager_state, field), msg=field)
