@@ -46,10 +46,10 @@ class LearningCurves(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule):
         if not self.train and not self.val:
             return
-        import matplotlib
+        import matplotlib  # deferred: a second to import, and only the plots need it
 
         matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # deferred, as matplotlib above
 
         fig, ax = plt.subplots(figsize=(7, 4))
         for points, label in ((self.train, self.train_metric), (self.val, self.val_metric)):

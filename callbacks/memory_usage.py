@@ -50,7 +50,7 @@ class MemoryUsage(Callback):
         pl_module.train(was_training)
         if not strengths:
             return
-        import matplotlib.pyplot as plt
+        import matplotlib.pyplot as plt  # deferred: a second to import, and only the plots need it
 
         fig = slot_usage_figure(strengths, rates, self.span)
         self.path = save_figure(trainer, fig, prefix + self.filename)

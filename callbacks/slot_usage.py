@@ -30,10 +30,10 @@ def trace_slot_usage(model, tokens: Tensor, span: int, state=None) -> tuple[dict
 
 def slot_usage_figure(strengths: dict[str, np.ndarray], rates: dict[str, np.ndarray], span: int):
     """One heat map per memory instance (slots x spans, colour = strength in [0, 1]) over its commit rate."""
-    import matplotlib
+    import matplotlib  # deferred: a second to import, and only the plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred, as matplotlib above
 
     names = sorted(strengths)
     fig, axes = plt.subplots(2, len(names), figsize=(3.2 * len(names), 5), squeeze=False,

@@ -12,7 +12,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -41,8 +41,6 @@ def save_memory_state(state: StateBase, path: Path, model) -> None:
 
 def load_memory_state(path: Path, model, template: StateBase) -> StateBase:
     """Read a state file written for this model; `template` gives the structure (any state of the model)."""
-    from safetensors import safe_open
-
     try:
         with safe_open(str(path), framework="pt") as f:
             header = f.metadata() or {}

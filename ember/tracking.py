@@ -40,7 +40,7 @@ def store_lock(uri: str) -> Iterator[None]:
         yield
         return
     try:
-        import fcntl
+        import fcntl  # deferred: POSIX only; elsewhere runs start one at a time
     except ImportError:  # not POSIX: start runs one at a time there
         yield
         return

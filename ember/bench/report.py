@@ -78,10 +78,10 @@ def markdown_table(result: dict) -> str:
 def plot(result: dict, path: Path) -> Path:
     """Four panels against context length, one line per variant: training tokens/s, training peak
     memory, decode ms/token and state bytes per stream. Saved as PNG."""
-    import matplotlib
+    import matplotlib  # deferred: a second to import, and only the plots need it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred, as matplotlib above
 
     panels = [("train_tokens_per_s", "training tokens/s"), ("train_peak_mem_bytes", "training peak memory (MiB)"),
               ("decode_ms_median", "decode ms/token (median)"), ("state_bytes", "state per stream (MiB)")]

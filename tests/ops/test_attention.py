@@ -1,11 +1,57 @@
+"""Every attention tier held to the reference: outputs, KV-cache state after chunks, gradients.
+
+Letters: b batch, h heads, n new tokens, c cached tokens, e head width, d width.
+"""
+
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import pytest
 import torch
 
+import ember.ops.attention.window as window_module
 from ember.errors import EmberConfigError
 from ember.ops.attention import WindowAttention, attend_blocked, attend_dense
+from ember.ops.attention.flex import attend_flex
+from ember.ops.attention.xformers import attend_xformers
 from ember.ops.rope import apply_rope, rope_cos_sin
+
+try:
+    import xformers  # noqa: F401
+
+    HAS_XFORMERS = True
+except ImportError:
+    HAS_XFORMERS = False
+
+
+@dataclass
+class Tier:
+    attend: Callable  # attend(q, k, v, c, window, valid) -> y, as reference.attend_dense
+    device: str = "cpu"
+    dtype: torch.dtype = torch.float64
+    backward: bool = True  # FlexAttention has no backward on the CPU
+    erased_keys: bool = True  # xformers' bottom-right mask cannot hide erased cache keys
+    tol: float | None = None  # None: assert_close's defaults for the dtype
+
+
+TIERS = {
+    "blocked": Tier(attend_blocked),
+    "flex": Tier(attend_flex, backward=False),
+    "xformers": Tier(attend_xformers, device="cuda", dtype=torch.float32, erased_keys=False, tol=2e-3),
+}
+XFORMERS_MARKS = [pytest.mark.gpu, pytest.mark.skipif(not HAS_XFORMERS, reason="xformers extra not installed")]
+TIER_PARAMS = ["blocked", "flex", pytest.param("xformers", marks=XFORMERS_MARKS)]
+BACKEND_PARAMS = ["sdpa", "flex", pytest.param("xformers", marks=XFORMERS_MARKS)]
+BACKEND_TIERS = {"sdpa": Tier(attend_dense), "flex": TIERS["flex"], "xformers": TIERS["xformers"]}
+
+
+def close(got: torch.Tensor, want: torch.Tensor, tol: float | None):
+    """Compare a tier's result (any device and dtype) with the float64 CPU reference."""
+    if tol is None:
+        torch.testing.assert_close(got, want)
+    else:
+        torch.testing.assert_close(got.cpu().double(), want, rtol=tol, atol=tol)
 
 
 def attention_by_the_equation(attn: WindowAttention, x: torch.Tensor) -> torch.Tensor:
@@ -20,7 +66,69 @@ def attention_by_the_equation(attn: WindowAttention, x: torch.Tensor) -> torch.T
         lo = 0 if attn.window is None else max(0, i - attn.window + 1)
         scores = (q[:, :, i : i + 1] @ k[:, :, lo : i + 1].transpose(-1, -2)) / math.sqrt(e)
         out[:, :, i] = (scores.softmax(-1) @ v[:, :, lo : i + 1])[:, :, 0]
-    return attn.out(out.transpose(1, 2).reshape(b, n, d))
+    return attn.out(out.transpose(1, 2).reshape(b, n, d))  # (b, n, d)
+
+
+@pytest.mark.parametrize("tier", TIER_PARAMS)
+@pytest.mark.parametrize("n,c,window", [(8, 0, 4), (13, 3, 4), (9, 2, 3), (40, 6, 7), (33, 0, 16), (16, 15, 16)])
+def test_tier_matches_the_reference_outputs_and_gradients(tier, n, c, window):
+    """The function contract: each tier against attend_dense, float64 on the CPU, ragged block ends."""
+    spec = TIERS[tier]
+    torch.manual_seed(n + c)
+    b, h, e = 2, 3, 4
+    q = torch.randn(b, h, n, e, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(b, h, c + n, e, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(b, h, c + n, e, dtype=torch.float64, requires_grad=True)
+    valid = torch.rand(b, c) > 0.3 if spec.erased_keys else None  # some cached keys erased by a reset
+    dense = attend_dense(q, k, v, c, window, valid if c else None)
+    inputs = [t.detach().to(spec.device, spec.dtype).requires_grad_(spec.backward) for t in (q, k, v)]
+    got = spec.attend(*inputs, c, window, None if valid is None else valid.to(spec.device))
+    close(got, dense, spec.tol)
+    if not spec.backward:
+        return
+    weights = torch.randn_like(dense)
+    grads = torch.autograd.grad((dense * weights).sum(), (q, k, v))
+    got_grads = torch.autograd.grad((got * weights.to(got)).sum(), inputs)
+    for got_grad, want in zip(got_grads, grads):
+        close(got_grad, want, spec.tol)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("window", [4, 7, None])
+@pytest.mark.parametrize("splits", [[63], [20, 23, 20], [1] * 17])
+def test_chunked_with_cache_equals_the_reference_all_at_once(backend, window, splits):
+    """The module contract: a backend fed chunk by chunk with its cache equals sdpa all at once."""
+    spec = BACKEND_TIERS[backend]
+    ref = WindowAttention(16, 4, window=window).double()
+    attn = WindowAttention(16, 4, window=window, backend=backend).to(spec.device, spec.dtype)
+    attn.load_state_dict(ref.state_dict())
+    n = sum(splits)
+    x = torch.randn(3, n, 16, dtype=torch.float64, requires_grad=True)
+    y_all, cache_all = ref(x)
+    x_tier = x.detach().to(spec.device, spec.dtype).requires_grad_(spec.backward)
+    outs, cache, start = [], None, 0
+    with torch.set_grad_enabled(spec.backward):  # no_grad lets flex run on the CPU
+        for size in splits:
+            y, cache = attn(x_tier[:, start : start + size], cache)
+            outs.append(y)
+            start += size
+    y = torch.cat(outs, 1)
+    close(y, y_all, spec.tol)
+    for name, want in cache_all.tensors().items():
+        got = cache.tensors()[name]
+        if want.is_floating_point():
+            close(got, want, spec.tol)
+        else:
+            torch.testing.assert_close(got.cpu(), want)
+    if window is not None:
+        assert cache.k.shape[2] == window - 1  # constant-size state
+    if spec.backward:
+        weights = torch.randn_like(y_all)
+        leaves = [x, *ref.parameters()]
+        grads = torch.autograd.grad((y_all * weights).sum(), leaves)
+        got_grads = torch.autograd.grad((y * weights.to(y)).sum(), [x_tier, *attn.parameters()])
+        for got_grad, want in zip(got_grads, grads):
+            close(got_grad, want, spec.tol)
 
 
 @pytest.mark.parametrize("window", [1, 5, 16, None])  # None: the is_causal fast path
@@ -32,49 +140,13 @@ def test_sdpa_matches_the_equation(window):
 
 
 def test_long_chunk_takes_the_blocked_path_and_matches_the_equation(monkeypatch):
-    import ember.ops.attention as module
-
-    monkeypatch.setattr(module, "BLOCKED_MIN_TOKENS", 16)
+    monkeypatch.setattr(window_module, "BLOCKED_MIN_TOKENS", 16)
     calls = []
-    monkeypatch.setattr(module, "attend_blocked", lambda *a: calls.append(1) or attend_blocked(*a))
+    monkeypatch.setattr(window_module, "attend_blocked", lambda *a: calls.append(1) or attend_blocked(*a))
     attn = WindowAttention(16, 2, window=4).double()
     x = torch.randn(2, 19, 16, dtype=torch.float64)
     torch.testing.assert_close(attn(x)[0], attention_by_the_equation(attn, x))
     assert calls  # the fast path served the module
-
-
-@pytest.mark.parametrize("window", [4, 7, None])
-@pytest.mark.parametrize("splits", [[63], [20, 23, 20], [1] * 17])
-def test_chunked_with_cache_equals_all_at_once(window, splits):
-    attn = WindowAttention(16, 4, window=window).double()
-    n = sum(splits)
-    x = torch.randn(3, n, 16, dtype=torch.float64)
-    y_all, _ = attn(x)
-    outs, cache, start = [], None, 0
-    for size in splits:
-        y, cache = attn(x[:, start : start + size], cache)
-        outs.append(y)
-        start += size
-    torch.testing.assert_close(torch.cat(outs, 1), y_all)
-    if window is not None:
-        assert cache.k.shape[2] == window - 1  # constant-size state
-
-
-@pytest.mark.parametrize("n,c,window", [(8, 0, 4), (13, 3, 4), (9, 2, 3), (40, 6, 7), (33, 0, 16), (16, 15, 16)])
-def test_blocked_window_attention_matches_the_dense_mask(n, c, window):
-    torch.manual_seed(n + c)
-    b, h, e = 2, 3, 4
-    q = torch.randn(b, h, n, e, dtype=torch.float64, requires_grad=True)
-    k = torch.randn(b, h, c + n, e, dtype=torch.float64, requires_grad=True)
-    v = torch.randn(b, h, c + n, e, dtype=torch.float64, requires_grad=True)
-    valid = torch.rand(b, c) > 0.3  # some cached keys erased by a reset
-    dense = attend_dense(q, k, v, c, window, valid if c else None)
-    blocked = attend_blocked(q, k, v, c, window, valid)
-    torch.testing.assert_close(blocked, dense)
-    weights = torch.randn_like(dense)
-    grads = torch.autograd.grad((dense * weights).sum(), (q, k, v))
-    for got, want in zip(torch.autograd.grad((blocked * weights).sum(), (q, k, v)), grads):
-        torch.testing.assert_close(got, want)
 
 
 @torch.no_grad()
@@ -119,26 +191,15 @@ def test_bad_shapes_name_the_fix(kwargs, fix):
         WindowAttention(**kwargs)
 
 
+@pytest.mark.skipif(HAS_XFORMERS, reason="xformers is installed")
 def test_xformers_backend_without_the_extra_names_the_install():
-    pytest.importorskip("torch")
-    try:
-        import xformers  # noqa: F401
-    except ImportError:
-        with pytest.raises(EmberConfigError, match=r"ember\[xformers\]"):
-            WindowAttention(16, 2, backend="xformers")
-    else:
-        pytest.skip("xformers is installed")
+    with pytest.raises(EmberConfigError, match=r"ember\[xformers\]"):
+        WindowAttention(16, 2, backend="xformers")
 
 
 @pytest.mark.gpu
 def test_xformers_and_flex_match_sdpa_on_cuda():
-    backends = ["flex"]
-    try:
-        import xformers  # noqa: F401
-
-        backends.append("xformers")
-    except ImportError:
-        pass
+    backends = ["flex", "xformers"] if HAS_XFORMERS else ["flex"]
     ref = WindowAttention(64, 4, window=32).cuda()
     x = torch.randn(2, 256, 64, device="cuda")
     y_ref, _ = ref(x)
