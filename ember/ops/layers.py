@@ -16,8 +16,9 @@ from torch import Tensor, nn
 
 from ember.errors import EmberConfigError
 from ember.ops.attention import KVCache, WindowAttention
+from ember.ops.attention.window import Backend
 from ember.ops.memory_read import MemoryReadLayer
-from ember.ops.scan import SCANS
+from ember.ops.scan import SCANS, ScanKind
 from ember.state import ScanState, StateBase
 
 
@@ -37,7 +38,7 @@ class ScanMixer(nn.Module):
         max_timescale: longest initial memory time scale, in tokens.
     """
 
-    def __init__(self, d_model: int, scan: str = "chunked", max_timescale: float = 512.0):
+    def __init__(self, d_model: int, scan: ScanKind = "chunked", max_timescale: float = 512.0):
         super().__init__()
         if scan not in SCANS:
             raise EmberConfigError(f"scan={scan!r} is unknown: use one of {sorted(SCANS)}")
@@ -95,8 +96,8 @@ class NMLLayer(nn.Module):
         pm: a procedural memory `(x, state) -> (read-out, state)`, or None.
     """
 
-    def __init__(self, d_model: int, heads: int, window: int, attn_backend: str = "sdpa",
-                 d_ff: int | None = None, scan: str = "chunked", dropout: float = 0.0,
+    def __init__(self, d_model: int, heads: int, window: int, attn_backend: Backend = "sdpa",
+                 d_ff: int | None = None, scan: ScanKind = "chunked", dropout: float = 0.0,
                  pm: nn.Module | None = None):
         super().__init__()
         self.norm_scan, self.norm_wm, self.norm_ffn = (nn.RMSNorm(d_model) for _ in range(3))
@@ -130,7 +131,7 @@ class AttentionLayer(nn.Module):
     Args: as NMLLayer; window None is full causal attention.
     """
 
-    def __init__(self, d_model: int, heads: int, window: int | None = None, attn_backend: str = "sdpa",
+    def __init__(self, d_model: int, heads: int, window: int | None = None, attn_backend: Backend = "sdpa",
                  d_ff: int | None = None, dropout: float = 0.0):
         super().__init__()
         self.norm_attn, self.norm_ffn = nn.RMSNorm(d_model), nn.RMSNorm(d_model)

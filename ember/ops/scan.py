@@ -17,6 +17,8 @@ tests/ops/test_scan.py holds them together (outputs, final state, gradients, flo
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -91,4 +93,5 @@ def _doubling(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     return acc_a, acc_b
 
 
+ScanKind = Literal["naive", "parallel", "chunked"]
 SCANS = {"naive": scan_naive, "parallel": scan_parallel, "chunked": scan_chunked}

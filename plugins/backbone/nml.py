@@ -12,8 +12,10 @@ from torch import Tensor
 
 from ember.base import BackboneOutput, EpisodicMemory, LanguageBackbone, ProceduralMemory
 from ember.errors import EmberConfigError
+from ember.ops.attention.window import Backend
 from ember.ops.layers import NMLLayer
 from ember.ops.memory_read import MemoryReadLayer
+from ember.ops.scan import ScanKind
 from ember.ops.stack import TokenStack
 from ember.state import LayerStates, StateBase
 
@@ -45,7 +47,7 @@ class NMLBackbone(LanguageBackbone):
     """
 
     def __init__(self, d_model: int = 256, blocks: int = 1, layers_per_block: int = 4, heads: int = 4,
-                 window: int = 256, attn_backend: str = "sdpa", scan: str = "chunked",
+                 window: int = 256, attn_backend: Backend = "sdpa", scan: ScanKind = "chunked",
                  d_ff: Optional[int] = None, dropout: float = 0.0, vocab_size: int = 256,
                  reserved_tokens: int = 8,
                  pm: Optional[Callable[[int], ProceduralMemory]] = None,

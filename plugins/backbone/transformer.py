@@ -10,6 +10,7 @@ from typing import Optional
 from torch import Tensor
 
 from ember.base import BackboneOutput, LanguageBackbone
+from ember.ops.attention.window import Backend
 from ember.ops.layers import AttentionLayer
 from ember.ops.stack import TokenStack
 from ember.state import LayerStates
@@ -34,7 +35,7 @@ class TransformerBackbone(LanguageBackbone):
     """
 
     def __init__(self, d_model: int = 256, layers: int = 4, heads: int = 4, window: Optional[int] = None,
-                 attn_backend: str = "sdpa", d_ff: Optional[int] = None, dropout: float = 0.0,
+                 attn_backend: Backend = "sdpa", d_ff: Optional[int] = None, dropout: float = 0.0,
                  vocab_size: int = 256, reserved_tokens: int = 8):
         super().__init__()
         self.d_model, self.vocab_size = d_model, vocab_size

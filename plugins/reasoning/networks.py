@@ -13,6 +13,7 @@ Letters: b batch, s positions, d width, h heads, e head width.
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -70,7 +71,7 @@ class AttentionNetwork(RecursionNetwork):
     """
 
     def __init__(self, d_model: int, seq_len: int, layers: int = 2, heads: int = 8, expansion: float = 4.0,
-                 norm: str = "post", positions: str = "1d"):
+                 norm: Literal["post", "pre"] = "post", positions: Literal["1d", "2d"] = "1d"):
         super().__init__()
         if d_model % heads or (d_model // heads) % 2:
             raise EmberConfigError(f"d_model={d_model} must be divisible by heads={heads} into an even head width")

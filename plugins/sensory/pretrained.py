@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 import torch
 from torch import Tensor
@@ -39,7 +39,8 @@ class PretrainedAudioEncoder(SensoryEncoder):
         freeze: keep the loaded encoder fixed; only its modulation head (not trained by JEPA) still learns.
     """
 
-    def __init__(self, encoder: AudioEncoder, checkpoint: Optional[str] = None, weights: str = "encoder",
+    def __init__(self, encoder: AudioEncoder, checkpoint: Optional[str] = None,
+                 weights: Literal["encoder", "target_encoder"] = "encoder",
                  freeze: bool = False):
         super().__init__()
         if weights not in JEPA_ENCODERS:
