@@ -8,6 +8,10 @@ TORCH_CONSTRAINT ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,constraints
 PIP_C := $(if $(TORCH_CONSTRAINT),-c $(TORCH_CONSTRAINT),)
 CONFIG ?= configs/quickstart.yaml
 RUNS ?= runs
+# `make bench`: the tiny twins of configs/bench/ (configs/debug/bench_*.yaml) at CPU-sized contexts, about a minute
+# on a CPU. The GPU comparison: make bench BENCH_CONFIGS='configs/bench/*.yaml' BENCH_ARGS=
+BENCH_CONFIGS ?= configs/debug/bench_*.yaml
+BENCH_ARGS ?= --contexts 256,1024,4096 --threads 1
 
 .PHONY: install test test-all fit bench ui lint clean
 
@@ -23,8 +27,8 @@ test:  ## the CPU test suite (what CI runs)
 fit:  ## train the quickstart model (CONFIG=... to pick another)
 	$(BIN)/ember fit --config $(CONFIG)
 
-bench:  ## backbone comparison table for BENCHMARKS.md
-	$(BIN)/python benchmarks/compare_backbones.py $(BENCH_ARGS)
+bench:  ## `ember bench` speed table (CPU-sized twins; BENCH_CONFIGS='configs/bench/*.yaml' BENCH_ARGS= on a GPU)
+	$(BIN)/ember bench --config $(BENCH_CONFIGS) $(BENCH_ARGS)
 
 ui:  ## browse runs in the MLflow UI (installs the full mlflow server on first use)
 	@$(BIN)/python -c "import mlflow.server" 2>/dev/null || $(BIN)/pip install -q $(PIP_C) -e '.[ui]'

@@ -96,7 +96,7 @@ class ToyReasoning(ReasoningCore):
 
 
 def load_script(path: str):
-    """Import a script of the repository (benchmarks/*.py: not a package) as a module."""
+    """Import a script of the repository (benchmarks/*/*.py: not a package) as a module."""
     spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

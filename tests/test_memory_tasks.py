@@ -203,9 +203,9 @@ def test_ablate_resume_keeps_the_finished_variants_and_fits_the_rest(tmp_path, m
     assert fitted[-1] == "base" and fitted.count("base") == 1  # the base alone resumes too
 
 
-# ---- benchmarks/by_position.py -------------------------------------------------------------------
+# ---- benchmarks/analysis/by_position.py ----------------------------------------------------------
 def test_by_position_scores_whole_answers_at_their_start_and_buckets_them():
-    by_position = load_script("benchmarks/by_position.py")
+    by_position = load_script("benchmarks/analysis/by_position.py")
     tokens = torch.tensor([[9, 1, 2, 3, 4, 5, 6]])  # targets 1..6
     batch = {"tokens": tokens, "loss_mask": torch.tensor([[0, 1, 1, 0, 1, 0]]).bool(),
              "answer_id": torch.tensor([[-1, 0, 0, -1, 1, -1]])}
@@ -219,7 +219,7 @@ def test_by_position_scores_whole_answers_at_their_start_and_buckets_them():
 def test_by_position_script_reads_a_checkpoint_and_prints_the_gates(tmp_path, capsys):
     from ember.cli.runs import build_model
 
-    by_position = load_script("benchmarks/by_position.py")
+    by_position = load_script("benchmarks/analysis/by_position.py")
     config = str(ROOT / "configs/debug/memory_mqar.yaml")
     torch.save({"state_dict": build_model(config).state_dict()}, tmp_path / "w.ckpt")
     assert by_position.main(["--config", config, "--ckpt_path", str(tmp_path / "w.ckpt"), "--limit", "3",

@@ -285,7 +285,7 @@ def test_fit_lowers_the_loss_and_checkpoints_ema_weights_and_the_halting_head(tm
     assert torch.equal(restored.halt_head.weight, saved["state_dict"]["halt_head.weight"])
     assert _val_loss(restored, data) < before - 0.2  # the EMA weights learned the task
 
-    raw_weights = load_script("benchmarks/raw_weights.py")  # the no-EMA ablation scores the trained weights
+    raw_weights = load_script("benchmarks/analysis/raw_weights.py")  # the no-EMA ablation scores the trained weights
     assert raw_weights.main([str(tmp_path / "last.ckpt"), str(tmp_path / "raw.ckpt")]) == 0
     raw = torch.load(tmp_path / "raw.ckpt", weights_only=False)
     assert torch.equal(raw["state_dict"][name], saved["current_model_state"][name])
@@ -314,13 +314,13 @@ def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tm
     metrics = {k for (k,) in mlflow_rows(tmp_path / "test", "select distinct key from metrics")}
     assert {"test/exact_acc", "test/cell_acc", "test/fill_acc", "test/steps"} <= metrics
 
-    halting = load_script("benchmarks/halting.py")  # the thinking curve and thresholds from one pass
+    halting = load_script("benchmarks/analysis/halting.py")  # the thinking curve and thresholds from one pass
     assert halting.main(["--config", str(folder / "config.yaml"), "--ckpt_path", str(folder / "checkpoints/last.ckpt"),
                          "--split", "val", "--steps", "4", "--halt-probs", "0.5,0.95"]) == 0
     out = capsys.readouterr().out
     assert "| after step | 1 | 2 | 3 | 4 |" in out and "| 0.95 |" in out and "| cells to fill, right | " in out
 
-    show = load_script("benchmarks/show_thinking.py")  # pictures of the answers after chosen steps
+    show = load_script("benchmarks/analysis/show_thinking.py")  # pictures of the answers after chosen steps
     picture = tmp_path / "pictures" / "thinking.png"
     assert show.main(["--config", str(folder / "config.yaml"), "--ckpt_path", str(folder / "checkpoints/last.ckpt"),
                       "--puzzles", "2", "--show", "1,3", "--out", str(picture)]) == 0
@@ -328,7 +328,7 @@ def test_debug_sudoku_config_learns_and_ember_test_reloads_the_ema_checkpoint(tm
 
 
 def test_halting_table_scores_each_step_and_each_threshold():
-    halting = load_script("benchmarks/halting.py")
+    halting = load_script("benchmarks/analysis/halting.py")
     right = torch.tensor([[False, True, True], [False, False, True]])
     logit = lambda p: math.log(p / (1 - p))  # noqa: E731
     halts = torch.tensor([[logit(0.6), logit(0.99), logit(0.99)], [logit(0.7), logit(0.8), logit(0.9)]])
@@ -370,7 +370,7 @@ def test_ember_ablate_runs_the_trm_ablations_on_puzzles(tmp_path):
 def test_show_thinking_colours_maze_cells_by_how_the_answer_compares():
     from ember.data_modules.maze import GOAL, OPEN, PATH, START, WALL
 
-    show = load_script("benchmarks/show_thinking.py")
+    show = load_script("benchmarks/analysis/show_thinking.py")
     inputs = torch.tensor([START, OPEN, OPEN, WALL, WALL, OPEN, WALL, OPEN, GOAL])  # 3x3, path along the edge
     labels = torch.tensor([START, PATH, PATH, WALL, WALL, PATH, WALL, OPEN, GOAL])
     answer = torch.tensor([START, PATH, OPEN, WALL, WALL, PATH, WALL, PATH, GOAL])  # misses cell 2, marks cell 7
@@ -394,7 +394,7 @@ def test_show_thinking_colours_maze_cells_by_how_the_answer_compares():
 def test_halting_script_refuses_a_config_that_is_not_a_trm(tmp_path, capsys):
     from helpers import ROOT
 
-    halting = load_script("benchmarks/halting.py")
+    halting = load_script("benchmarks/analysis/halting.py")
     assert halting.main(["--config", str(ROOT / "configs/debug/quickstart.yaml"),
                          "--ckpt_path", str(tmp_path / "none.ckpt")]) == 2
     assert "not a TinyRecursiveCore" in capsys.readouterr().err
@@ -403,7 +403,7 @@ def test_halting_script_refuses_a_config_that_is_not_a_trm(tmp_path, capsys):
 @pytest.mark.parametrize("halt_probs, message", [("0.5,x", "give comma-separated values such as 0.5,0.9,0.95"),
                                                  ("0.5,1.5", "must be in (0, 1)")])
 def test_halting_script_refuses_bad_thresholds_before_loading_anything(halt_probs, message, capsys):
-    halting = load_script("benchmarks/halting.py")
+    halting = load_script("benchmarks/analysis/halting.py")
     with pytest.raises(SystemExit) as exit_:
         halting.main(["--config", "missing.yaml", "--ckpt_path", "missing.ckpt", "--halt-probs", halt_probs])
     assert exit_.value.code == 2 and message in capsys.readouterr().err
@@ -414,7 +414,7 @@ def test_maze_plateau_yardsticks_score_what_each_window_decides():
 
     from ember.data_modules.maze import OPEN, PATH, WALL, generate_mazes
 
-    script = load_script("benchmarks/maze_plateau.py")
+    script = load_script("benchmarks/reproduce/maze_plateau.py")
     cross = np.array([[WALL, OPEN, WALL, OPEN, OPEN, OPEN, WALL, OPEN, WALL]], np.uint8)  # a plus sign, 3x3
     assert script.open_neighbours(cross, 3).tolist() == [[5, 1, 5, 1, 4, 1, 5, 1, 5]]
     # a coin flip per open cell: the token-only table scores ln 2, whatever it is given
@@ -433,7 +433,7 @@ def test_maze_ties_counts_forks_and_scores_each_turned_rule(tmp_path, capsys):
 
     from ember.data_modules import maze
 
-    script = load_script("benchmarks/maze_ties.py")
+    script = load_script("benchmarks/reproduce/maze_ties.py")
     room = np.full(9, maze.OPEN, np.uint8)  # 3x3 open room, S top-left, G bottom-right: path 0, 3, 6, 7, 8
     room[0], room[8] = maze.START, maze.GOAL
     label = maze.label_path(room, maze.shortest_path(room, 3)[0])
@@ -453,7 +453,7 @@ def test_maze_answers_tell_a_tie_break_miss_from_a_wrong_path():
 
     from ember.data_modules import maze
 
-    script = load_script("benchmarks/maze_answers.py")
+    script = load_script("benchmarks/analysis/maze_answers.py")
     room = np.full(9, maze.OPEN, np.uint8)  # 3x3 open room, S top-left, G bottom-right
     room[0], room[8] = maze.START, maze.GOAL
     label = maze.label_path(room, [0, 3, 6, 7, 8])  # down first: the rule's path

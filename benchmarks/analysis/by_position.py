@@ -7,7 +7,7 @@ split of a memory-task config (any MemoryTaskData task) by where each answer sta
 given, and prints the mean gate g of every neuromodulator over the first periods of the same pass.
 In MQAR the pairs sit at the start, so the position is the distance from the pair.
 
-    python benchmarks/by_position.py --config RUN/config.yaml --ckpt_path RUN/checkpoints/best.ckpt \\
+    python benchmarks/analysis/by_position.py --config RUN/config.yaml --ckpt_path RUN/checkpoints/best.ckpt \\
         --buckets 16,32,64,128,256,1024 [--limit 256] [any --data... or --model... option, e.g.
         --data.init_args.task.init_args.seq_len=1024 --model.init_args.backbone.init_args.em.init_args.items=256]
 """

@@ -9,7 +9,7 @@ solves (what a perfect halting rule would read), how many of those the last step
 well the halting head tells right answers from wrong ones at every step (AUROC). Choose the threshold on
 `--split val`, report it on `--split test`.
 
-    python benchmarks/halting.py --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt \\
+    python benchmarks/analysis/halting.py --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt \\
         --split val --steps 16 --halt-probs 0.5,0.7,0.9,0.95 [any --data... or --model... option]
 """
 

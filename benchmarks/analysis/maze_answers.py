@@ -10,8 +10,8 @@ label's rule (TIE_ORDER). This reads each maze's answer at the halting step (as 
 
 and, for the answers that are not a shortest path, the mean number of wrong cells.
 
-    python benchmarks/maze_answers.py --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt --split test \\
-        [--steps S] [any --data... or --model... option]
+    python benchmarks/analysis/maze_answers.py --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt \\
+        --split test [--steps S] [any --data... or --model... option]
 """
 
 from __future__ import annotations

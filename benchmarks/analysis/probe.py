@@ -10,7 +10,7 @@ utterance with its start, where the question cue lies); then an L2-regularised l
 its penalty chosen by 5-fold cross-validation on the labelled utterances alone, is scored on the test
 split. Everything is deterministic given the seeds.
 
-    python benchmarks/probe.py --config configs/debug/binding.yaml --seeds 0,1,2 \\
+    python benchmarks/analysis/probe.py --config configs/debug/binding.yaml --seeds 0,1,2 \\
         --data.init_args.tasks=[question] --data.init_args.train_size=8000 \\
         --data.init_args.label_fraction=0.01 --data.init_args.test_size=512 \\
         [--model.init_args.sensory.init_args.checkpoint JEPA_RUN/checkpoints/best.ckpt]

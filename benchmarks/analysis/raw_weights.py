@@ -7,7 +7,7 @@ in for validation, and saves it as the checkpoint's `state_dict` with the traine
 the same trajectory from the same seed, so its weights at step N are this run's raw weights at
 step N; scoring both from one run compares the same training with and without the average.
 
-    python benchmarks/raw_weights.py RUN/checkpoints/last.ckpt RUN/checkpoints/last_raw.ckpt
+    python benchmarks/analysis/raw_weights.py RUN/checkpoints/last.ckpt RUN/checkpoints/last_raw.ckpt
     ember test --config RUN/config.yaml --config configs/ablate/trm_no_ema.yaml \\
         --ckpt_path RUN/checkpoints/last_raw.ckpt
 """

@@ -7,7 +7,7 @@ rightly blue, wrongly red. Each title gives the step, the halting probability th
 is exactly right. The step the halting rule reads (`halt_prob`, as `ember test` reads it) has a thick green frame.
 `--pick unsolved` shows puzzles the model gets wrong where it reads them: where to look for what it misses.
 
-    python benchmarks/show_thinking.py --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt \\
+    python benchmarks/analysis/show_thinking.py --config RUN/config.yaml --ckpt_path RUN/checkpoints/last.ckpt \\
         --split val --show 1,2,4,8,16 --puzzles 4 --pick unsolved --out thinking.png [any --data/--model option]
 
 Letters: b batch, k steps, s cells.

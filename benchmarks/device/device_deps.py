@@ -1,12 +1,12 @@
-"""Checks for the GPU-machine kit (benchmarks/device_wheels.sh, benchmarks/device_session.sh); stdlib + packaging.
+"""Checks for the GPU-machine kit (benchmarks/device/: device_wheels.sh, device_session.sh); stdlib + packaging.
 
-    python benchmarks/device_deps.py wheels .whl [.whl/fallback]   each wheel fits CPython 3.12 on manylinux x86-64,
-                                                                  one version per package; sizes and total
-    python benchmarks/device_deps.py closure report.json           pip's --report split into "carry" and "on device"
-    python3 benchmarks/device_deps.py requirements /tmp/site       (on the device, PYTHONPATH set) requirements of
-                                                                  ember and of every package in /tmp/site that the
-                                                                  interpreter does not meet; --wheels-from DIR:
-                                                                  only the wheels in DIR for them
+    python benchmarks/device/device_deps.py wheels .whl [.whl/fallback]
+        each wheel fits CPython 3.12 on manylinux x86-64, one version per package; sizes and total
+    python benchmarks/device/device_deps.py closure report.json
+        pip's --report split into "carry" and "on device"
+    python3 benchmarks/device/device_deps.py requirements /tmp/site
+        (on the device, PYTHONPATH set) requirements of ember and of every package in /tmp/site that the
+        interpreter does not meet; --wheels-from DIR: only the wheels in DIR for them
 
 `requirements` never fails (exit 0): it reports, and device_session.sh installs a fallback wheel for each unmet name.
 """
@@ -30,7 +30,7 @@ except ImportError:  # pip always vendors a copy
     from pip._vendor.packaging.utils import canonicalize_name, parse_wheel_filename
     from pip._vendor.packaging.version import Version
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # benchmarks/device/ -> the repository root
 # The nvidia-h200 image's Python packages (/work/.library/device/KINDS.md, "Python packages already there",
 # read on that machine on 2026-11-17). Names only: versions there are unknown, hence `requirements`.
 DEVICE_HAS = set("""

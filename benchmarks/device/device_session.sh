@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
-# One command for a GPU session (nvidia-h200: Python 3.12, torch 2.11, no network); see benchmarks/DEVICE.md.
+# One command for a GPU session (nvidia-h200: Python 3.12, torch 2.11, no network); see benchmarks/device/DEVICE.md.
 #
-#   bash benchmarks/device_session.sh TASK [TASK ...]      e.g. `check bench`, `sudoku`, `maze`
+#   bash benchmarks/device/device_session.sh TASK [TASK ...]      e.g. `check bench`, `sudoku`, `maze`
 #     check   nvidia-smi, versions and imports, a 2-step `ember fit` of configs/debug/sudoku.yaml (~1 min)
 #     bench   ember bench --config configs/bench/*.yaml --contexts 2048,8192,16384 (bench.json after each variant)
 #     sudoku  ember fit configs/reasoning/sudoku.yaml for a wall-clock budget, then ember test on the hard tdoku set
 #     maze    ember fit configs/reasoning/maze.yaml on Maze-Hard train.csv, then ember test on Maze-Hard test.csv
 #     setup   only the install below (also the first thing every other task does)
 #
-# Prepared beforehand with `bash benchmarks/device_wheels.sh --data`: .whl/ (wheels of what the image lacks) and
+# Prepared beforehand with `bash benchmarks/device/device_wheels.sh --data`: .whl/ (wheels of what the image lacks) and
 # .devdata/ (the first lines of ../shared/data's eval files, since ../shared does not travel); the `run` tool's
 # call names both in carry: [".whl", ".devdata"]. Setup installs .whl/*.whl into $SITE (plus a .whl/fallback/
 # wheel for each package the image has at a version a carried package refuses), and lays out the ember package
@@ -27,7 +27,7 @@
 # on .devdata's Maze-Hard train.csv; generated), FIT_ARGS / TEST_ARGS (extra options, word-split), SUDOKU_CONFIG /
 # MAZE_CONFIG (configs/reasoning/*.yaml), SKIP_FIT (0; 1: only test the newest run already in $RUNS/<task>).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root (this script is in benchmarks/device/)
 ROOT=$PWD
 (( $# )) || set -- check
 for task in "$@"; do
@@ -83,7 +83,7 @@ install_wheels() {
   "${pip[@]}" .whl/*.whl
   if [[ -d .whl/fallback ]]; then
     local extra
-    mapfile -t extra < <(PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" benchmarks/device_deps.py \
+    mapfile -t extra < <(PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" benchmarks/device/device_deps.py \
       requirements "$SITE" --wheels-from .whl/fallback)
     if (( ${#extra[@]} )); then log "wheels: fallback for the image's too-old copies: ${extra[*]##*/}"; "${pip[@]}" "${extra[@]}"; fi
   fi
@@ -126,7 +126,7 @@ setup() {
   make_tree
   export PYTHONPATH="$EMBER_SRC:$SITE${PYTHONPATH:+:$PYTHONPATH}"
   export PATH="$EMBER_SRC/bin:$PATH"
-  "$PYTHON" benchmarks/device_deps.py requirements "$SITE" | tee "$OUT/logs/requirements.log"
+  "$PYTHON" benchmarks/device/device_deps.py requirements "$SITE" | tee "$OUT/logs/requirements.log"
   SUMMARY+=("setup|ok|$(( $(date +%s) - t0 ))|PYTHONPATH=$PYTHONPATH")
 }
 
@@ -193,7 +193,7 @@ fit_and_test() {
 devdata() {  # devdata RELATIVE_PATH: .devdata's copy, else ../shared/data's file (here), else nothing
   if [[ -f ".devdata/$1" ]]; then echo "$ROOT/.devdata/$1"
   elif [[ -f "../shared/data/$1" ]]; then echo "$(cd ../shared/data && pwd)/$1"
-  else log "no .devdata/$1 (bash benchmarks/device_wheels.sh --data, carry .devdata)" >&2; fi
+  else log "no .devdata/$1 (bash benchmarks/device/device_wheels.sh --data, carry .devdata)" >&2; fi
 }
 
 # ---- tasks ---------------------------------------------------------------------------------------------------

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Prepare, on a machine with pip and a network, what the GPU machine (nvidia-h200: Python 3.12, torch 2.11,
-# no network) lacks to run Ember; benchmarks/DEVICE.md says how a session uses it.
+# no network) lacks to run Ember; benchmarks/device/DEVICE.md says how a session uses it.
 #
-#   bash benchmarks/device_wheels.sh            wheels into .whl/ (and .whl/fallback/), checked, total size
-#   bash benchmarks/device_wheels.sh --data     also copies the eval data the sudoku/maze steps read into .devdata/
-#   bash benchmarks/device_wheels.sh --resolve  re-derive the pins: pip's resolver for the device's platform,
-#                                               split into "carry" / "on the device" (then edit CARRY below)
+#   bash benchmarks/device/device_wheels.sh            wheels into .whl/ (and .whl/fallback/), checked, total size
+#   bash benchmarks/device/device_wheels.sh --data     also copies the eval data the sudoku/maze steps read into .devdata/
+#   bash benchmarks/device/device_wheels.sh --resolve  re-derive the pins: pip's resolver for the device's platform,
+#                                                      split into "carry" / "on the device" (then edit CARRY below)
 #
 # .whl/: every package Ember needs that the device image lacks, with its dependency closure minus what the
 # image has (pip's resolver for cp312 manylinux x86-64; names on the device from KINDS.md, in device_deps.py).
@@ -16,7 +16,7 @@
 # Environment: PIP (default: .venv/bin/python -m pip, else python3 -m pip), SHARED_DATA (default ../shared/data),
 # SUDOKU_LINES (default 1000 puzzles), MAZE_LINES (default 1000 mazes: all of train, all 500 of test).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."  # the repository root (this script is in benchmarks/device/)
 MODE=${1:-}
 case "$MODE" in ""|--data|--resolve) ;; *) sed -n '2,8p' "$0" >&2; exit 2 ;; esac
 
@@ -62,7 +62,7 @@ if [[ "$MODE" == "--resolve" ]]; then
   tmp=$(mktemp -d)
   pip_quiet install --dry-run --ignore-installed --report "$tmp/report.json" "${PLATFORM_ARGS[@]}" --target "$tmp/x" \
     'jsonargparse[signatures]>=4.39,<5' 'mlflow-skinny>=2.16,<4' 'sqlalchemy>=2' 'alembic>=1.13' 'webdataset>=0.2.90,<2'
-  $PY benchmarks/device_deps.py closure "$tmp/report.json"
+  $PY benchmarks/device/device_deps.py closure "$tmp/report.json"
   rm -rf "$tmp"
   exit 0
 fi
@@ -77,7 +77,7 @@ for pair in ".whl.new ${#CARRY[@]}" ".whl.new/fallback ${#FALLBACK[@]}"; do
   [[ "$got" == "$want" ]] || { echo "expected $want wheels in $dir, got $got" >&2; exit 1; }
 done
 rm -rf .whl && mv .whl.new .whl
-$PY benchmarks/device_deps.py wheels .whl .whl/fallback
+$PY benchmarks/device/device_deps.py wheels .whl .whl/fallback
 echo "total size of .whl: $(du -sh .whl | cut -f1) (the device call carries at most 64 MiB in all)"
 
 if [[ "$MODE" == "--data" ]]; then
@@ -89,7 +89,7 @@ if [[ "$MODE" == "--data" ]]; then
     head -n $(( ${MAZE_LINES:-1000} + 1 )) "$src/maze_hard_30x30_1k/$split.csv" > ".devdata/maze_hard_30x30_1k/$split.csv"
   done
   {
-    echo "First lines (header + N rows) of files in $src, copied by benchmarks/device_wheels.sh --data."
+    echo "First lines (header + N rows) of files in $src, copied by benchmarks/device/device_wheels.sh --data."
     echo "Provenance and licences: SOURCE.md beside each file there. Never commit this folder."
     (cd .devdata && find . -name '*.csv' -print0 | sort -z | xargs -0 wc -l)
   } > .devdata/README.txt

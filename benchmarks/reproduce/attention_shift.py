@@ -4,8 +4,8 @@ The smallest task that needs position-dependent attention: inputs are random tok
 15x15 maze's length), the target is the input rolled by one position. One block (d=64, 4 heads, RoPE), AdamW,
 batches of 32; prints the cross-entropy every 100 steps (chance: ln 6 = 1.792).
 
-    python benchmarks/attention_shift.py --norm post --lr 1e-3
-    python benchmarks/attention_shift.py --norm pre --lr 1e-3
+    python benchmarks/reproduce/attention_shift.py --norm post --lr 1e-3
+    python benchmarks/reproduce/attention_shift.py --norm pre --lr 1e-3
 """
 
 from __future__ import annotations

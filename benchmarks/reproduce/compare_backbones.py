@@ -8,7 +8,7 @@ device, date and commit to paste into BENCHMARKS.md. Results are also written as
 Equal parameters: an NML layer holds ~16 d^2 weights (scan 4, attention 4, SwiGLU 8) and a
 transformer layer ~12 d^2, so NML with 3 layers matches a 4-layer transformer at the same width.
 
-    python benchmarks/compare_backbones.py --steps 800 --d_model 128
+    python benchmarks/reproduce/compare_backbones.py --steps 800 --d_model 128
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # benchmarks/reproduce/ -> the repository root
 CONFIG = ROOT / "configs/backbone/shakespeare.yaml"
 OVERLAY = ROOT / "configs/ablate/transformer.yaml"
 

@@ -21,7 +21,7 @@
    sort) in the call functions of inductor's generated code for its forward and backward graphs
    (CPU inductor; a GPU build fuses with Triton instead, so its count differs somewhat).
 
-    python benchmarks/cpu_ratios.py [--n 1024] [--window 64] [--context 1024] [--threads 1]
+    python benchmarks/reproduce/cpu_ratios.py [--n 1024] [--window 64] [--context 1024] [--threads 1]
         [--out runs/bench/cpu_ratios.json]
 
 Letters: b batch, n sequence, d channels.
@@ -51,7 +51,7 @@ from ember.plugins.memory.episodic import EpisodicStore
 from ember.plugins.memory.procedural import LowRankPM
 from ember.plugins.neuromod.learned import LearnedNeuromodulator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]  # benchmarks/reproduce/ -> the repository root
 log = logging.getLogger("ember")
 
 

@@ -7,9 +7,9 @@ yardsticks measured on the same mazes: lookup tables of label frequencies (count
 the cell's own token (the plateau: what copying scores), its 3x3 window and its 5x5 window. A network that uses
 context falls below the plateau; one that memorizes the training mazes falls on the training batches only.
 
-    python benchmarks/maze_plateau.py --steps 3000 --every 250                    # AttentionNetwork as it is
-    python benchmarks/maze_plateau.py --steps 3000 --every 250 --network mixer    # TRM-MLP's network
-    python benchmarks/maze_plateau.py --task degree --steps 400 --every 100       # a purely local control task
+    python benchmarks/reproduce/maze_plateau.py --steps 3000 --every 250                 # AttentionNetwork as it is
+    python benchmarks/reproduce/maze_plateau.py --steps 3000 --every 250 --network mixer # TRM-MLP's network
+    python benchmarks/reproduce/maze_plateau.py --task degree --steps 400 --every 100    # a purely local control task
 
 Variants: the network (attention or mixer), its block wiring (--norm), the initialisation of its linear layers
 (--init torch: PyTorch's default, uniform with std 1/sqrt(3 fan_in); lecun: truncated normal, std

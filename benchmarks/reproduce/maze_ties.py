@@ -10,8 +10,8 @@ an HRM npy split folder) and reports:
   turned by k: what a model trained on mazes turned with their labels (the old augmentation) can at best learn for
   the mazes it saw turned by k. k = 0 is the file's own rule.
 
-    python benchmarks/maze_ties.py ../shared/data/maze_hard_30x30_1k/test.csv
-    python benchmarks/maze_ties.py ../shared/data/maze_hard_30x30_1k/train.csv --limit 200
+    python benchmarks/reproduce/maze_ties.py ../shared/data/maze_hard_30x30_1k/test.csv
+    python benchmarks/reproduce/maze_ties.py ../shared/data/maze_hard_30x30_1k/train.csv --limit 200
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The memory benchmarks of BENCHMARKS.md: each task trained and tested under its variants with
 # `ember ablate` (same data, seed and step budget), one table per task under $OUT_DIR.
-#   benchmarks/memory_benchmarks.sh [recall|patterns|mqar|forgetting_mqar|all] [extra `ember ablate` args]
-# e.g. a shorter run: benchmarks/memory_benchmarks.sh recall --set=--trainer.max_steps=300
+#   benchmarks/reproduce/memory_benchmarks.sh [recall|patterns|mqar|forgetting_mqar|all] [extra `ember ablate` args]
+# e.g. a shorter run: benchmarks/reproduce/memory_benchmarks.sh recall --set=--trainer.max_steps=300
 set -euo pipefail
 EMBER=${EMBER:-ember}
 OUT_DIR=${OUT_DIR:-runs/memory_benchmarks}
