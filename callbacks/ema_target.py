@@ -43,6 +43,8 @@ class EMATargetUpdate(Callback):
         target: attribute holding its EMA copy (parameters with requires_grad=False).
     """
 
+    moves_target_encoder = True  # AudioJEPA warns when no callback on the trainer carries this flag
+
     def __init__(self, start: float = 0.996, end: float = 1.0, max_steps: Optional[int] = None,
                  online: str = "encoder", target: str = "target_encoder"):
         if not 0.0 <= start <= end <= 1.0:

@@ -5,7 +5,7 @@ Layout of a shard folder (as data_modules/shards.py, with "kind": "audio-prosody
     train-000000.tar ...       samples {"__key__", "wav": 16-bit PCM WAV, "cls": class index, "task": name}
     val-000000.tar ...
 
-Every stored waveform is checked when read (ember.audio.check_audio): NaN, silent or non-WAV
+Every stored waveform is checked when read (data_modules/audio.py, check_audio): NaN, silent or non-WAV
 samples are refused naming the shard and key; another sample rate is resampled.
 """
 
@@ -18,18 +18,19 @@ from pathlib import Path
 import numpy as np
 import webdataset as wds
 
-from ember.audio import check_audio, decode_wav, encode_wav
-from ember.data_modules.prosody import TASKS, ProsodyExample, example_maker
-from ember.data_modules.shards import FORMAT, MANIFEST, built_folder
+from ember.data_modules.audio import check_audio, decode_wav, encode_wav
+from ember.data_modules.espeak import Source, example_maker
+from ember.data_modules.prosody_tasks import TASKS, ProsodyExample, TaskOrAll
+from ember.data_modules.shard_manifest import FORMAT, MANIFEST, built_folder, read_manifest
 from ember.errors import EmberDataError
 
 log = logging.getLogger(__name__)
 KIND = "audio-prosody"
 
 
-def prepare_prosody_shards(out: Path, size: int = 2000, seed: int = 0, task: str = "all", seconds: float = 1.5,
-                           sample_rate: int = 16000, val_fraction: float = 0.1, shard_samples: int = 1000,
-                           overwrite: bool = False, source: str = "synth") -> dict:
+def prepare_prosody_shards(out: Path, size: int = 2000, seed: int = 0, task: TaskOrAll = "all",
+                           seconds: float = 1.5, sample_rate: int = 16000, val_fraction: float = 0.1,
+                           shard_samples: int = 1000, overwrite: bool = False, source: Source = "synth") -> dict:
     """Synthesize `size` utterances into train/val shards in `out` (built in a temporary folder, then renamed).
 
     Utterance i of split s is make(rng(seed, s, i)), the same as ProsodyData generates; source "synth" is the
@@ -67,27 +68,9 @@ def _write_split(folder: Path, split: str, examples, sample_rate: int, shard_sam
     return {"shards": sorted(p.name for p in folder.glob(f"{split}-*.tar")), "samples": samples}
 
 
-def read_audio_manifest(folder: Path) -> dict:
-    path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise EmberDataError(f"{path} is not a readable shard manifest ({err}): write the folder with "
-                             "`ember data prepare audio-prosody --out DIR`") from err
-    if manifest.get("kind") != KIND or manifest.get("format") != FORMAT:
-        raise EmberDataError(f"{folder} holds {manifest.get('kind', 'text')} shards (format {manifest.get('format')})"
-                             f", not {KIND} format {FORMAT}: write it with `ember data prepare audio-prosody`")
-    for split in ("train", "val"):
-        missing = [s for s in manifest[split]["shards"] if not (folder / s).is_file()]
-        if missing:
-            raise EmberDataError(f"shard folder {folder} lacks {missing[:3]} listed in its manifest: copy the "
-                                 "whole folder or rewrite it with `ember data prepare audio-prosody`")
-    return manifest
-
-
 def read_audio_split(folder: Path, split: str, sample_rate: int = 16000) -> list[ProsodyExample]:
     """Every utterance of a split, checked and brought to sample_rate."""
-    manifest = read_audio_manifest(folder)
+    manifest = read_manifest(folder, KIND)
     urls = [str(folder / s) for s in manifest[split]["shards"]]
     examples = []
     for sample in wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None,

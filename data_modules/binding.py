@@ -24,8 +24,10 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from ember.data_modules.memory_task import SPLITS, ExampleBuilder
-from ember.data_modules.prosody import TASKS, add_noise, check_snr, make_example
+from ember.data_modules.memory_task import ExampleBuilder
+from ember.data_modules.prosody import add_noise, check_snr
+from ember.data_modules.prosody_tasks import TASKS, TaskName, make_example
+from ember.data_modules.splits import SPLITS, Split
 from ember.errors import EmberConfigError
 
 log = logging.getLogger(__name__)
@@ -48,7 +50,7 @@ class BindingTask:
 
     name = "binding"
 
-    def __init__(self, tasks: tuple[str, ...], seconds: float = 1.5, sample_rate: int = 16000,
+    def __init__(self, tasks: tuple[TaskName, ...], seconds: float = 1.5, sample_rate: int = 16000,
                  snr_db: Optional[tuple[float, float]] = None):
         unknown = [t for t in tasks if t not in QUESTIONS]
         if not tasks or unknown:
@@ -89,7 +91,7 @@ class BindingTask:
 class BindingExamples(Dataset):
     """`length` examples of a split; example i is task.sample(rng(seed, split, i))."""
 
-    def __init__(self, task: BindingTask, split: str, length: int, seed: int):
+    def __init__(self, task: BindingTask, split: Split, length: int, seed: int):
         self.task, self.split, self.length, self.seed = task, SPLITS[split], length, seed
 
     def __len__(self) -> int:
@@ -124,7 +126,7 @@ class BindingData(LightningDataModule):
             from this range (dB); null: clean.
     """
 
-    def __init__(self, tasks: tuple[str, ...] = ("arousal",), train_size: int = 10_000,
+    def __init__(self, tasks: tuple[TaskName, ...] = ("arousal",), train_size: int = 10_000,
                  label_fraction: float = 1.0, val_size: int = 256, test_size: int = 512, seconds: float = 1.5,
                  sample_rate: int = 16000, seed: int = 0, batch_size: int = 32, num_workers: int = 0,
                  snr_db: Optional[tuple[float, float]] = None):
@@ -149,10 +151,10 @@ class BindingData(LightningDataModule):
     def chance(self) -> float:
         return self.task.chance()
 
-    def dataset(self, split: str) -> BindingExamples:
+    def dataset(self, split: Split) -> BindingExamples:
         return BindingExamples(self.task, split, self.sizes[split], self.seed)
 
-    def _loader(self, split: str, generator: Optional[torch.Generator] = None) -> DataLoader:
+    def _loader(self, split: Split, generator: Optional[torch.Generator] = None) -> DataLoader:
         train = split == "train"
         return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=train, drop_last=train,
                           generator=generator, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)

@@ -3,18 +3,23 @@
 The same transcripts as the built-in synthesizer; the class sets espeak-ng's punctuation-driven
 intonation (statement "." vs question "?"), pitch, speed and amplitude, and a random voice variant
 stands in for the speaker. Nothing is downloaded: without the binary, asking for it is an error.
+`example_maker` picks the voice of a source: "synth" (built in) or "espeak".
 """
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from collections.abc import Callable
+from typing import Literal
 
 import numpy as np
 
-from ember.audio import check_audio, decode_wav
-from ember.data_modules.prosody import TASKS, ProsodyExample
+from ember.data_modules.audio import check_audio, decode_wav
+from ember.data_modules.prosody_tasks import TASKS, ProsodyExample, TaskOrAll, make_example
 from ember.errors import EmberConfigError, EmberDataError
+
+Source = Literal["synth", "espeak"]
 
 VARIANTS = ("m1", "m2", "m3", "m4", "f1", "f2", "f3", "f4")
 # (punctuation, pitch 0-99, words per minute, amplitude 0-200, leading silence in s) per task and class
@@ -41,7 +46,7 @@ def espeak_utterance(text: str, sample_rate: int = 16000, pitch: int = 50, speed
     return check_audio(x, rate, sample_rate, f"espeak-ng {text!r}")
 
 
-def make_espeak_example(rng: np.random.Generator, task: str = "all", seconds: float = 1.5,
+def make_espeak_example(rng: np.random.Generator, task: TaskOrAll = "all", seconds: float = 1.5,
                         sample_rate: int = 16000) -> ProsodyExample:
     """One espeak-ng utterance of `task` with a random class and voice, padded or cropped to `seconds`."""
     name = str(rng.choice(sorted(TASKS))) if task == "all" else task
@@ -56,3 +61,15 @@ def make_espeak_example(rng: np.random.Generator, task: str = "all", seconds: fl
     piece = speech[: n - start]
     signal[start : start + len(piece)] = piece
     return ProsodyExample(signal + np.float32(3e-4) * rng.standard_normal(n).astype(np.float32), label, name)
+
+
+def example_maker(source: Source) -> Callable[..., ProsodyExample]:
+    """make_example for "synth" (built in), make_espeak_example for "espeak" (needs the espeak-ng binary)."""
+    if source == "synth":
+        return make_example
+    if source == "espeak":
+        if shutil.which("espeak-ng") is None:
+            raise EmberConfigError("source='espeak' needs the espeak-ng binary: install it (apt-get install "
+                                   "espeak-ng) or use source='synth'")
+        return make_espeak_example
+    raise EmberConfigError(f"source={source!r} is unknown: use 'synth' or 'espeak'")

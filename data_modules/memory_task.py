@@ -22,12 +22,11 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from ember.base import Example, MemoryTask
-from ember.corpus import builtin_corpus
-from ember.data_modules.splits import SplitLoaders
+from ember.data_modules.corpus import builtin_corpus
+from ember.data_modules.splits import SPLITS, Split, SplitLoaders
 from ember.errors import EmberConfigError, EmberDataError
 
 log = logging.getLogger(__name__)
-SPLITS = {"train": 0, "val": 1, "test": 2}
 
 
 class ExampleBuilder:
@@ -93,7 +92,7 @@ class TextSource:
 class TaskExamples(Dataset):
     """`length` examples of a task; example i of a split is task.sample(rng(seed, split, i))."""
 
-    def __init__(self, task: MemoryTask, split: str, length: int, seed: int):
+    def __init__(self, task: MemoryTask, split: Split, length: int, seed: int):
         self.task, self.split, self.length, self.seed = task, SPLITS[split], length, seed
 
     def __len__(self) -> int:
@@ -133,7 +132,7 @@ class MemoryTaskData(SplitLoaders, LightningDataModule):
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.eval_task = task  # read by EmberModel to name its metrics
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, split: Split) -> DataLoader:
         data = TaskExamples(self.task, split, self.sizes[split], self.seed)
         return DataLoader(data, batch_size=self.batch_size, num_workers=self.num_workers, drop_last=split == "train",
                           persistent_workers=self.num_workers > 0)

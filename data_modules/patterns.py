@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import string
-from typing import Optional
+from typing import Literal, Optional, get_args
 
 import numpy as np
 
@@ -41,7 +41,8 @@ LETTERS = string.ascii_lowercase.encode()
 
 FUNCTIONS = "book send move find open plan sort ship call load".split()
 ARGUMENTS = "city date size mode user item tag key time code room seat".split()
-RULES = ("argument_order", "substitution")
+Rule = Literal["argument_order", "substitution"]
+RULES = get_args(Rule)
 
 
 class ProceduralPatterns(MemoryTask):
@@ -62,7 +63,7 @@ class ProceduralPatterns(MemoryTask):
 
     name = "patterns"
 
-    def __init__(self, window: int = 64, repetitions: int = 4, gap: int = 2, rule: str = "argument_order",
+    def __init__(self, window: int = 64, repetitions: int = 4, gap: int = 2, rule: Rule = "argument_order",
                  args: int = 3, words: int = 3, seq_len: int = 768, distractor: Optional[str] = None):
         if window < 1 or repetitions < 1 or gap < 0 or words < 1:
             raise EmberConfigError(f"window={window}, repetitions={repetitions} and words={words} must be >= 1, "

@@ -1,16 +1,8 @@
-"""Audio prosody tasks: the words are the same in every class, the class lies only in the sound.
+"""ProsodyData: the audio prosody tasks (data_modules/prosody_tasks.py) served to Lightning.
 
-    question     "you are going home"         statement (falling end) vs question (rising end)
-    arousal      "there is someone at the door"  calm (low, narrow pitch, slow, soft, breathy)
-                                               vs alarmed (high, wide pitch, fast, loud, tense)
-    confidence   "yes"                         hesitant (pause first, slow, soft, creaky, rising)
-                                               vs confident (prompt, loud, clear fall)
-
-Each example draws a random speaker (pitch, vocal tract, voice quality) and random timing, so
-a classifier must read the prosody, not the speaker. Example i of a split is a pure function of
-(seed, split, i). `ProsodyData` serves them to Lightning (generated on the fly, or read from
-shards written by `ember data prepare audio-prosody`); JEPA pre-training reads the same audio
-and ignores the labels (task "all" mixes every task).
+Utterances are generated on the fly (example i of a split is a pure function of (seed, split, i)),
+optionally with background noise, or read from shards written by `ember data prepare audio-prosody`.
+JEPA pre-training reads the same audio and ignores the labels (task "all" mixes every task).
 
 Letters: b batch, t samples.
 """
@@ -18,92 +10,21 @@ Letters: b batch, t samples.
 from __future__ import annotations
 
 import logging
-import shutil
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import Optional
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from ember.data_modules.splits import SplitLoaders
-from ember.data_modules.voice import Prosody, Syllable, random_voice, synthesize
+from ember.data_modules.audio_shards import read_audio_split
+from ember.data_modules.espeak import Source, example_maker
+from ember.data_modules.prosody_tasks import TASKS, ProsodyExample, TaskOrAll
+from ember.data_modules.splits import SPLITS, Split, SplitLoaders
 from ember.errors import EmberConfigError
 
 log = logging.getLogger(__name__)
-SPLITS = {"train": 0, "val": 1, "test": 2}
-
-
-def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
-    return float(rng.uniform(lo, hi))
-
-
-def _question(label: int, rng: np.random.Generator) -> Prosody:
-    end = _u(rng, 1.3, 1.6) if label else _u(rng, 0.7, 0.82)  # the class: a final rise or a final fall
-    pitch = ((0.0, _u(rng, 0.95, 1.05)), (0.3, _u(rng, 1.03, 1.12)), (0.75, _u(rng, 0.9, 0.98)), (1.0, end))
-    return Prosody(pitch, syllable_s=_u(rng, 0.15, 0.22), loudness=_u(rng, 0.4, 0.6), final_length=1.3)
-
-
-def _arousal(label: int, rng: np.random.Generator) -> Prosody:
-    if label:  # alarmed: high and wide pitch, fast, loud, tense voice
-        m = _u(rng, 1.35, 1.6)
-        pitch = ((0.0, m), (0.3, m * _u(rng, 1.15, 1.3)), (0.6, m * _u(rng, 0.9, 1.0)), (1.0, m * _u(rng, 1.05, 1.2)))
-        return Prosody(pitch, syllable_s=_u(rng, 0.11, 0.15), loudness=_u(rng, 0.6, 0.85), open_quotient=0.4,
-                       jitter=0.01, shimmer=0.03)
-    m = _u(rng, 0.92, 1.05)  # calm: low, narrow, slow, soft, breathy
-    pitch = ((0.0, m), (0.5, m * _u(rng, 1.0, 1.06)), (1.0, m * _u(rng, 0.86, 0.94)))
-    return Prosody(pitch, syllable_s=_u(rng, 0.2, 0.26), loudness=_u(rng, 0.25, 0.4), open_quotient=0.7,
-                   breath=0.15)
-
-
-def _confidence(label: int, rng: np.random.Generator) -> Prosody:
-    if label:  # confident: prompt, loud, a clear fall
-        pitch = ((0.0, _u(rng, 1.15, 1.3)), (1.0, _u(rng, 0.8, 0.9)))
-        return Prosody(pitch, syllable_s=_u(rng, 0.22, 0.3), loudness=_u(rng, 0.6, 0.8), open_quotient=0.5,
-                       lead_s=_u(rng, 0.0, 0.05))
-    pitch = ((0.0, _u(rng, 0.95, 1.02)), (0.6, _u(rng, 0.93, 1.0)), (1.0, _u(rng, 1.05, 1.15)))  # hesitant
-    return Prosody(pitch, syllable_s=_u(rng, 0.4, 0.55), loudness=_u(rng, 0.22, 0.35), open_quotient=0.65,
-                   lead_s=_u(rng, 0.2, 0.35), jitter=0.015, shimmer=0.06)
-
-
-@dataclass(frozen=True)
-class ProsodyTask:
-    """A binary task: one transcript, two ways of saying it."""
-
-    text: str
-    classes: tuple[str, str]
-    transcript: tuple[Syllable, ...]
-    prosody: Callable[[int, np.random.Generator], Prosody]
-
-
-TASKS = {
-    "question": ProsodyTask("you are going home", ("statement", "question"),
-                            (Syllable("u"), Syllable("a", length=0.6), Syllable("o", "t"), Syllable("i", length=0.6),
-                             Syllable("o", "s")), _question),
-    "arousal": ProsodyTask("there is someone at the door", ("calm", "alarmed"),
-                           (Syllable("e", "s"), Syllable("i", length=0.6), Syllable("a", "s"), Syllable("@"),
-                            Syllable("a", length=0.6), Syllable("@", "t", 0.5), Syllable("o", "t")), _arousal),
-    "confidence": ProsodyTask("yes", ("hesitant", "confident"),
-                              (Syllable("i", length=0.3), Syllable("e", length=1.0)), _confidence),
-}
-
-
-class ProsodyExample(NamedTuple):
-    signal: np.ndarray  # (t,) float32 at the sample rate
-    label: int  # class index within the task
-    task: str
-
-
-def make_example(rng: np.random.Generator, task: str = "all", seconds: float = 1.5,
-                 sample_rate: int = 16000) -> ProsodyExample:
-    """One synthesized utterance of `task` (a random task for "all") with a random class and speaker."""
-    name = str(rng.choice(sorted(TASKS))) if task == "all" else task
-    spec, label = TASKS[name], int(rng.integers(2))
-    signal = synthesize(list(spec.transcript), spec.prosody(label, rng), random_voice(rng), rng, sample_rate, seconds)
-    return ProsodyExample(signal, label, name)
 
 
 def add_noise(signal: np.ndarray, rng: np.random.Generator, snr_db: Optional[tuple[float, float]]) -> np.ndarray:
@@ -131,20 +52,6 @@ def check_snr(snr_db: Optional[tuple[float, float]]) -> Optional[tuple[float, fl
     return float(snr_db[0]), float(snr_db[1])
 
 
-def example_maker(source: str) -> Callable[..., ProsodyExample]:
-    """make_example for "synth" (built in), make_espeak_example for "espeak" (needs the espeak-ng binary)."""
-    if source == "synth":
-        return make_example
-    if source == "espeak":
-        if shutil.which("espeak-ng") is None:
-            raise EmberConfigError("source='espeak' needs the espeak-ng binary: install it (apt-get install "
-                                   "espeak-ng) or use source='synth'")
-        from ember.data_modules.espeak import make_espeak_example
-
-        return make_espeak_example
-    raise EmberConfigError(f"source={source!r} is unknown: use 'synth' or 'espeak'")
-
-
 def _to_item(example: ProsodyExample) -> dict:
     return {"signal": torch.from_numpy(example.signal), "label": torch.tensor(example.label), "task": example.task}
 
@@ -152,8 +59,8 @@ def _to_item(example: ProsodyExample) -> dict:
 class SynthesizedProsody(Dataset):
     """`length` examples; example i of a split is make(rng(seed, split, i)) for the source's make."""
 
-    def __init__(self, task: str, split: str, length: int, seed: int, seconds: float, sample_rate: int,
-                 source: str = "synth", snr_db: Optional[tuple[float, float]] = None):
+    def __init__(self, task: TaskOrAll, split: Split, length: int, seed: int, seconds: float, sample_rate: int,
+                 source: Source = "synth", snr_db: Optional[tuple[float, float]] = None):
         self.task, self.split, self.length, self.seed = task, SPLITS[split], length, seed
         self.seconds, self.sample_rate, self.make = seconds, sample_rate, example_maker(source)
         self.snr_db = check_snr(snr_db)
@@ -170,9 +77,7 @@ class SynthesizedProsody(Dataset):
 class StoredProsody(Dataset):
     """Examples read (and checked) from a shard folder's split, held in memory."""
 
-    def __init__(self, folder: Path, split: str, task: str, sample_rate: int, seconds: float):
-        from ember.data_modules.audio_shards import read_audio_split
-
+    def __init__(self, folder: Path, split: Split, task: TaskOrAll, sample_rate: int, seconds: float):
         examples = read_audio_split(folder, split, sample_rate)
         self.examples = [e for e in examples if task in ("all", e.task)]
         self.samples = int(round(seconds * sample_rate))
@@ -210,9 +115,9 @@ class ProsodyData(SplitLoaders, LightningDataModule):
             utterance from this range (dB); null: clean.
     """
 
-    def __init__(self, task: str = "all", path: Optional[str] = None, source: str = "synth", seconds: float = 1.5,
-                 sample_rate: int = 16000, batch_size: int = 32, train_size: int = 10_000, val_size: int = 256,
-                 test_size: int = 512, seed: int = 0, num_workers: int = 0,
+    def __init__(self, task: TaskOrAll = "all", path: Optional[str] = None, source: Source = "synth",
+                 seconds: float = 1.5, sample_rate: int = 16000, batch_size: int = 32, train_size: int = 10_000,
+                 val_size: int = 256, test_size: int = 512, seed: int = 0, num_workers: int = 0,
                  snr_db: Optional[tuple[float, float]] = None):
         super().__init__()
         if task != "all" and task not in TASKS:
@@ -227,14 +132,14 @@ class ProsodyData(SplitLoaders, LightningDataModule):
         if self.snr_db is not None and path is not None:
             raise EmberConfigError("snr_db adds noise to synthesized utterances only: drop it or path")
 
-    def dataset(self, split: str) -> Dataset:
+    def dataset(self, split: Split) -> Dataset:
         if self.path is None:
             return SynthesizedProsody(self.task, split, self.sizes[split], self.seed, self.seconds, self.sample_rate,
                                       self.source, self.snr_db)
         stored = "val" if split == "test" else split  # shards hold train and val; test reuses val
         return StoredProsody(Path(self.path).expanduser(), stored, self.task, self.sample_rate, self.seconds)
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, split: Split) -> DataLoader:
         return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=split == "train" and bool(self.path),
                           num_workers=self.num_workers, drop_last=split == "train",
                           persistent_workers=self.num_workers > 0)

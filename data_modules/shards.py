@@ -15,10 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import shutil
-import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
@@ -26,27 +23,11 @@ import torch
 import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
+from ember.data_modules.corpus import read_text_files
+from ember.data_modules.shard_manifest import FORMAT, MANIFEST, built_folder, read_manifest
 from ember.errors import EmberDataError
 
 log = logging.getLogger(__name__)
-MANIFEST = "ember-shards.json"
-FORMAT = 1
-
-
-@contextmanager
-def built_folder(out: Path) -> Iterator[Path]:
-    """A temporary folder beside `out` that replaces `out` when the block succeeds and is removed if it
-    fails, so a shard folder is never half-written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
-        yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def prepare_text_shards(inputs: list[Path], out: Path, chunk_bytes: int = 1 << 16, shard_bytes: int = 1 << 28,
@@ -74,8 +55,6 @@ def prepare_text_shards(inputs: list[Path], out: Path, chunk_bytes: int = 1 << 1
 
 
 def _read_inputs(inputs: list[Path]) -> bytes:
-    from ember.data_modules.text import read_text_files
-
     return b"\n".join(read_text_files(Path(p)) for p in inputs)
 
 
@@ -88,24 +67,6 @@ def _write_split(folder: Path, split: str, data: bytes, chunk_bytes: int, shard_
             samples += 1
     shards = sorted(p.name for p in folder.glob(f"{split}-*.tar"))
     return {"shards": shards, "bytes": len(data), "samples": samples}
-
-
-def read_manifest(folder: Path) -> dict:
-    path = folder / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise EmberDataError(f"{path} is not a readable shard manifest ({err}): rewrite the shards with "
-                             "`ember data prepare text --input ... --out ...`") from err
-    if manifest.get("format") != FORMAT:
-        raise EmberDataError(f"{path} has format {manifest.get('format')}, this Ember reads format {FORMAT}: "
-                             "rewrite the shards with `ember data prepare text`")
-    for split in ("train", "val"):
-        missing = [s for s in manifest[split]["shards"] if not (folder / s).is_file()]
-        if missing:
-            raise EmberDataError(f"shard folder {folder} lacks {missing[:3]} listed in its manifest: "
-                                 "copy the whole folder or rewrite it with `ember data prepare text`")
-    return manifest
 
 
 def _samples(folder: Path, shards: list[str]) -> Iterator[bytes]:

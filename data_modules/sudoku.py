@@ -73,10 +73,34 @@ def _masks(grid: list[int]) -> Optional[tuple[list[int], list[int], list[int], l
     return rows, cols, boxes, empties
 
 
+def _next_cell(empties: list[int], k: int, rows: list[int], cols: list[int], boxes: list[int],
+               ban: dict[int, int]) -> tuple[int, int, int]:
+    """The cell to fill next among empties[k:]: a naked single, else a hidden single, else the most-constrained
+    cell. Returns (its position j in empties, its candidate bits, their count); count 0 at a dead end."""
+    best_j, best, best_count, candidates = k, 0, 10, {}
+    for j in range(k, len(empties)):
+        i = empties[j]
+        cand = ALL & ~(rows[ROW[i]] | cols[COL[i]] | boxes[BOX[i]])
+        if ban and i in ban:
+            cand &= ~ban[i]
+        count = POPCOUNT[cand]
+        if count < best_count:
+            best_j, best, best_count = j, cand, count
+            if count <= 1:
+                break
+        candidates[i] = cand
+    if best_count > 1:  # no naked single: look for a hidden one
+        cell, bit = _hidden_single(candidates)
+        if cell == -2:
+            return k, 0, 0
+        if cell >= 0:
+            return empties.index(cell, k), bit, 1
+    return best_j, best, best_count
+
+
 def _search(grid: list[int], limit: int, ban: Optional[dict[int, int]] = None,
             rng: Optional[random.Random] = None) -> tuple[int, Optional[list[int]]]:
-    """Backtracking over row/column/box bitmasks: a naked single, else a hidden single, else the
-    most-constrained cell first.
+    """Backtracking over row/column/box bitmasks, filling the cell _next_cell picks first.
 
     Returns (number of solutions found, capped at limit; the first solution or None). ban maps a
     cell to digit bits it may not take; rng shuffles the digit order (random full grids).
@@ -93,26 +117,9 @@ def _search(grid: list[int], limit: int, ban: Optional[dict[int, int]] = None,
             found[0] += 1
             found[1] = found[1] or list(cells)
             return found[0] >= limit
-        best_j, best, best_count, candidates = k, 0, 10, {}
-        for j in range(k, n):
-            i = empties[j]
-            cand = ALL & ~(rows[ROW[i]] | cols[COL[i]] | boxes[BOX[i]])
-            if ban and i in ban:
-                cand &= ~ban[i]
-            count = POPCOUNT[cand]
-            if count < best_count:
-                best_j, best, best_count = j, cand, count
-                if count <= 1:
-                    break
-            candidates[i] = cand
+        best_j, best, best_count = _next_cell(empties, k, rows, cols, boxes, ban)
         if best_count == 0:
             return False
-        if best_count > 1:  # no naked single: look for a hidden one
-            cell, bit = _hidden_single(candidates)
-            if cell == -2:
-                return False
-            if cell >= 0:
-                best_j, best, best_count = empties.index(cell, k), bit, 1
         empties[k], empties[best_j] = empties[best_j], empties[k]
         i = empties[k]
         r, c, x = ROW[i], COL[i], BOX[i]

@@ -16,9 +16,10 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from ember.base import MemoryTask
-from ember.corpus import builtin_corpus
+from ember.data_modules.corpus import builtin_corpus, read_text_files
 from ember.data_modules.memory_task import TaskExamples
-from ember.data_modules.shards import MANIFEST, ShardWindows, read_manifest, read_split_bytes
+from ember.data_modules.shard_manifest import MANIFEST, read_manifest
+from ember.data_modules.shards import ShardWindows, read_split_bytes
 from ember.errors import EmberConfigError, EmberDataError
 
 log = logging.getLogger(__name__)
@@ -63,25 +64,6 @@ class ContiguousWindows(Dataset):
     def __getitem__(self, index: int) -> torch.Tensor:
         start = index * (self.window - 1)  # each window predicts the bytes after the previous one's inputs
         return self.data[start : start + self.window].long()
-
-
-def read_text_files(path: Path) -> bytes:
-    """Bytes of a text file, or of every text file under a directory (sorted, binary files skipped)."""
-    if not path.exists():
-        raise EmberDataError(f"data path {path} does not exist: point data.path at a text file, a folder of "
-                             "text files, or shards from `ember data prepare text` (null uses the built-in corpus)")
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    parts = []
-    for file in files:
-        blob = file.read_bytes()
-        if b"\x00" in blob[:65536]:
-            log.info("skipping %s: not text (NUL bytes)", file)
-            continue
-        parts.append(blob)
-    data = b"\n".join(parts)
-    if not data.strip():
-        raise EmberDataError(f"data path {path} holds no text ({len(files)} file(s), none with text bytes)")
-    return data
 
 
 def unigram_bits(data: torch.Tensor) -> float:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ember.data_modules.binding import BindingData, BindingTask
-from ember.data_modules.prosody import TASKS
+from ember.data_modules.prosody_tasks import TASKS
 from ember.errors import CheckpointMismatchError, EmberConfigError
 from ember.model import EmberModel
 from ember.plugins.backbone.nml import NMLBackbone

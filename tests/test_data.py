@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from ember.cli.main import main
-from ember.data_modules.shards import ShardWindows, read_manifest
+from ember.data_modules.shard_manifest import read_manifest
+from ember.data_modules.shards import ShardWindows
 from ember.data_modules.text import ContiguousWindows, RandomWindows, TextBytes
 from ember.errors import EmberConfigError, EmberDataError
 

@@ -10,11 +10,12 @@ import torch
 from lightning.pytorch import LightningModule, Trainer
 from torch import nn
 
-from ember.audio import check_audio, decode_wav, encode_wav, resample
 from ember.base import SensoryOutput
 from ember.callbacks.ema_target import EMATargetUpdate, ema_momentum
+from ember.data_modules.audio import check_audio, decode_wav, encode_wav, resample
 from ember.data_modules.audio_shards import prepare_prosody_shards, read_audio_split
-from ember.data_modules.prosody import TASKS, ProsodyData, make_example
+from ember.data_modules.prosody import ProsodyData
+from ember.data_modules.prosody_tasks import TASKS, make_example
 from ember.errors import EmberConfigError, EmberDataError
 from ember.ops.filterbank import MelFilterbank
 from ember.ops.jepa import block_mask, embedding_spread

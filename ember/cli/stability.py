@@ -24,7 +24,7 @@ from jsonargparse import ArgumentParser
 
 from ember.cli.runs import load_trained
 from ember.cli.session import read_input, stream
-from ember.corpus import builtin_corpus
+from ember.data_modules.corpus import builtin_corpus
 from ember.errors import EmberConfigError
 from ember.memory_state import load_memory_state, save_memory_state
 from ember.ops.slot_memory import memories_off, slot_memories

@@ -203,24 +203,32 @@ class TinyRecursiveCore(ReasoningCore):
                      torch.where(fresh, 0, old.steps), torch.zeros_like(fresh))
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """batch: inputs, labels (b, s) int64 puzzles and their solutions."""
+        # 1. the carry: puzzles that halted at the last step give their places to new ones from the batch
         carry = self.refill(batch["inputs"], batch["labels"])
-        x = self.input_embedding(carry.inputs)
-        y, z, logits, halt_logit = self.supervision_step(x, carry.y, carry.z)
-        preds = logits.argmax(-1)
-        correct = (preds == carry.labels).all(dim=1)
+        # 2. one supervision step from the carried answer y and latent z
+        y, z, logits, halt_logit = self.supervision_step(self.input_embedding(carry.inputs), carry.y, carry.z)
+        # 3. the loss: cross-entropy on every cell, plus BCE of the halting head on "the answer is right"
+        cells_right = logits.argmax(-1) == carry.labels  # (b, s)
+        correct = cells_right.all(dim=1)
         ce = F.cross_entropy(logits.float().transpose(1, 2), carry.labels)  # mean over cells and puzzles
         halt_loss = F.binary_cross_entropy_with_logits(halt_logit.float(), correct.float())
         loss = ce + self.hparams.halt_weight * halt_loss
+        # 4. carry (y, z) detached to the next step; a puzzle halts at n_sup steps or when its head says so
         steps = carry.steps + 1
         halted = (steps >= self.train_n_sup) | ((halt_logit > 0) & (steps >= self._min_halt_steps(steps)))
         self._carry = Carry(carry.inputs, carry.labels, y.detach(), z.detach(), steps, halted)
+        # 5. log
+        self._log_training(loss, ce, halt_loss, cells_right, correct, steps, halted)
+        return loss
+
+    def _log_training(self, loss: Tensor, ce: Tensor, halt_loss: Tensor, cells_right: Tensor, correct: Tensor,
+                      steps: Tensor, halted: Tensor):
         self.log_dict({"train/loss": loss, "train/ce": ce, "train/halt_loss": halt_loss,
-                       "train/cell_acc": (preds == carry.labels).float().mean(),
-                       "train/exact_acc": correct.float().mean(), "train/halt_rate": halted.float().mean()},
-                      prog_bar=False)
+                       "train/cell_acc": cells_right.float().mean(), "train/exact_acc": correct.float().mean(),
+                       "train/halt_rate": halted.float().mean()}, prog_bar=False)
         if halted.any():
             self.log("train/steps", steps[halted].float().mean())
-        return loss
 
     @property
     def train_n_sup(self) -> int:

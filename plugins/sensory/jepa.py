@@ -115,9 +115,8 @@ class AudioJEPA(SensoryEncoder):
         return collapsed
 
     def on_fit_start(self):
-        from ember.callbacks.ema_target import EMATargetUpdate
-
-        if not any(isinstance(cb, EMATargetUpdate) for cb in self.trainer.callbacks):
+        # plugins do not import callbacks: EMATargetUpdate (and any stand-in) declares itself by this flag
+        if not any(getattr(cb, "moves_target_encoder", False) for cb in self.trainer.callbacks):
             rank_zero_warn("AudioJEPA trains without EMATargetUpdate: the target encoder stays at its "
                            "initialisation. Add `- class_path: EMATargetUpdate` to trainer.callbacks.")
 

@@ -1,15 +1,23 @@
-"""The embedded default corpus: real English prose that every Python install carries offline.
+"""Training text: the embedded default corpus, or the text files a user points at.
 
-It is the reference text of the Python documentation shipped in `pydoc_data.topics` (about
-460 KB: the language reference and library topics), followed by the docstrings of a fixed
-list of pure-Python standard-library modules. Deterministic for a given Python version.
+The default corpus is real English prose that every Python install carries offline: the
+reference text of the Python documentation shipped in `pydoc_data.topics` (about 460 KB: the
+language reference and library topics), followed by the docstrings of a fixed list of
+pure-Python standard-library modules. Deterministic for a given Python version.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import logging
 from functools import lru_cache
+from pathlib import Path
+from pydoc_data.topics import topics
+
+from ember.errors import EmberDataError
+
+log = logging.getLogger(__name__)
 
 # Pure-Python modules with long prose docstrings and no import side effects.
 DOCSTRING_MODULES = (
@@ -44,9 +52,26 @@ def _docstrings(module_name: str) -> list[str]:
 @lru_cache(maxsize=1)
 def builtin_corpus() -> bytes:
     """The default training text as UTF-8 bytes (about 1 MB on Python 3.11)."""
-    from pydoc_data.topics import topics
-
     parts = [topics[key].strip() for key in sorted(topics)]
     for module_name in DOCSTRING_MODULES:
         parts += _docstrings(module_name)
     return "\n\n".join(parts).encode("utf-8")
+
+
+def read_text_files(path: Path) -> bytes:
+    """Bytes of a text file, or of every text file under a directory (sorted, binary files skipped)."""
+    if not path.exists():
+        raise EmberDataError(f"data path {path} does not exist: point data.path at a text file, a folder of "
+                             "text files, or shards from `ember data prepare text` (null uses the built-in corpus)")
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    parts = []
+    for file in files:
+        blob = file.read_bytes()
+        if b"\x00" in blob[:65536]:
+            log.info("skipping %s: not text (NUL bytes)", file)
+            continue
+        parts.append(blob)
+    data = b"\n".join(parts)
+    if not data.strip():
+        raise EmberDataError(f"data path {path} holds no text ({len(files)} file(s), none with text bytes)")
+    return data

@@ -1,0 +1,63 @@
+"""The manifest of a shard folder (`ember-shards.json`), shared by text and audio shards, and the
+temporary folder that makes writing one all-or-nothing.
+
+A manifest holds "format" (FORMAT), the shard names of the "train" and "val" splits, and what its
+writer adds. Text manifests name no "kind"; every other kind names itself ("audio-prosody").
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Optional
+
+from ember.errors import EmberDataError
+
+MANIFEST = "ember-shards.json"
+FORMAT = 1
+
+
+@contextmanager
+def built_folder(out: Path) -> Iterator[Path]:
+    """A temporary folder beside `out` that replaces `out` when the block succeeds and is removed if it
+    fails, so a shard folder is never half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    try:
+        yield tmp
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def read_manifest(folder: Path, kind: Optional[str] = None) -> dict:
+    """The manifest of a shard folder, checked: readable, of FORMAT (and of `kind` when given), and every
+    shard it lists present. kind None reads text shards. Raises EmberDataError naming the command that
+    rewrites the folder."""
+    path = folder / MANIFEST
+    command = f"ember data prepare {kind or 'text'}"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        rewrite = (f"rewrite the shards with `{command} --input ... --out ...`" if kind is None
+                   else f"write the folder with `{command} --out DIR`")
+        raise EmberDataError(f"{path} is not a readable shard manifest ({err}): {rewrite}") from err
+    if kind is None and manifest.get("format") != FORMAT:
+        raise EmberDataError(f"{path} has format {manifest.get('format')}, this Ember reads format {FORMAT}: "
+                             f"rewrite the shards with `{command}`")
+    if kind is not None and (manifest.get("kind") != kind or manifest.get("format") != FORMAT):
+        raise EmberDataError(f"{folder} holds {manifest.get('kind', 'text')} shards (format {manifest.get('format')})"
+                             f", not {kind} format {FORMAT}: write it with `{command}`")
+    for split in ("train", "val"):
+        missing = [s for s in manifest[split]["shards"] if not (folder / s).is_file()]
+        if missing:
+            raise EmberDataError(f"shard folder {folder} lacks {missing[:3]} listed in its manifest: "
+                                 f"copy the whole folder or rewrite it with `{command}`")
+    return manifest
