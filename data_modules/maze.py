@@ -73,7 +73,7 @@ class MazeData(PuzzleData):
             TIE_ORDER, so a train_path file whose labels break ties otherwise is trained on TIE_ORDER's paths,
             with a warning).
         relabel_ties: false turns a tied label with its maze instead of relabelling it, so 6 of the 8 symmetries
-            teach a tie-break that solves about none of the Maze-Hard test mazes (benchmarks/maze_ties.py). An
+            teach a tie-break that solves about none of the Maze-Hard test mazes (benchmarks/reproduce/maze_ties.py). An
             ablation (BENCHMARKS section 8); true is right.
         batch_size: mazes per batch (per device).
         seed: seed of the generated mazes (train, val and test use separate streams), augmentations, shuffling.
