@@ -137,7 +137,7 @@ class EmberModel(LightningModule):
             self._check_finite(chunk.loss)
             aux = sum(self._memory_aux(chunk.state), chunk.loss.new_zeros(()))
             self.manual_backward(chunk.loss + aux * chunk.share)
-            loss, state = loss + chunk.loss.detach(), chunk.state
+            loss, state = loss + chunk.loss.detach(), chunk.state.detach()
         # 3. clip the gradient norm, step the optimizer and the schedule
         if self.hparams.grad_clip > 0:
             self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
