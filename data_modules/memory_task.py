@@ -93,7 +93,7 @@ class TaskExamples(Dataset):
     """`length` examples of a task; example i of a split is task.sample(rng(seed, split, i))."""
 
     def __init__(self, task: MemoryTask, split: Split, length: int, seed: int):
-        self.task, self.split, self.length, self.seed = task, SPLITS[split], length, seed
+        self.task, self.split, self.length, self.seed = task, split, length, seed
 
     def __len__(self) -> int:
         return self.length
@@ -101,7 +101,7 @@ class TaskExamples(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < self.length:  # plain iteration stops here (every index would sample an example)
             raise IndexError(f"example {index} of {self.length}")
-        ex = self.task.sample(np.random.default_rng([self.seed, self.split, index]))
+        ex = self.task.sample(np.random.default_rng([self.seed, SPLITS[self.split], index]), self.split)
         return {name: torch.from_numpy(np.asarray(value)) for name, value in ex._asdict().items()}
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ember.base import Example, MemoryTask
+from ember.base import Example, MemoryTask, Split
 from ember.errors import EmberConfigError
 
 
@@ -72,7 +72,7 @@ class MQAR(MemoryTask):
         context[0::2], context[1::2] = keys, values
         return context, keys, values, np.arange(self.num_kv_pairs) * 2
 
-    def sample(self, rng: np.random.Generator) -> Example:
+    def sample(self, rng: np.random.Generator, split: Split = "train") -> Example:
         context, keys, values, bound_at = self.bindings(rng)
         c = len(context)
         gaps = rng.choice(len(self.gap_p), self.num_kv_pairs, replace=False, p=self.gap_p)

@@ -28,7 +28,7 @@ from typing import Literal, Optional, get_args
 
 import numpy as np
 
-from ember.base import Example, MemoryTask
+from ember.base import Example, MemoryTask, Split
 from ember.data_modules.memory_task import ExampleBuilder, TextSource
 from ember.errors import EmberConfigError
 
@@ -88,7 +88,7 @@ class ProceduralPatterns(MemoryTask):
         """argument_order: the best order guessed without the session, 1/args!; substitution: not defined."""
         return 1.0 / math.factorial(self.args) if self.rule == "argument_order" else None
 
-    def sample(self, rng: np.random.Generator) -> Example:
+    def sample(self, rng: np.random.Generator, split: Split = "train") -> Example:
         apply = self._substitution(rng) if self.rule == "substitution" else self._argument_order(rng)
         ex = ExampleBuilder()
         for k in range(self.repetitions):

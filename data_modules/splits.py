@@ -3,11 +3,10 @@ from one `_loader(split)`."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from torch.utils.data import DataLoader
 
-Split = Literal["train", "val", "test"]
+from ember.base import Split
+
 SPLITS = {"train": 0, "val": 1, "test": 2}  # the random stream of each split: examples never repeat across splits
 
 

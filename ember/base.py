@@ -11,7 +11,7 @@ Letters: b batch, n tokens, s sensory tokens, p prefix tokens, d width, v vocabu
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import ClassVar, NamedTuple, Optional
+from typing import ClassVar, Literal, NamedTuple, Optional
 
 import numpy as np
 from lightning.pytorch import LightningModule
@@ -160,6 +160,9 @@ class Example(NamedTuple):
     group: np.ndarray  # int64: report group of the answer (index into group_names), -1 elsewhere
 
 
+Split = Literal["train", "val", "test"]
+
+
 class MemoryTask:
     """A generated memory benchmark (data_modules/): one scored `Example` per seed. Subclasses set `name`,
     `group_names`, `seq_len` and define `sample`."""
@@ -168,8 +171,9 @@ class MemoryTask:
     group_names: list[str] = ["all"]
     seq_len: int
 
-    def sample(self, rng: np.random.Generator) -> Example:
-        """One example of exactly seq_len + 1 tokens."""
+    def sample(self, rng: np.random.Generator, split: Split = "train") -> Example:
+        """One example of exactly seq_len + 1 tokens. A task whose values must differ between the splits (values
+        never seen in training) draws them from `split`'s share; the others may ignore it."""
         raise NotImplementedError
 
     def chance(self) -> Optional[float]:
