@@ -120,19 +120,30 @@ class MemoryTaskData(SplitLoaders, LightningDataModule):
         test_size: test examples.
         seed: seed of every example (train, val and test draw from disjoint streams).
         num_workers: DataLoader worker processes.
+        also_test: further tasks `ember test` scores beside `task`, test_size examples each, e.g. the
+            closed-list SessionRecall beside OpenRecall (eval/recall/... beside eval/open_recall/...).
     """
 
     def __init__(self, task: MemoryTask, batch_size: int = 32, train_size: int = 100_000, val_size: int = 256,
-                 test_size: int = 1024, seed: int = 0, num_workers: int = 0):
+                 test_size: int = 1024, seed: int = 0, num_workers: int = 0,
+                 also_test: Optional[list[MemoryTask]] = None):
         super().__init__()
         if batch_size < 1 or min(train_size, val_size, test_size) < 1:
             raise EmberConfigError(f"batch_size={batch_size} and the split sizes ({train_size}, {val_size}, "
                                    f"{test_size}) must be >= 1")
         self.task, self.batch_size, self.seed, self.num_workers = task, batch_size, seed, num_workers
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
-        self.eval_task = task  # read by EmberModel to name its metrics
+        self.eval_tasks = [task, *(also_test or [])]  # per test loader (read by EmberModel to name its metrics)
+        names = [t.name for t in self.eval_tasks]
+        if len(set(names)) < len(names):
+            raise EmberConfigError(f"also_test repeats a task name ({names}): their metrics would mix")
 
-    def _loader(self, split: Split) -> DataLoader:
-        data = TaskExamples(self.task, split, self.sizes[split], self.seed)
+    def _loader(self, split: Split, task: Optional[MemoryTask] = None) -> DataLoader:
+        data = TaskExamples(task or self.task, split, self.sizes[split], self.seed)
         return DataLoader(data, batch_size=self.batch_size, num_workers=self.num_workers, drop_last=split == "train",
                           persistent_workers=self.num_workers > 0)
+
+    def test_dataloader(self) -> DataLoader | list[DataLoader]:
+        if len(self.eval_tasks) == 1:
+            return self._loader("test")
+        return [self._loader("test", task) for task in self.eval_tasks]
