@@ -103,9 +103,11 @@ OPEN_ATTRIBUTES = {"city": Vocabulary("name"), "phone": Vocabulary("digits", 8),
 
 
 class OpenRecall(SessionRecall):
-    """SessionRecall over open vocabularies: every name and value is drawn fresh from a generator (capitalised
-    made-up names, 8-digit phone numbers, codes like KT-5081, pronounceable words, two-word mottos), and the
-    train, val and test splits draw from disjoint shares of each generator's space (data_modules/vocab.py).
+    """Session recall over open vocabularies: the test's names and values never occur in training.
+
+    Every name and value is drawn fresh from a generator (capitalised made-up names, 8-digit phone numbers,
+    codes like KT-5081, pronounceable words, two-word mottos), and the train, val and test splits draw from
+    disjoint shares of each generator's space (data_modules/vocab.py).
     With several people per session the question must bind name + attribute -> value. Chance is 0: without
     the session no guess is better than any other of millions. Groups: the delays.
 
