@@ -13,7 +13,7 @@ RUNS ?= runs
 BENCH_CONFIGS ?= configs/debug/bench_*.yaml
 BENCH_ARGS ?= --contexts 256,1024,4096 --threads 1
 
-.PHONY: install test test-all fit bench ui lint clean
+.PHONY: install test test-fast test-all fit bench ui lint clean
 
 install:  ## create .venv and install ember with its test dependencies
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ install:  ## create .venv and install ember with its test dependencies
 
 test:  ## the CPU test suite (what CI runs)
 	$(BIN)/python -m pytest -q -x --durations=10
+
+test-fast:  ## the tests not marked slow (no training): under a minute on 2 CPU cores
+	$(BIN)/python -m pytest -q -x -m "not slow" --durations=5
 
 fit:  ## train the quickstart model (CONFIG=... to pick another)
 	$(BIN)/ember fit --config $(CONFIG)

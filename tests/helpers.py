@@ -1,4 +1,9 @@
-"""Plugins and utilities used only by the tests (importable as `helpers.X` in test configs)."""
+"""Plugins and utilities used only by the tests (importable as `helpers.X` in test configs).
+
+What test files of more than one module share lives here too (tests/conftest.py says where each test goes):
+audio signals and encoder sizes, the binding test's model and data, the shared puzzle sets, byte text. What one
+test file alone uses stays in that file; fixtures go in the conftest.py of the folder that shares them.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,14 @@ import importlib.util
 import sqlite3
 from pathlib import Path
 
+import numpy as np
+import pytest
 import torch
 from torch import Tensor, nn
 
 from ember.base import ReasoningCore, ReasoningOutput, SensoryEncoder, SensoryOutput
 from ember.cli.main import main
+from ember.data_modules.binding import BindingData
 from ember.plugins.backbone.nml import NMLBackbone
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -101,3 +109,56 @@ def load_script(path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+# ---- audio: sample rate, signals, encoder sizes (ops, data_modules, plugins/sensory) ------------------------------
+SR = 16000
+TINY_AUDIO_ENCODER = dict(d_model=32, depth=1, heads=4, bands=32, patch=4, channels=8)
+SMALL_AUDIO_ENCODER = dict(d_model=32, depth=1, heads=4, bands=16, patch=4, channels=4)  # the binding test's
+
+
+def tone(freq: float, seconds: float = 1.0, rate: int = SR, amp: float = 0.5) -> np.ndarray:
+    return (amp * np.sin(2 * np.pi * freq * np.arange(int(seconds * rate)) / rate)).astype(np.float32)
+
+
+def f0_estimate(x: np.ndarray, rate: int = SR) -> float:
+    """Autocorrelation pitch of a voiced stretch, searched in 70-500 Hz."""
+    x = x - x.mean()
+    ac = np.correlate(x, x, "full")[len(x) - 1 :]
+    lo, hi = rate // 500, rate // 70
+    return rate / (lo + int(np.argmax(ac[lo:hi])))
+
+
+# ---- the binding test of issue #5: its backbone and data (data_modules, plugins/sensory, EmberModel) -------------
+def binding_backbone() -> NMLBackbone:
+    return NMLBackbone(d_model=32, layers_per_block=2, heads=4, window=16)
+
+
+def binding_data(**kwargs) -> BindingData:
+    return BindingData(**{"train_size": 16, "val_size": 16, "test_size": 16, "seconds": 0.3, "batch_size": 4,
+                          **kwargs})
+
+
+# ---- puzzle sets of the shared data folder (/work/shared/data beside the checkout), and sudoku text ------------
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+SUDOKU_DIR = SHARED / "sudoku_hard_tdoku"
+HARD = SUDOKU_DIR / "puzzles5_forum_hardest_1905_11+.txt"
+MAZE_DIR = SHARED / "maze_hard_30x30_1k"
+
+
+def needs(path: Path):
+    if not path.exists():
+        pytest.skip(f"{path} is absent (shared data not mounted)")
+
+
+def digits(tokens: np.ndarray) -> list[int]:
+    return (np.asarray(tokens, dtype=np.int64) - 1).tolist()
+
+
+def grid_text(grid: list[int]) -> str:
+    return "".join(str(d) if d else "." for d in grid)
+
+
+# ---- memory tasks: byte tokens as text ----------------------------------------------------------------------------
+def tokens_text(tokens) -> str:
+    return bytes(np.asarray(tokens, dtype=np.uint8).tolist()).decode("utf-8", errors="replace")

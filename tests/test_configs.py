@@ -27,6 +27,7 @@ def _data_path(config: Path):
     return (data.get("init_args") or {}).get("path")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT / "configs")))
 def test_config_parses_and_builds(config, tmp_path):
     extra = []
@@ -49,6 +50,7 @@ def _overlay_base(overlay: Path) -> Path:
     return ROOT / "configs/quickstart.yaml"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overlay", OVERLAYS, ids=lambda p: p.stem)
 def test_ablation_overlay_changes_its_base_config(overlay, tmp_path):
     base_config = _overlay_base(overlay)
@@ -66,6 +68,7 @@ class ParseOnlyCLI(EmberCLI):
         self.config_init = self.parser.instantiate_classes(self.config)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("overlay", CLOUD, ids=lambda p: p.stem)
 def test_scale_out_overlay_parses_and_its_strategy_builds(overlay, tmp_path):
     registry.load_plugins()
@@ -76,6 +79,7 @@ def test_scale_out_overlay_parses_and_its_strategy_builds(overlay, tmp_path):
     assert trainer.strategy == "ddp" or type(trainer.strategy).__name__ == "FSDPStrategy"
 
 
+@pytest.mark.slow
 def test_limit_val_batches_stays_an_int(tmp_path):
     # Lightning issue #21259: `limit_val_batches: 1` must not become 1.0 (= all batches)
     cli = build(ROOT / "configs/debug/quickstart.yaml", tmp_path=tmp_path)

@@ -1,4 +1,4 @@
-import math
+"""EmberModel: the composite's prefix, slot widths, checkpoints, TBPTT chunks, compiled slot memories."""
 
 import pytest
 import torch
@@ -7,20 +7,12 @@ from torch.utils.data import DataLoader
 
 from ember.errors import CheckpointMismatchError, EmberConfigError
 from ember.model import EmberModel
-from ember.optim import lr_at
 from ember.plugins.backbone.nml import NMLBackbone
 from helpers import ToyReasoning, ToySensory
 
 
 def backbone():
     return NMLBackbone(d_model=32, layers_per_block=1, heads=4, window=8)
-
-
-def test_lr_schedule_is_a_pure_function_of_the_step():
-    assert lr_at(0, 100, 10, 0.1) == pytest.approx(0.1)
-    assert lr_at(9, 100, 10, 0.1) == pytest.approx(1.0)
-    assert lr_at(100, 100, 10, 0.1) == pytest.approx(0.1)
-    assert lr_at(55, 100, 10, 0.1) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
 
 
 def test_full_composite_feeds_answer_and_sensory_tokens_as_prefix():
@@ -37,6 +29,7 @@ def test_slot_width_mismatch_names_the_fix():
         EmberModel(backbone(), sensory=ToySensory(d_model=16))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("full", [True, False], ids=["full-composite", "slots-nulled"])
 def test_checkpoint_round_trip(tmp_path, full):
     def make():

@@ -40,6 +40,7 @@ def test_a_missing_or_resized_phase_checkpoint_is_refused(tmp_path):
         _model(pm=False).load_phase(str(tmp_path / "wide.ckpt"))
 
 
+@pytest.mark.slow
 def test_phase_chain_a_then_b_on_the_cli(tmp_path):
     def fit(phase: str, *extra: str):
         return run_cli("fit", "--config", str(ROOT / f"configs/phases/{phase}.yaml"),

@@ -1,6 +1,8 @@
+"""ember.tracking: the MLflow store (SQLite under the run folder), and runs started at once sharing it."""
+
 import pytest
 
-from ember import files, tracking
+from ember import tracking
 from ember.errors import EmberConfigError
 
 
@@ -21,16 +23,6 @@ def test_the_file_store_is_refused_with_the_fix(tmp_path, uri):
         tracking.resolve_tracking_uri(str(tmp_path), uri)
 
 
-def test_atomic_write_leaves_no_partial_file(tmp_path):
-    target = tmp_path / "config.yaml"
-    target.write_text("old")
-
-
-    with pytest.raises(TypeError):
-        files.atomic_write_text(target, 123)  # fails while writing
-    assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
-
-
 def _open_run(run_dir: str, barrier, queue):
     barrier.wait()  # every process opens the new store at once
     try:
@@ -40,6 +32,7 @@ def _open_run(run_dir: str, barrier, queue):
         queue.put(f"{type(err).__name__}: {err}"[:300])
 
 
+@pytest.mark.slow
 def test_runs_started_at_once_share_a_new_store(tmp_path, monkeypatch):
     """Two `ember fit` started together in a fresh folder used to race to create mlflow.db: one died with
     'table experiments already exists' (or a duplicate experiment)."""

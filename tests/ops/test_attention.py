@@ -95,7 +95,7 @@ def test_tier_matches_the_reference_outputs_and_gradients(tier, n, c, window):
 
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("window", [4, 7, None])
-@pytest.mark.parametrize("splits", [[63], [20, 23, 20], [1] * 17])
+@pytest.mark.parametrize("splits", [[63], [20, 23, 20], pytest.param([1] * 17, marks=pytest.mark.slow)])
 def test_chunked_with_cache_equals_the_reference_all_at_once(backend, window, splits):
     """The module contract: a backend fed chunk by chunk with its cache equals sdpa all at once."""
     spec = BACKEND_TIERS[backend]
@@ -149,6 +149,7 @@ def test_long_chunk_takes_the_blocked_path_and_matches_the_equation(monkeypatch)
     assert calls  # the fast path served the module
 
 
+@pytest.mark.slow
 @torch.no_grad()
 def test_flex_matches_sdpa_with_and_without_cache():
     torch.manual_seed(1)

@@ -1,0 +1,85 @@
+"""Bad input: one clear message naming the fix, exit status 2, nothing written lost."""
+
+import pytest
+import yaml
+
+from helpers import DEBUG, fit_args, run_cli, run_folder
+
+
+def _config(tmp_path, edit) -> str:
+    config = yaml.safe_load(open(DEBUG))
+    edit(config)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_unknown_plugin_suggests_the_near_name(tmp_path, caplog):
+    def edit(c):
+        c["model"]["init_args"]["backbone"]["class_path"] = "NMLBackbon"
+
+    assert run_cli(*fit_args(tmp_path, config=_config(tmp_path, edit))) == 2
+    assert "unknown plugin 'NMLBackbon'" in caplog.text and "did you mean NMLBackbone" in caplog.text
+
+
+@pytest.mark.slow
+def test_heads_that_do_not_divide_d_model(tmp_path, caplog):
+    def edit(c):
+        c["model"]["init_args"]["backbone"]["init_args"]["heads"] = 5
+
+    assert run_cli(*fit_args(tmp_path, config=_config(tmp_path, edit))) == 2
+    assert "d_model=32 is not divisible by heads=5" in caplog.text
+
+
+@pytest.mark.slow
+def test_missing_data_path(tmp_path, caplog):
+    assert run_cli(*fit_args(tmp_path, "--data.init_args.path", str(tmp_path / "nope.txt"))) == 2
+    assert "does not exist" in caplog.text and "data.path" in caplog.text
+
+
+@pytest.mark.slow
+def test_data_path_without_text(tmp_path, caplog):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty/blob.bin").write_bytes(b"\x00\x01\x02" * 100)
+    assert run_cli(*fit_args(tmp_path, "--data.init_args.path", str(tmp_path / "empty"))) == 2
+    assert "holds no text" in caplog.text
+
+
+def test_unknown_config_key(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(*fit_args(tmp_path, "--model.init_args.backbone.init_args.d_modle", "64"))
+    assert exit_info.value.code == 2
+    assert "d_modle" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_checkpoint_from_another_composite(tmp_path, caplog):
+    assert run_cli(*fit_args(tmp_path, "--trainer.max_steps", "2", "--trainer.val_check_interval", "2")) == 0
+    ckpt = run_folder(tmp_path) / "checkpoints/last.ckpt"
+
+    def edit(c):
+        c["model"]["init_args"]["backbone"] = {"class_path": "TransformerBackbone",
+                                               "init_args": {"d_model": 32, "layers": 2, "heads": 4}}
+
+    code = run_cli("validate", "--config", _config(tmp_path, edit), "--ckpt_path", str(ckpt),
+                   "--trainer.logger.init_args.run_dir", str(tmp_path / "eval"))
+    assert code == 2
+    assert "different composite" in caplog.text and "backbone: checkpoint has NMLBackbone" in caplog.text
+
+
+@pytest.mark.slow
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path, caplog):
+    def edit(c):
+        c["model"]["init_args"]["backbone"] = {"class_path": "helpers.NaNAfterBackbone",
+                                               "init_args": {"nan_after": 14}}
+        c["model"]["init_args"]["tbptt_chunk"] = None
+        c["trainer"]["val_check_interval"] = 5
+        c["checkpoint"] = {"every_n_train_steps": 5}
+
+    assert run_cli(*fit_args(tmp_path, config=_config(tmp_path, edit))) == 2
+    assert "loss became nan at step 14" in caplog.text
+    last = run_folder(tmp_path) / "checkpoints/last.ckpt"
+    assert str(last) in caplog.text
+    import torch
+
+    assert torch.load(last, weights_only=False)["global_step"] == 10

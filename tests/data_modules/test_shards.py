@@ -1,0 +1,45 @@
+"""Text shards: `ember data prepare text` writes them, ShardWindows and TextBytes read them, the manifest."""
+
+import pytest
+import torch
+
+from ember.cli.main import main
+from ember.data_modules.shard_manifest import read_manifest
+from ember.data_modules.shards import ShardWindows
+from ember.data_modules.text import TextBytes
+from ember.errors import EmberDataError
+
+
+def test_shards_round_trip_and_split_by_rank(tmp_path, text_file):
+    out = tmp_path / "shards"
+    assert main(["data", "prepare", "text", "--input", str(text_file), "--out", str(out),
+                 "--chunk_bytes", "1000", "--shard_bytes", "3000"]) == 0
+    manifest = read_manifest(out)
+    assert len(manifest["train"]["shards"]) >= 4
+    assert manifest["train"]["bytes"] + manifest["val"]["bytes"] == text_file.stat().st_size
+    seen = []
+    for rank in range(2):
+        ds = ShardWindows(out, "train", 65, 20, seed=0, rank=rank, world=2)
+        seen.append({bytes(w.to(torch.uint8).tolist()) for w in ds})
+        assert len(list(ds)) == 20
+    # each rank reads its own shards: the windows of the two ranks come from disjoint text
+    owned = [set(manifest["train"]["shards"][r::2]) for r in range(2)]
+    assert owned[0].isdisjoint(owned[1])
+    dm = TextBytes(path=str(out), seq_len=64, batch_size=4, train_windows=8)
+    dm.setup("fit")
+    assert next(iter(dm.train_dataloader())).shape == (4, 65)
+
+
+def test_prepare_refuses_a_non_empty_output_and_leaves_it_untouched(tmp_path, text_file, caplog):
+    out = tmp_path / "shards"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["data", "prepare", "text", "--input", str(text_file), "--out", str(out)]) == 2
+    assert "not empty" in caplog.text and (out / "keep.txt").read_text() == "mine"
+    assert [p.name for p in tmp_path.iterdir()] == ["shards", "corpus.txt"] or len(list(tmp_path.iterdir())) == 2
+
+
+def test_corrupt_manifest_is_refused(tmp_path):
+    (tmp_path / "ember-shards.json").write_text("{not json")
+    with pytest.raises(EmberDataError, match="ember data prepare text"):
+        TextBytes(path=str(tmp_path)).setup("fit")

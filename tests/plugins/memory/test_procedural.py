@@ -1,0 +1,70 @@
+"""LowRankPM: recurrence equivalence with commits, the controller trained through the memory, state size."""
+
+import pytest
+import torch
+
+from ember.plugins.backbone.nml import NMLBackbone
+from ember.plugins.memory.procedural import LowRankPM
+from ember.plugins.neuromod.learned import LearnedNeuromodulator
+
+
+def _pm_backbone():
+    return NMLBackbone(d_model=16, layers_per_block=2, heads=2, window=8,
+                       pm=lambda d: LowRankPM(d, neuromodulator=LearnedNeuromodulator, slots=4, period=8))
+
+
+def _randomise_outputs(model):
+    with torch.no_grad():  # PM read-outs start at zero; make them matter for the test
+        for module in model.modules():
+            if isinstance(module, LowRankPM):
+                module.out.weight.normal_(std=0.2)
+
+
+@pytest.mark.slow
+def test_all_at_once_equals_chunked_equals_token_by_token_with_commits():
+    model = _pm_backbone().double().eval()
+    _randomise_outputs(model)
+    tokens = torch.randint(0, 256, (2, 63))  # 7 boundaries and an open span
+    whole, state_whole = model(tokens)
+    outs, state = [], None
+    for size in (5, 20, 1, 37):
+        out, state = model(tokens[:, sum(o.shape[1] for o in outs) :][:, :size], state)
+        outs.append(out)
+    torch.testing.assert_close(torch.cat(outs, 1), whole)
+    steps, state = [], None
+    for i in range(63):
+        out, state = model(tokens[:, i : i + 1], state)
+        steps.append(out)
+    torch.testing.assert_close(torch.cat(steps, 1), whole)
+    for a, b in zip(state.collect("s"), state_whole.collect("s")):
+        torch.testing.assert_close(a, b)
+
+
+def test_main_loss_trains_the_controller_through_the_memory():
+    model = _pm_backbone().double()
+    _randomise_outputs(model)
+    logits, _ = model(torch.randint(0, 256, (2, 40)))
+    logits.square().mean().backward()  # no budget term here: only the path write -> read -> logits
+    grads = [m.controller.net[0].weight.grad for m in model.modules() if isinstance(m, LowRankPM)]
+    assert all(g is not None and g.abs().sum() > 0 for g in grads)
+
+
+@pytest.mark.slow
+def test_state_size_is_independent_of_stream_length_and_reset_empties_one_stream():
+    model = _pm_backbone()
+    sizes = []
+    for n in (16, 160):
+        _, state = model(torch.randint(0, 256, (2, n)))
+        sizes.append(state.nbytes())
+    assert sizes[0] == sizes[1]
+    cleared = state.reset(torch.tensor([True, False]))
+    for s_new, s_old in zip(cleared.collect("s"), state.collect("s")):
+        assert s_new[0].abs().sum() == 0 and torch.equal(s_new[1], s_old[1])
+
+
+@pytest.mark.parametrize("kwargs", [dict(top_k=9), dict(period=0), dict(trace_decay=1.0)])
+def test_bad_settings_name_the_fix(kwargs):
+    from ember.errors import EmberConfigError
+
+    with pytest.raises(EmberConfigError):
+        LowRankPM(16, neuromodulator=LearnedNeuromodulator, **kwargs)
