@@ -11,7 +11,8 @@ from ember.errors import EmberConfigError
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_split_draws_only_its_own_values(kind):
     vocab = Vocabulary(kind, length=6)
-    drawn = {split: vocab.draw(np.random.default_rng(i), split, 300) for i, split in enumerate(("train", "val", "test"))}
+    splits = ("train", "val", "test")
+    drawn = {split: vocab.draw(np.random.default_rng(i), split, 300) for i, split in enumerate(splits)}
     for split, values in drawn.items():
         assert len(set(values)) == 300 and all(split_of(v) == split for v in values)
     assert not set(drawn["train"]) & set(drawn["test"]) and not set(drawn["train"]) & set(drawn["val"])
