@@ -91,10 +91,10 @@ def draw_sudoku(ax, inputs: np.ndarray, labels: np.ndarray, answer: np.ndarray |
 
 def figure(puzzles: dict[str, torch.Tensor], show: list[int], draw, title: str):
     """Rows of puzzles, columns: the puzzle with its solution, then the answer after each step in `show`."""
-    import matplotlib
+    import matplotlib  # deferred: a second to import, and only the figure needs it
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # deferred, as matplotlib above
 
     rows, cols = len(puzzles["inputs"]), 1 + len(show)
     fig, axes = plt.subplots(rows, cols, figsize=(2.1 * cols, 2.5 * rows), squeeze=False)

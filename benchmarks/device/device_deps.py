@@ -118,7 +118,7 @@ def _unmet(requirements: list[str], extras: set[str], by: str) -> list[tuple[str
 
 
 def _ember_requirements() -> list[str]:
-    import tomllib
+    import tomllib  # deferred: Python 3.11+, and only this function reads pyproject.toml
 
     return tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
 

@@ -94,6 +94,11 @@ def main():
                      "train_minutes": minutes})
         print(f"{name}: {params / 1e6:.2f}M params, val loss {loss:.4f} nats/byte, {minutes:.1f} min", flush=True)
 
+    report(opts, device, rows)
+
+
+def report(opts: argparse.Namespace, device: str, rows: list[dict]):
+    """results.json in the run folder, and the table printed as markdown."""
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     commit = git.stdout.strip()
     meta = {"date": datetime.date.today().isoformat(), "commit": commit, "device": device, "steps": opts.steps,

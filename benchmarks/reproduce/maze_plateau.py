@@ -102,7 +102,7 @@ class OnePass(nn.Module):
         return self.head(self.f(e * math.sqrt(self.d)))
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--network", choices=["attention", "mixer"], default="attention", help="the network f")
     parser.add_argument("--norm", choices=["post", "pre"], default="post", help="AttentionNetwork's block wiring")
@@ -122,18 +122,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=600, help="optimizer steps")
     parser.add_argument("--every", type=int, default=50, help="print every this many steps")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model and the batches")
-    args = parser.parse_args()
+    return parser.parse_args()
 
-    torch.manual_seed(args.seed)
-    data = generate_mazes(args.mazes, seed=0, size=args.size, min_path=args.min_path)
-    held = generate_mazes(200, seed=1, size=args.size, min_path=args.min_path)
-    if args.task == "degree":
-        for split in (data, held):
-            split.labels[:] = open_neighbours(split.inputs, args.size)
-    splits = (data.inputs, data.labels), (held.inputs, held.labels)
-    plateau, window3, window5 = (lookup_entropy(*splits, args.size, radius) for radius in (0, 1, 2))
-    held_inputs = torch.from_numpy(held.inputs.astype(np.int64))
-    held_labels = torch.from_numpy(held.labels.astype(np.int64))
+
+def build_model(args: argparse.Namespace) -> nn.Module:
+    """f (attention or mixer, with the chosen norm, positions and init) inside a one-pass model."""
     length = args.size * args.size
     if args.network == "mixer":
         f: nn.Module = MixerNetwork(args.d, length, layers=args.layers)
@@ -144,14 +137,35 @@ def main() -> None:
             f.sin.zero_()
     if args.init == "lecun":
         lecun_(f)
-    model = OnePass(f, MazeData.vocab_size, args.d, length, learned_positions=args.positions in ("learned", "both"))
+    return OnePass(f, MazeData.vocab_size, args.d, length, learned_positions=args.positions in ("learned", "both"))
+
+
+def main() -> None:
+    args = parse_args()
+    torch.manual_seed(args.seed)
+    data = generate_mazes(args.mazes, seed=0, size=args.size, min_path=args.min_path)
+    held = generate_mazes(200, seed=1, size=args.size, min_path=args.min_path)
+    if args.task == "degree":
+        for split in (data, held):
+            split.labels[:] = open_neighbours(split.inputs, args.size)
+    splits = (data.inputs, data.labels), (held.inputs, held.labels)
+    plateau, window3, window5 = (lookup_entropy(*splits, args.size, radius) for radius in (0, 1, 2))
+    held_inputs = torch.from_numpy(held.inputs.astype(np.int64))
+    held_labels = torch.from_numpy(held.labels.astype(np.int64))
+    model = build_model(args)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / 100))
-    rng = np.random.default_rng(args.seed)
     label = (f"{args.task}: {args.network} norm={args.norm} init={args.init} positions={args.positions} "
              f"d={args.d} batch={args.batch} lr={args.lr:g}")
     print(f"{label}: held-out cross-entropy of lookup tables on the cell's own token (the plateau) {plateau:.3f}, "
           f"on its 3x3 window {window3:.3f}, on its 5x5 window {window5:.3f}", flush=True)
+    train(args, model, opt, sched, data, (held_inputs, held_labels), plateau, label)
+
+
+def train(args, model, opt, sched, data, held: tuple[torch.Tensor, torch.Tensor], plateau: float, label: str):
+    """args.steps steps of augmented training mazes, the held-out cross-entropy printed every args.every steps."""
+    held_inputs, held_labels = held
+    rng = np.random.default_rng(args.seed)
     left = None  # the first printed step whose held-out cross-entropy is 0.01 below the plateau
     for step in range(args.steps + 1):
         pick = rng.integers(len(data.inputs), size=args.batch)
