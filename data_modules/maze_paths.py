@@ -47,8 +47,9 @@ def bfs(passable: list[bool], size: int, start: int) -> tuple[list[int], list[in
 
 # Where several shortest paths tie, the label takes the one a walk from S picks by preferring the step down, then
 # left, right, up (row-major grid, row 0 on top). The Maze-Hard files follow this rule in all 1500 mazes (every one
-# has ties; about 20 forks per maze; tests/test_puzzles.py reproduces the labels), so a rotated or mirrored maze must be
-# labelled afresh, not rotated with its label: its rotated path follows another rule (BENCHMARKS section 8).
+# has ties; about 20 forks per maze; tests/data_modules/test_maze.py reproduces the labels), so a rotated or
+# mirrored maze must be labelled afresh, not rotated with its label: its rotated path follows another rule
+# (BENCHMARKS section 8).
 TIE_ORDER = "down, left, right, up"
 
 
