@@ -56,19 +56,24 @@ class SessionRecall(MemoryTask):
 
     def __init__(self, window: int = 64, delays: tuple[int, ...] = (1, 2, 4, 8), people: int = 2,
                  attributes: int = 2, seq_len: int = 768, distractor: Optional[str] = None):
-        if window < 1 or not delays or min(delays) < 0:
-            raise EmberConfigError(f"window={window} must be >= 1 and delays={list(delays)} non-negative multiples")
+        self._session_settings(window, delays, people, attributes, seq_len, distractor)
         if not 1 <= attributes <= len(ATTRIBUTES) or not 1 <= people <= len(FIRST):
             raise EmberConfigError(f"attributes={attributes} must be in [1, {len(ATTRIBUTES)}], people={people} "
                                    f"in [1, {len(FIRST)}]")
-        self.window, self.delays, self.people, self.attributes = window, list(delays), people, attributes
-        self.seq_len, self.text = seq_len, TextSource(distractor)
-        self.group_names = [f"{d}xW" for d in self.delays]
         longest = self.people * self.attributes * 60 + max(self.delays) * window
         if longest > seq_len + 1:
             raise EmberConfigError(f"seq_len={seq_len} cannot hold {people * attributes} facts, their questions "
                                    f"and a {max(self.delays)}xW={max(self.delays) * window}-byte distractor: "
                                    f"raise seq_len to {longest} or shorten the delays")
+
+    def _session_settings(self, window: int, delays: tuple[int, ...], people: int, attributes: int, seq_len: int,
+                          distractor: Optional[str]):
+        """Check the window and delays and keep the settings every recall task shares."""
+        if window < 1 or not delays or min(delays) < 0:
+            raise EmberConfigError(f"window={window} must be >= 1 and delays={list(delays)} non-negative multiples")
+        self.window, self.delays, self.people, self.attributes = window, list(delays), people, attributes
+        self.seq_len, self.text = seq_len, TextSource(distractor)
+        self.group_names = [f"{d}xW" for d in self.delays]
 
     def chance(self) -> float:
         return float(np.mean([1.0 / len(v) for v in ATTRIBUTES.values()]))
@@ -128,11 +133,7 @@ class OpenRecall(SessionRecall):
         if not 1 <= attributes <= len(OPEN_ATTRIBUTES) or people < 1:
             raise EmberConfigError(f"attributes={attributes} must be in [1, {len(OPEN_ATTRIBUTES)}] and "
                                    f"people={people} >= 1")
-        if window < 1 or not delays or min(delays) < 0:
-            raise EmberConfigError(f"window={window} must be >= 1 and delays={list(delays)} non-negative multiples")
-        self.window, self.delays, self.people, self.attributes = window, list(delays), people, attributes
-        self.seq_len, self.text = seq_len, TextSource(distractor)
-        self.group_names = [f"{d}xW" for d in self.delays]
+        self._session_settings(window, delays, people, attributes, seq_len, distractor)
         longest = self.facts_bytes(np.random.default_rng(0)) + max(self.delays) * window + 2
         if longest > seq_len + 1:
             raise EmberConfigError(f"seq_len={seq_len} cannot hold {people * attributes} facts with their questions "

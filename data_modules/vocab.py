@@ -59,13 +59,6 @@ class Vocabulary:
         return {"word": syllable**3, "name": syllable**2, "phrase": syllable**4,
                 "digits": 10**self.length, "code": len(LETTERS) ** 2 * 10**self.length}[self.kind]
 
-    def max_len(self) -> int:
-        """The longest value in bytes."""
-        syllable = max(map(len, ONSETS)) + max(map(len, VOWELS)) + max(map(len, CODAS))
-        digits = self.length + (self.length - 1) // 4
-        return {"word": 3 * syllable, "name": 2 * syllable, "phrase": 4 * syllable + 1, "digits": digits,
-                "code": 3 + self.length}[self.kind]
-
     def raw(self, rng: np.random.Generator) -> str:
         """One value from the whole space, any split."""
         if self.kind == "digits":
@@ -78,8 +71,8 @@ class Vocabulary:
             return f"{_word(rng, 2)} {_word(rng, 2)}"
         return _word(rng, 2).capitalize() if self.kind == "name" else _word(rng, 3)
 
-    def draw(self, rng: np.random.Generator, split: Split, count: int = 1, exclude: frozenset = frozenset()) -> list:
-        """`count` distinct values of `split`, none in `exclude`. Stops with the fix when the split's share of the
+    def draw(self, rng: np.random.Generator, split: Split, count: int = 1) -> list[str]:
+        """`count` distinct values of `split`. Stops with the fix when the split's share of the
         space cannot hold them (e.g. 2-digit codes for a session of 20 facts)."""
         share = len(SHARE[split]) / 10
         if count > share * self.space() / 4:  # rejection would mostly repeat values
@@ -89,7 +82,7 @@ class Vocabulary:
         out: list[str] = []
         for _ in range(MAX_TRIES * count):
             value = self.raw(rng)
-            if split_of(value) == split and value not in out and value not in exclude:
+            if split_of(value) == split and value not in out:
                 out.append(value)
                 if len(out) == count:
                     return out

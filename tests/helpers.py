@@ -162,3 +162,12 @@ def grid_text(grid: list[int]) -> str:
 # ---- memory tasks: byte tokens as text ----------------------------------------------------------------------------
 def tokens_text(tokens) -> str:
     return bytes(np.asarray(tokens, dtype=np.uint8).tolist()).decode("utf-8", errors="replace")
+
+
+def token_by_token(model: nn.Module, tokens: Tensor) -> Tensor:
+    """A stateful model's outputs for tokens (b, n) fed one token at a time, the state carried: (b, n, ...)."""
+    steps, state = [], None
+    for i in range(tokens.shape[1]):
+        out, state = model(tokens[:, i : i + 1], state)
+        steps.append(out)
+    return torch.cat(steps, 1)

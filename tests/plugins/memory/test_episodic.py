@@ -10,6 +10,7 @@ from ember.plugins.backbone.nml import NMLBackbone
 from ember.plugins.memory.episodic import EpisodicStore, SalientCandidates, top_salient
 from ember.plugins.memory.procedural import LowRankPM
 from ember.plugins.neuromod.learned import LearnedNeuromodulator
+from helpers import token_by_token
 
 t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
 
@@ -37,11 +38,7 @@ def test_all_at_once_equals_chunked_equals_token_by_token_with_writes():
         outs.append(out)
         pos += size
     torch.testing.assert_close(torch.cat(outs, 1), whole)
-    steps, state = [], None
-    for i in range(63):
-        out, state = model(tokens[:, i : i + 1], state)
-        steps.append(out)
-    torch.testing.assert_close(torch.cat(steps, 1), whole)
+    torch.testing.assert_close(token_by_token(model, tokens), whole)
     assert len(final.collect("commit_rate")) == 4  # 2 PM (one per layer) + 2 EM (one per block)
     assert max(float(s.max()) for s in final.collect("s")) > 0  # memories were written
 

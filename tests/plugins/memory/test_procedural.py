@@ -6,6 +6,7 @@ import torch
 from ember.plugins.backbone.nml import NMLBackbone
 from ember.plugins.memory.procedural import LowRankPM
 from ember.plugins.neuromod.learned import LearnedNeuromodulator
+from helpers import token_by_token
 
 
 def _pm_backbone():
@@ -31,11 +32,7 @@ def test_all_at_once_equals_chunked_equals_token_by_token_with_commits():
         out, state = model(tokens[:, sum(o.shape[1] for o in outs) :][:, :size], state)
         outs.append(out)
     torch.testing.assert_close(torch.cat(outs, 1), whole)
-    steps, state = [], None
-    for i in range(63):
-        out, state = model(tokens[:, i : i + 1], state)
-        steps.append(out)
-    torch.testing.assert_close(torch.cat(steps, 1), whole)
+    torch.testing.assert_close(token_by_token(model, tokens), whole)
     for a, b in zip(state.collect("s"), state_whole.collect("s")):
         torch.testing.assert_close(a, b)
 
