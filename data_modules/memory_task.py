@@ -92,8 +92,9 @@ class TextSource:
 class TaskExamples(Dataset):
     """`length` examples of a task; example i of a split is task.sample(rng(seed, split, i))."""
 
-    def __init__(self, task: MemoryTask, split: Split, length: int, seed: int):
+    def __init__(self, task: MemoryTask, split: Split, length: int, seed: int, context_weight: float = 0.0):
         self.task, self.split, self.length, self.seed = task, split, length, seed
+        self.context_weight = context_weight
 
     def __len__(self) -> int:
         return self.length
@@ -102,7 +103,10 @@ class TaskExamples(Dataset):
         if not 0 <= index < self.length:  # plain iteration stops here (every index would sample an example)
             raise IndexError(f"example {index} of {self.length}")
         ex = self.task.sample(np.random.default_rng([self.seed, SPLITS[self.split], index]), self.split)
-        return {name: torch.from_numpy(np.asarray(value)) for name, value in ex._asdict().items()}
+        item = {name: torch.from_numpy(np.asarray(value)) for name, value in ex._asdict().items()}
+        if self.context_weight:  # the loss also reads the other tokens, the answers keep weight 1
+            item["loss_weight"] = torch.where(item["loss_mask"], 1.0, self.context_weight)
+        return item
 
 
 class MemoryTaskData(SplitLoaders, LightningDataModule):
@@ -122,15 +126,23 @@ class MemoryTaskData(SplitLoaders, LightningDataModule):
         num_workers: DataLoader worker processes.
         also_test: further tasks `ember test` scores beside `task`, test_size examples each, e.g. the
             closed-list SessionRecall beside OpenRecall (eval/recall/... beside eval/open_recall/...).
+        context_weight: weight in the training loss of every target that is not an answer byte (the facts,
+            the distractor, the questions), the answers keeping 1; 0 trains on the answers only. A session
+            repeats names (in the facts, in the questions) as the answers repeat values, so its other bytes
+            carry the same copying the memory must learn, many times over. Validation and test losses and
+            all scores stay on the answers.
     """
 
     def __init__(self, task: MemoryTask, batch_size: int = 32, train_size: int = 100_000, val_size: int = 256,
                  test_size: int = 1024, seed: int = 0, num_workers: int = 0,
-                 also_test: Optional[list[MemoryTask]] = None):
+                 also_test: Optional[list[MemoryTask]] = None, context_weight: float = 0.0):
         super().__init__()
         if batch_size < 1 or min(train_size, val_size, test_size) < 1:
             raise EmberConfigError(f"batch_size={batch_size} and the split sizes ({train_size}, {val_size}, "
                                    f"{test_size}) must be >= 1")
+        if not 0 <= context_weight <= 1:
+            raise EmberConfigError(f"context_weight={context_weight} must be in [0, 1] (0: answers only)")
+        self.context_weight = context_weight
         self.task, self.batch_size, self.seed, self.num_workers = task, batch_size, seed, num_workers
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.eval_tasks = [task, *(also_test or [])]  # per test loader (read by EmberModel to name its metrics)
@@ -139,7 +151,8 @@ class MemoryTaskData(SplitLoaders, LightningDataModule):
             raise EmberConfigError(f"also_test repeats a task name ({names}): their metrics would mix")
 
     def _loader(self, split: Split, task: Optional[MemoryTask] = None) -> DataLoader:
-        data = TaskExamples(task or self.task, split, self.sizes[split], self.seed)
+        weight = self.context_weight if split == "train" else 0.0
+        data = TaskExamples(task or self.task, split, self.sizes[split], self.seed, weight)
         return DataLoader(data, batch_size=self.batch_size, num_workers=self.num_workers, drop_last=split == "train",
                           persistent_workers=self.num_workers > 0)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Optional
 
+import torch
 from torch import Tensor
 
 from ember.errors import EmberDataError
@@ -18,13 +19,16 @@ from ember.errors import EmberDataError
 class Batch:
     """tokens (b, n + 1) int64, always. The rest are None unless the data module gives them:
     signal (b, samples) raw sensory input; loss_mask (b, n) bool, the scored targets (answer bytes);
-    answer_id, group (b, n) int64: the answer each scored target belongs to and its report group."""
+    answer_id, group (b, n) int64: the answer each scored target belongs to and its report group;
+    loss_weight (b, n) float: each target's weight in the loss where it is not loss_mask's (training on the
+    context too)."""
 
     tokens: Tensor
     signal: Optional[Tensor] = None
     loss_mask: Optional[Tensor] = None
     answer_id: Optional[Tensor] = None
     group: Optional[Tensor] = None
+    loss_weight: Optional[Tensor] = None
 
     @classmethod
     def of(cls, raw) -> Batch:
@@ -49,6 +53,14 @@ class Batch:
     def targets(self) -> Tensor:
         """(b, n) the tokens it predicts."""
         return self.tokens[:, 1:]
+
+    def weights(self) -> Tensor:
+        """(b, n) float weight of each target in the loss: loss_weight, else loss_mask, else 1 everywhere."""
+        if self.loss_weight is not None:
+            return self.loss_weight.float()
+        if self.loss_mask is not None:
+            return self.loss_mask.float()
+        return self.targets.new_ones(self.targets.shape, dtype=torch.float32)
 
     @property
     def scores_answers(self) -> bool:

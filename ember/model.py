@@ -151,11 +151,11 @@ class EmberModel(LightningModule):
         """The batch's mean next-byte loss (nats), chunk by chunk (`tbptt_chunk` tokens) with the state carried.
 
         Yields each chunk's share of the loss; the state is detached after the caller has seen the chunk,
-        so a backward pass holds one chunk's graph at a time. A batch with a loss_mask (generated
-        benchmarks) is scored on the masked targets only.
+        so a backward pass holds one chunk's graph at a time. Each target counts by `Batch.weights`: a generated
+        benchmark's answers only (loss_mask), or its answers and, lighter, their context (loss_weight).
         """
         inputs, targets = batch.inputs, batch.targets  # (b, n)
-        weight = torch.ones_like(targets, dtype=torch.float32) if batch.loss_mask is None else batch.loss_mask.float()
+        weight = batch.weights()
         total_weight = weight.sum().clamp_min(1.0)
         n = inputs.shape[1]
         size = self.hparams.tbptt_chunk or n

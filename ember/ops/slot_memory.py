@@ -50,7 +50,7 @@ class SlotMemoryState(StateBase):
     pooled, surprise: (b, d), (b,) sums over the open span;
     tokens: () tokens since the last boundary (shared by the batch: boundaries are batch-wide);
     commit_rate: (b,) mean gate of the boundaries of the last call (for logging);
-    aux_loss: () controller loss of the last call (e.g. the commit budget);
+    aux_loss: () training loss of the last call's controller (e.g. the commit budget) and rule;
     recent: (b, conv - 1, 3d) the last projected queries, keys and values, the short convolution's past.
     """
 
@@ -119,6 +119,10 @@ class SlotRule(nn.Module, ABC):
     def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: StateBase,
                mod: Modulation) -> tuple[Tensor, Tensor, Tensor]:
         """Write the span's candidates at a boundary; returns the new K, V, s."""
+
+    def aux_loss(self, x: Tensor) -> Optional[Tensor]:
+        """The rule's own training loss () over the tokens x (b, n, d) of one call, or None (the default)."""
+        return None
 
 
 class SlotMemory(nn.Module):
@@ -247,6 +251,8 @@ class SlotMemory(nn.Module):
             if g is not None:
                 gates.append(g)
                 aux, tokens = aux + step_aux, 0
+        rule_aux = self.rule.aux_loss(x)
+        aux = aux if rule_aux is None else aux + rule_aux
         cand = cands[-1] if tokens else self.rule.init_candidates(x.shape[0], x.device, x.dtype)
         rate = torch.stack(gates, 1).mean(1) if gates else st.commit_rate
         new = SlotMemoryState(K, V, s, cand, pooled, surprise, torch.tensor(tokens, device=x.device), rate, aux,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -60,9 +60,12 @@ class SalientRule(SlotRule):
         period: plasticity period P (a span proposes at most P candidates).
         writes: candidates c written per boundary.
         merge_threshold: cosine above which a candidate merges into an existing item.
+        salience_target: mean salience over all tokens that the salience budget aims at; None: no budget.
+        salience_weight: weight of the budget salience_weight * (mean a - salience_target)^2.
     """
 
-    def __init__(self, d_model: int, items: int, top_k: int, period: int, writes: int, merge_threshold: float):
+    def __init__(self, d_model: int, items: int, top_k: int, period: int, writes: int, merge_threshold: float,
+                 salience_target: Optional[float] = None, salience_weight: float = 1.0):
         super().__init__()
         if not 1 <= top_k <= items:
             raise EmberConfigError(f"top_k={top_k} must be between 1 and items={items}")
@@ -71,6 +74,10 @@ class SalientRule(SlotRule):
                                    f"{min(items, period)}")
         if not -1 <= merge_threshold <= 1:
             raise EmberConfigError(f"merge_threshold={merge_threshold} is a cosine: use a value in [-1, 1]")
+        if salience_target is not None and not (0 < salience_target < 1 and salience_weight >= 0):
+            raise EmberConfigError(f"salience_target={salience_target} must be in (0, 1) (or null: no budget) and "
+                                   f"salience_weight={salience_weight} >= 0")
+        self.salience_target, self.salience_weight = salience_target, salience_weight
         self.d_model, self.slots, self.period = d_model, items, period
         self.top_k, self.writes, self.merge_threshold = top_k, writes, merge_threshold
         self.salience = nn.Linear(d_model, 1)
@@ -113,6 +120,15 @@ class SalientRule(SlotRule):
         return [SalientCandidates(*kv.chunk(2, dim=-1), a, pos)
                 for kv, a, pos in zip(pick_kv.unbind(1), pick_a.unbind(1), pick_pos.unbind(1))]
 
+    def aux_loss(self, x: Tensor) -> Optional[Tensor]:
+        """The salience budget: without it nothing pushes the salience of what is never read down, so
+        filler is written as strongly as facts and, as the weakest items are overwritten first, the facts go
+        (eviction has no gradient, BENCHMARKS 6). With it only tokens whose reads lower the loss stay salient."""
+        if self.salience_target is None:
+            return None
+        mean = torch.sigmoid(self.salience(x)).mean()
+        return self.salience_weight * (mean - self.salience_target) ** 2
+
     def commit(self, K: Tensor, V: Tensor, s: Tensor, cand: SalientCandidates, mod: Modulation):
         w, merged = merge_or_weakest(K, s, cand.k, self.merge_threshold)  # (b, c, m), (b, c)
         return em_write(K, V, s, cand.k, cand.v, w, merged, mod.g[:, None] * cand.a, mod.eta, mod.lam)
@@ -146,10 +162,17 @@ class EpisodicStore(SlotMemory, EpisodicMemory):
         conv: kernel in tokens of a short causal depthwise convolution over the projected queries, keys
             and values, so an item's key can hold the tokens just before its value; 1 = none. With it
             (4) the CPU MQAR model learns recall in 1400 steps (0.78 against 0.05 without: BENCHMARKS 6).
+        salience_target: the salience budget's aim, the mean salience over all tokens (about the share
+            worth keeping); None: no budget. The budget salience_weight * (mean a - salience_target)^2 joins
+            the training loss, so salience falls on what is never read and the weakest items, overwritten
+            first, are the filler's.
+        salience_weight: weight of the salience budget.
     """
 
     def __init__(self, d_model: int, neuromodulator: Callable[[int], Neuromodulator], items: int = 256,
-                 top_k: int = 4, period: int = 64, writes: int = 4, merge_threshold: float = 0.9, conv: int = 4):
+                 top_k: int = 4, period: int = 64, writes: int = 4, merge_threshold: float = 0.9, conv: int = 4,
+                 salience_target: Optional[float] = None, salience_weight: float = 1.0):
         rule = functools.partial(SalientRule, items=items, top_k=top_k, period=period, writes=writes,
-                                 merge_threshold=merge_threshold)
+                                 merge_threshold=merge_threshold, salience_target=salience_target,
+                                 salience_weight=salience_weight)
         super().__init__(d_model, rule, neuromodulator, period, conv)

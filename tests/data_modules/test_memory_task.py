@@ -45,3 +45,15 @@ def test_also_test_adds_one_test_loader_per_task_and_refuses_a_repeated_name():
     assert not isinstance(MemoryTaskData(main).test_dataloader(), list)  # one task: one loader, as before
     with pytest.raises(EmberConfigError, match="repeats a task name"):
         MemoryTaskData(main, also_test=[MQAR(vocab_size=128, seq_len=64, num_kv_pairs=4)])
+
+
+def test_context_weight_trains_on_the_whole_session_and_scores_the_answers_only():
+    task = SessionRecall(window=16, delays=(1,), seq_len=320)
+    dm = MemoryTaskData(task, batch_size=2, val_size=2, context_weight=0.25)
+    train, val = next(iter(dm.train_dataloader())), next(iter(dm.val_dataloader()))
+    weight, mask = train["loss_weight"], train["loss_mask"]
+    assert torch.equal(weight[mask], torch.ones(int(mask.sum()))) and set(weight[~mask].tolist()) == {0.25}
+    assert "loss_weight" not in val  # validation (and test) losses stay on the answers
+    assert "loss_weight" not in next(iter(MemoryTaskData(task, batch_size=2).train_dataloader()))
+    with pytest.raises(EmberConfigError, match="context_weight"):
+        MemoryTaskData(task, context_weight=1.5)

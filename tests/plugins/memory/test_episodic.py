@@ -103,11 +103,29 @@ def test_session_end_flush_commits_the_open_span():
     assert model.end_session(flushed).tensors().keys() == flushed.tensors().keys()
 
 
-@pytest.mark.parametrize("kwargs", [dict(top_k=7), dict(merge_threshold=2.0), dict(period=0),
-                                    dict(writes=0), dict(writes=7)])
-def test_bad_settings_name_the_fix(kwargs):
-    with pytest.raises(EmberConfigError):
+@pytest.mark.parametrize("kwargs, fix", [(dict(top_k=7), "top_k"), (dict(merge_threshold=2.0), "cosine"),
+                                         (dict(period=0), "period"), (dict(writes=0), "writes"),
+                                         (dict(writes=7), "writes"), (dict(salience_target=1.5), "salience_target")])
+def test_bad_settings_name_the_fix(kwargs, fix):
+    with pytest.raises(EmberConfigError, match=fix):
         EpisodicStore(16, neuromodulator=LearnedNeuromodulator, items=6, **kwargs)
+
+
+def test_the_salience_budget_joins_the_loss_and_pulls_salience_to_its_target():
+    def make(**kw):
+        torch.manual_seed(0)
+        return EpisodicStore(16, neuromodulator=LearnedNeuromodulator, items=6, period=8, **kw)
+
+    x = torch.randn(2, 20, 16)
+    assert float(make()(x)[1].aux_loss) == float(make(salience_target=0.5, salience_weight=0.0)(x)[1].aux_loss)
+    memory = make(salience_target=0.05, salience_weight=1.0)
+    with torch.no_grad():
+        memory.rule.salience.bias.fill_(2.0)  # mean salience near 0.88
+    _, state = memory(x)
+    expected = (torch.sigmoid(memory.rule.salience(x)).mean() - 0.05) ** 2
+    assert float(state.aux_loss) >= float(expected) > 0.5  # the budget, beside the controller's commit budget
+    state.aux_loss.backward()
+    assert float(memory.rule.salience.bias.grad) > 0  # descending it lowers the salience
 
 
 def test_gradients_stay_finite_through_empty_slots():
