@@ -18,6 +18,11 @@ ones can recall it:
 reveal only the letters seen before, so even a perfect memory stays partly at chance):
 
     code: river stone = hbxfh nqrpf
+
+With `vocabulary="open"` the names come from open generators (data_modules/vocab.py) whose train, val and
+test shares are disjoint: the function and argument names are made-up words (`ask lomi: dasu 2, kera 7`),
+the substitution's words too, and its table is drawn from the split's share of the 26! tables. The test then
+holds orders of names, and tables, that training never showed.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 
 from ember.base import Example, MemoryTask, Split
 from ember.data_modules.memory_task import ExampleBuilder, TextSource
+from ember.data_modules.vocab import MAX_TRIES, Vocabulary, split_of
 from ember.errors import EmberConfigError
 
 WORDS = ("river stone cloud ember light green table water night house field bread music north paper quiet "
@@ -43,6 +49,8 @@ FUNCTIONS = "book send move find open plan sort ship call load".split()
 ARGUMENTS = "city date size mode user item tag key time code room seat".split()
 Rule = Literal["argument_order", "substitution"]
 RULES = get_args(Rule)
+VocabularyKind = Literal["closed", "open"]
+SHORT = Vocabulary("short")  # open names: 2 syllables, at most 6 letters
 
 
 class ProceduralPatterns(MemoryTask):
@@ -59,12 +67,15 @@ class ProceduralPatterns(MemoryTask):
         words: words encoded per repetition (substitution).
         seq_len: tokens per example.
         distractor: text file of distractor text; null for the built-in corpus.
+        vocabulary: "closed" (names and words from small built-in lists) or "open" (made-up names and words,
+            and substitution tables, disjoint between train, val and test).
     """
 
     name = "patterns"
 
     def __init__(self, window: int = 64, repetitions: int = 4, gap: int = 2, rule: Rule = "argument_order",
-                 args: int = 3, words: int = 3, seq_len: int = 768, distractor: Optional[str] = None):
+                 args: int = 3, words: int = 3, seq_len: int = 768, distractor: Optional[str] = None,
+                 vocabulary: VocabularyKind = "closed"):
         if window < 1 or repetitions < 1 or gap < 0 or words < 1:
             raise EmberConfigError(f"window={window}, repetitions={repetitions} and words={words} must be >= 1, "
                                    f"gap={gap} >= 0")
@@ -72,15 +83,19 @@ class ProceduralPatterns(MemoryTask):
             raise EmberConfigError(f"rule={rule!r}: use one of {', '.join(RULES)}")
         if not 2 <= args <= len(ARGUMENTS):
             raise EmberConfigError(f"args={args} must be in [2, {len(ARGUMENTS)}]")
+        if vocabulary not in get_args(VocabularyKind):
+            raise EmberConfigError(f"vocabulary={vocabulary!r}: use closed or open")
         # the longest repetition in bytes: "code: " + words + " = " + cipher + "\n", or
-        # "ask " + fn + ": " + args x "name v" + "\n" + fn + "(" + args x "name=v" + ")\n" (names <= 4 bytes)
-        per_rep = 8 + 12 * words if rule == "substitution" else 14 + 16 * args
+        # "ask " + fn + ": " + args x "name v" + "\n" + fn + "(" + args x "name=v" + ")\n"; a name or word has
+        # at most `longest` bytes (closed: 5-byte words, 4-byte names; open: 6 bytes both)
+        longest = 6 if vocabulary == "open" else 5 if rule == "substitution" else 4
+        per_rep = 8 + 2 * (longest + 1) * words if rule == "substitution" else 6 + 2 * longest + 2 * (longest + 4) * args
         needed = repetitions * per_rep + (repetitions - 1) * (gap * window + 2)
         if needed > seq_len + 1:
             raise EmberConfigError(f"seq_len={seq_len} cannot hold {repetitions} repetitions {gap}xW apart: raise "
                                    f"seq_len to {needed} or lower repetitions/gap")
         self.window, self.repetitions, self.gap, self.rule = window, repetitions, gap, rule
-        self.args, self.words, self.seq_len = args, words, seq_len
+        self.args, self.words, self.seq_len, self.vocabulary = args, words, seq_len, vocabulary
         self.text = TextSource(distractor)
         self.group_names = [f"rep{k + 1}" for k in range(repetitions)]
 
@@ -89,7 +104,7 @@ class ProceduralPatterns(MemoryTask):
         return 1.0 / math.factorial(self.args) if self.rule == "argument_order" else None
 
     def sample(self, rng: np.random.Generator, split: Split = "train") -> Example:
-        apply = self._substitution(rng) if self.rule == "substitution" else self._argument_order(rng)
+        apply = self._substitution(rng, split) if self.rule == "substitution" else self._argument_order(rng, split)
         ex = ExampleBuilder()
         for k in range(self.repetitions):
             if k:
@@ -100,17 +115,30 @@ class ProceduralPatterns(MemoryTask):
             ex.add(b"\n")
         return ex.build(self.seq_len, filler=self.text.slice(rng, self.seq_len + 1))
 
-    def _substitution(self, rng: np.random.Generator):
-        table = bytes.maketrans(LETTERS, bytes(rng.permutation(list(LETTERS)).tolist()))
+    def _substitution(self, rng: np.random.Generator, split: Split):
+        table = bytes.maketrans(LETTERS, self._table(rng, split))
 
         def apply(rng: np.random.Generator) -> tuple[bytes, bytes]:
-            plain = " ".join(str(w) for w in rng.choice(WORDS, self.words, replace=False)).encode()
+            words = SHORT.draw(rng, split, self.words) if self.vocabulary == "open" else \
+                rng.choice(WORDS, self.words, replace=False)
+            plain = " ".join(str(w) for w in words).encode()
             return b"code: " + plain + b" = ", plain.translate(table)
         return apply
 
-    def _argument_order(self, rng: np.random.Generator):
-        function = str(rng.choice(FUNCTIONS))
-        order = [str(a) for a in rng.choice(ARGUMENTS, self.args, replace=False)]  # the session's rule
+    def _table(self, rng: np.random.Generator, split: Split) -> bytes:
+        """The session's substitution: any permutation of the letters (closed), or one of the split's share."""
+        for _ in range(MAX_TRIES):
+            table = bytes(rng.permutation(list(LETTERS)).tolist())
+            if self.vocabulary == "closed" or split_of(table.decode()) == split:
+                return table
+        raise AssertionError("unreachable: a tenth of the tables lands in each split")
+
+    def _argument_order(self, rng: np.random.Generator, split: Split):
+        if self.vocabulary == "open":
+            function, *order = SHORT.draw(rng, split, 1 + self.args)  # the order is the session's rule
+        else:
+            function = str(rng.choice(FUNCTIONS))
+            order = [str(a) for a in rng.choice(ARGUMENTS, self.args, replace=False)]  # the session's rule
 
         def apply(rng: np.random.Generator) -> tuple[bytes, bytes]:
             values = {name: str(v) for name, v in zip(order, rng.integers(0, 10, self.args))}

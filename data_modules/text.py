@@ -73,6 +73,28 @@ def unigram_bits(data: torch.Tensor) -> float:
     return float(-(p * p.log2()).sum())
 
 
+class Interleave:
+    """Batches of several loaders, one loader per batch, drawn with the given shares by a seeded generator
+    (the same sequence every epoch and run); `length` batches per epoch. A loader that runs out restarts."""
+
+    def __init__(self, loaders: list, shares: list[float], length: int, seed: int):
+        self.loaders, self.shares, self.length, self.seed = loaders, np.asarray(shares) / sum(shares), length, seed
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __iter__(self):
+        rng = np.random.default_rng([self.seed, 7])
+        running = [iter(loader) for loader in self.loaders]
+        for _ in range(self.length):
+            i = int(rng.choice(len(self.loaders), p=self.shares))
+            batch = next(running[i], None)
+            if batch is None:
+                running[i] = iter(self.loaders[i])
+                batch = next(running[i])
+            yield batch
+
+
 class TextBytes(LightningDataModule):
     """Byte-level text for language modelling: built-in corpus, text files, enwik8, or shards.
 
@@ -96,13 +118,19 @@ class TextBytes(LightningDataModule):
         benchmarks: generated memory benchmarks (SessionRecall, ProceduralPatterns, MQAR, ...) that
             `ember test` runs after the text, reporting eval/<task>/...; none by default.
         benchmark_size: examples per benchmark in `ember test`.
+        benchmark_share: share of the training batches drawn from the benchmarks' training splits (taken in
+            turn), the rest being text; 0 trains on text only. Open-vocabulary benchmarks (OpenRecall, open
+            ProceduralPatterns) test on names and values their training split never holds.
+        benchmark_context_weight: weight in the training loss of a benchmark batch's non-answer bytes, the
+            answers keeping 1 (MemoryTaskData's context_weight).
     """
 
     def __init__(self, path: Optional[str] = None, seq_len: int = 256, batch_size: int = 32,
                  val_fraction: float = 0.1, test_fraction: float = 0.0, split_bytes: Optional[list[int]] = None,
                  train_windows: int = 100_000, max_eval_windows: Optional[int] = 256,
                  prompts: Optional[list[str]] = None, num_workers: int = 0, seed: int = 0,
-                 benchmarks: Optional[list[MemoryTask]] = None, benchmark_size: int = 128):
+                 benchmarks: Optional[list[MemoryTask]] = None, benchmark_size: int = 128,
+                 benchmark_share: float = 0.0, benchmark_context_weight: float = 0.0):
         super().__init__()
         if seq_len < 2 or batch_size < 1:
             raise EmberConfigError(f"seq_len={seq_len} must be >= 2 and batch_size={batch_size} >= 1")
@@ -118,7 +146,14 @@ class TextBytes(LightningDataModule):
         self.val_fraction, self.test_fraction, self.split_bytes = val_fraction, test_fraction, split_bytes
         self.train_windows, self.max_eval_windows = train_windows, max_eval_windows
         self.prompts = prompts or ["The ", "def "]
+        if not 0 <= benchmark_share < 1 or not 0 <= benchmark_context_weight <= 1:
+            raise EmberConfigError(f"benchmark_share={benchmark_share} must be in [0, 1) and benchmark_context_weight="
+                                   f"{benchmark_context_weight} in [0, 1]")
+        if benchmark_share and not benchmarks:
+            raise EmberConfigError(f"benchmark_share={benchmark_share} needs data.benchmarks to train on: list "
+                                   "them, or set benchmark_share 0")
         self.benchmarks, self.benchmark_size = list(benchmarks or []), benchmark_size
+        self.benchmark_share, self.benchmark_context_weight = benchmark_share, benchmark_context_weight
         self.eval_tasks = [None, *self.benchmarks]  # per test loader: text first (read by EmberModel)
         self.splits: dict[str, torch.Tensor] = {}
         self.unigram_bpb: Optional[float] = None
@@ -165,15 +200,32 @@ class TextBytes(LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader | Interleave:
+        if not self.benchmark_share:
+            return self._text_loader(self.seed)
+        return self._mixed()
+
+    def _text_loader(self, seed: int) -> DataLoader:
         if self._shards is not None:
             rank, world = self._rank()
             windows = math.ceil(self.train_windows / world)
             dataset = ShardWindows(self._shards, "train", self.seq_len + 1, windows, self.seed, rank, world)
             return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
-        dataset = RandomWindows(self.splits["train"], self.seq_len + 1, self.train_windows, self.seed)
+        dataset = RandomWindows(self.splits["train"], self.seq_len + 1, self.train_windows, seed)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
                           drop_last=True, persistent_workers=self.num_workers > 0)
+
+    def _mixed(self) -> Interleave:
+        """Text batches and, a `benchmark_share` of the time, batches of the benchmarks' training splits. Each
+        rank draws its own windows and examples (its own seed): Lightning adds no distributed sampler here."""
+        rank, world = self._rank()
+        seed = self.seed * world + rank
+        tasks = [DataLoader(TaskExamples(task, "train", self.train_windows, seed, self.benchmark_context_weight),
+                            batch_size=self.batch_size, drop_last=True, num_workers=self.num_workers)
+                 for task in self.benchmarks]
+        text = self._text_loader(seed)
+        shares = [1 - self.benchmark_share] + [self.benchmark_share / len(tasks)] * len(tasks)
+        return Interleave([text, *tasks], shares, len(text), seed)
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = ContiguousWindows(self.splits[split], self.seq_len + 1, self.max_eval_windows)

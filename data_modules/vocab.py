@@ -19,7 +19,7 @@ import numpy as np
 from ember.data_modules.splits import Split
 from ember.errors import EmberConfigError
 
-Kind = Literal["word", "name", "digits", "code", "phrase"]
+Kind = Literal["word", "short", "name", "digits", "code", "phrase"]
 KINDS = get_args(Kind)
 SHARE = {"train": range(0, 8), "val": range(8, 9), "test": range(9, 10)}  # tenths of the hash space
 ONSETS = "b d f g h j k l m n p r s t v z".split()  # one consonant, one vowel, often no coda: easy to read
@@ -39,7 +39,8 @@ class Vocabulary:
     """One generator of open-vocabulary values.
 
     Args:
-        kind: "word" (3 pronounceable syllables, lowercase), "name" (2 syllables, capitalised), "digits"
+        kind: "word" (3 pronounceable syllables, lowercase), "short" (2 syllables, lowercase, at most 6
+            letters), "name" (2 syllables, capitalised), "digits"
             (`length` digits in groups of four, like a phone number), "code" (two capital letters, a dash and
             `length` digits) or "phrase" (two words of 2 syllables).
         length: digits of a "digits" or "code" value.
@@ -56,7 +57,7 @@ class Vocabulary:
         """About how many distinct values the generator can produce (all splits together; a few strings can be
         spelled by two syllable sequences)."""
         syllable = len(ONSETS) * len(VOWELS) * len(set(CODAS))
-        return {"word": syllable**3, "name": syllable**2, "phrase": syllable**4,
+        return {"word": syllable**3, "short": syllable**2, "name": syllable**2, "phrase": syllable**4,
                 "digits": 10**self.length, "code": len(LETTERS) ** 2 * 10**self.length}[self.kind]
 
     def raw(self, rng: np.random.Generator) -> str:
@@ -69,6 +70,8 @@ class Vocabulary:
             return letters + "-" + "".join(str(d) for d in rng.integers(0, 10, self.length))
         if self.kind == "phrase":
             return f"{_word(rng, 2)} {_word(rng, 2)}"
+        if self.kind == "short":
+            return _word(rng, 2)
         return _word(rng, 2).capitalize() if self.kind == "name" else _word(rng, 3)
 
     def draw(self, rng: np.random.Generator, split: Split, count: int = 1) -> list[str]:

@@ -27,7 +27,7 @@ from ember.batch import Batch
 from ember.errors import CheckpointMismatchError, EmberConfigError, NonFiniteLossError
 from ember.init_from import copy_matching_weights
 from ember.metrics import answer_stats
-from ember.ops.slot_memory import SlotMemoryState, compile_plasticity, memories_off
+from ember.ops.slot_memory import SlotMemoryState, compile_plasticity, memories_off, slot_memories
 from ember.optim import adamw_with_schedule
 
 log = logging.getLogger(__name__)
@@ -71,6 +71,9 @@ class EmberModel(LightningModule):
         memories: "off" switches every plastic memory (PM, EM) off: no reads, no writes, the slow weights
             alone (ember.ops.slot_memory.memories_off). For testing a trained memory model without its
             memories (`ember test ... --model.init_args.memories off`); not saved with the checkpoint.
+        test_memories_off: `ember test` scores every benchmark a second time with the memories off, beside
+            the first (eval/<task>/memories_off/...), so one test shows what the memories add; not saved with
+            the checkpoint.
     """
 
     def __init__(self, backbone: LanguageBackbone, sensory: Optional[SensoryEncoder] = None,
@@ -80,7 +83,7 @@ class EmberModel(LightningModule):
                  tbptt_chunk: Optional[int] = None, generate_tokens: int = 200, temperature: float = 0.8,
                  init_from: Optional[str] = None,
                  compile_periods: Optional[Literal["default", "reduce-overhead", "max-autotune"]] = None,
-                 memories: Literal["on", "off"] = "on"):
+                 memories: Literal["on", "off"] = "on", test_memories_off: bool = True):
         super().__init__()
         if tbptt_chunk is not None and tbptt_chunk < 1:
             raise EmberConfigError(f"tbptt_chunk={tbptt_chunk} must be >= 1 (or null for whole sequences)")
@@ -94,8 +97,9 @@ class EmberModel(LightningModule):
         # hyper-parameters over the command line, and `ember predict --model.init_args.temperature 0` (or
         # `ember test --model.init_args.memories off`) must take effect
         self.save_hyperparameters(ignore=["backbone", "sensory", "reasoning", "consolidator", "generate_tokens",
-                                          "temperature", "memories"])
+                                          "temperature", "memories", "test_memories_off"])
         self.generate_tokens, self.temperature, self.memories = generate_tokens, temperature, memories
+        self.test_memories_off = test_memories_off
 
     def setup(self, stage: str):
         if self.hparams.init_from:
@@ -249,6 +253,10 @@ class EmberModel(LightningModule):
         else:
             self.log(f"eval/{task.name}/loss", loss, sync_dist=True, add_dataloader_idx=False)
         self._log_answers("eval", batch, preds, task)
+        if batch.scores_answers and self.test_memories_off and self.memories == "on" and slot_memories(self):
+            with memories_off(self):
+                _, preds_off = self.evaluate(batch)
+            self._log_answers("eval", batch, preds_off, task, variant="/memories_off")
 
     def _eval_task(self, dataloader_idx: int):
         """The benchmark task behind a test loader: datamodule.eval_tasks[i] (None = text) or eval_task."""
@@ -258,12 +266,14 @@ class EmberModel(LightningModule):
             return tasks[dataloader_idx]
         return getattr(dm, "eval_task", None)
 
-    def _log_answers(self, prefix: str, batch: Batch, preds: Tensor, task=None):
-        """Benchmark batches (with answer_id): <prefix>/<task>/{acc,byte_acc}[/<group>], overall and per group."""
+    def _log_answers(self, prefix: str, batch: Batch, preds: Tensor, task=None, variant: str = ""):
+        """Benchmark batches (with answer_id): <prefix>/<task><variant>/{acc,byte_acc}[/<group>], overall and
+        per group."""
         if not batch.scores_answers:
             return
         task = task if task is not None else self._eval_task(0)
         name, groups = (task.name, list(task.group_names)) if task is not None else ("task", ["all"])
+        name += variant
         correct = preds == batch.targets
         stats = answer_stats(correct, batch.loss_mask, batch.answer_id, batch.group, len(groups))
         totals = {k: v.sum() for k, v in stats.items()}

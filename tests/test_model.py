@@ -77,3 +77,25 @@ def test_compile_periods_reaches_every_slot_memory_at_setup():
     eager = EmberModel(memory_backbone())
     eager.setup("fit")
     assert all(m.compile_mode is None for m in eager.modules() if isinstance(m, (LowRankPM, EpisodicStore)))
+
+
+@pytest.mark.parametrize("compare", [True, False])
+def test_ember_test_scores_each_benchmark_again_with_the_memories_off(compare):
+    from ember.data_modules.memory_task import MemoryTaskData
+    from ember.data_modules.recall import OpenRecall
+    from ember.plugins.memory.episodic import EpisodicStore
+    from ember.plugins.neuromod.learned import LearnedNeuromodulator
+
+    torch.manual_seed(0)
+    em = lambda d: EpisodicStore(d, neuromodulator=LearnedNeuromodulator, items=8, top_k=2, period=8)  # noqa: E731
+    model = EmberModel(NMLBackbone(d_model=16, blocks=1, layers_per_block=1, heads=2, window=8, em=em),
+                       test_memories_off=compare)
+    data = MemoryTaskData(OpenRecall(window=8, delays=(1,), people=1, attributes=1, seq_len=128), batch_size=2,
+                          test_size=2)
+    trainer = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    (metrics,) = trainer.test(model, datamodule=data, verbose=False)
+    off = {k for k in metrics if "/memories_off/" in k}
+    assert off == ({k.replace("open_recall/", "open_recall/memories_off/") for k in metrics
+                    if k.startswith("eval/open_recall/acc") or k.startswith("eval/open_recall/byte_acc")}
+                   if compare else set())
+    assert model.memories == "on" and all(m.enabled for m in model.modules() if isinstance(m, EpisodicStore))

@@ -102,6 +102,7 @@ def run_variant(name: str, base: list[str], extra: list[str], out: Path, memorie
     # test the checkpoint's state_dict, as `ember test` does: that is the average under EMAWeightAveraging,
     # but the callback, still attached after a fit, would restore the trained weights kept beside it
     cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, WeightAveraging)]
+    cli.model.test_memories_off = False  # the table's own row does it, with --memories-off
     (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path or None, verbose=False)
     row = {"variant": name, "params": params, "state_bytes": state_bytes(cli.model, cli.datamodule),
            "steps": steps, "train_minutes": round(minutes, 2), "checkpoint": path}

@@ -50,3 +50,33 @@ def test_patterns_length_check_is_a_true_bound():
     task = ProceduralPatterns(window=16, repetitions=4, gap=1, args=3, seq_len=301)  # the longest fits exactly
     for seed in range(300):
         task.sample(np.random.default_rng(seed))  # never "an example needs more tokens"
+
+
+@pytest.mark.parametrize("rule", ["argument_order", "substitution"])
+def test_open_patterns_test_on_names_and_tables_training_never_showed(rule):
+    task = ProceduralPatterns(window=16, repetitions=3, gap=1, rule=rule, vocabulary="open", seq_len=400)
+    seen = {split: set() for split in ("train", "test")}
+    for split, names in seen.items():
+        for seed in range(40):
+            ex = task.sample(np.random.default_rng(seed), split)
+            prompt = text(ex.tokens[: np.nonzero(ex.answer_id == 0)[0][0] + 1])
+            if rule == "substitution":
+                names.update(prompt.rsplit("code: ", 1)[1][:-3].split(" "))
+                names.add(text(ex.tokens[1:][ex.loss_mask]))  # the ciphers: different tables, different ciphers
+            else:
+                asked = prompt.rsplit("ask ", 1)[1]
+                names.add(asked.split(":")[0])  # the function
+                names.update(pair.split(" ")[0] for pair in asked.split("\n")[0].split(": ", 1)[1].split(", "))
+    assert not seen["train"] & seen["test"] and len(seen["test"]) > 30
+
+
+@pytest.mark.parametrize("rule, words_or_args", [("argument_order", 3), ("substitution", 3)])
+def test_open_patterns_length_check_is_a_true_bound(rule, words_or_args):
+    settings = dict(window=16, repetitions=3, gap=1, rule=rule, vocabulary="open", args=words_or_args,
+                    words=words_or_args)
+    needed = {"argument_order": 3 * (18 + 20 * 3), "substitution": 3 * (8 + 14 * 3)}[rule] + 2 * 18
+    with pytest.raises(EmberConfigError, match=f"raise seq_len to {needed}"):
+        ProceduralPatterns(seq_len=needed - 2, **settings)
+    task = ProceduralPatterns(seq_len=needed - 1, **settings)
+    for seed in range(200):
+        task.sample(np.random.default_rng(seed), "test")  # never "an example needs more tokens"

@@ -2,7 +2,9 @@
 
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
+from ember.data_modules.recall import OpenRecall
 from ember.data_modules.text import ContiguousWindows, RandomWindows, TextBytes
 from ember.errors import EmberConfigError, EmberDataError
 from helpers import DEBUG
@@ -41,10 +43,30 @@ def test_windows_are_deterministic_and_shifted_targets_line_up(text_file):
     assert torch.equal(evals[1][0], evals[0][-1])  # window k+1 starts where window k's inputs end
 
 
-@pytest.mark.parametrize("kwargs", [dict(seq_len=1), dict(val_fraction=0.0), dict(split_bytes=[1, 2])])
-def test_bad_settings_name_the_fix(kwargs):
-    with pytest.raises(EmberConfigError):
+@pytest.mark.parametrize("kwargs, fix", [(dict(seq_len=1), "seq_len"), (dict(val_fraction=0.0), "val_fraction"),
+                                         (dict(split_bytes=[1, 2]), "three byte counts"),
+                                         (dict(benchmark_share=0.5), "needs data.benchmarks"),
+                                         (dict(benchmark_share=1.0), "benchmark_share")])
+def test_bad_settings_name_the_fix(kwargs, fix):
+    with pytest.raises(EmberConfigError, match=fix):
         TextBytes(**kwargs)
+
+
+def test_a_benchmark_share_mixes_task_batches_into_the_text_the_same_way_every_time():
+    task = OpenRecall(window=16, delays=(1,), people=1, attributes=1, seq_len=160)
+    dm = TextBytes(seq_len=64, batch_size=2, train_windows=200, benchmarks=[task], benchmark_share=0.25,
+                   benchmark_context_weight=0.5)
+    dm.setup("fit")
+    loader = dm.train_dataloader()
+    kinds = ["task" if isinstance(b, dict) else "text" for b in loader]
+    assert len(kinds) == 100 and 15 <= kinds.count("task") <= 35  # about a quarter of 100 batches
+    again = ["task" if isinstance(b, dict) else "text" for b in dm.train_dataloader()]
+    assert kinds == again
+    task_batch = next(b for b in loader if isinstance(b, dict))
+    assert task_batch["tokens"].shape == (2, 161) and set(task_batch["loss_weight"].unique().tolist()) == {0.5, 1.0}
+    text_only = TextBytes(seq_len=64, benchmarks=[task])  # benchmarks for the test only: text batches, as before
+    text_only.setup("fit")
+    assert isinstance(text_only.train_dataloader(), DataLoader)
 
 
 def test_unigram_entropy_of_the_builtin_corpus_is_reported():
