@@ -13,7 +13,7 @@ RUNS ?= runs
 BENCH_CONFIGS ?= configs/debug/bench_*.yaml
 BENCH_ARGS ?= --contexts 256,1024,4096 --threads 1
 
-.PHONY: install test test-fast test-all fit bench ui lint clean
+.PHONY: install test test-fast fit bench ui lint clean
 
 install:  ## create .venv and install ember with its test dependencies
 	$(PYTHON) -m venv $(VENV)
