@@ -87,6 +87,12 @@ def state_bytes(model, datamodule) -> Optional[int]:
     return state.nbytes()
 
 
+def merged(results: list[dict]) -> dict:
+    """One dict of the metrics `trainer.test` returns per test loader (text, then each benchmark; Ember logs
+    them without the loader index, so their names do not clash)."""
+    return {k: v for result in results for k, v in result.items()}
+
+
 def run_variant(name: str, base: list[str], extra: list[str], out: Path, memories_off: bool = False) -> dict:
     args = [*base, *extra, "--trainer.logger.init_args.run_dir", str(out / "runs"),
             "--trainer.logger.init_args.run_name", name]
@@ -103,7 +109,7 @@ def run_variant(name: str, base: list[str], extra: list[str], out: Path, memorie
     # but the callback, still attached after a fit, would restore the trained weights kept beside it
     cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, WeightAveraging)]
     cli.model.test_memories_off = False  # the table's own row does it, with --memories-off
-    (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path or None, verbose=False)
+    metrics = merged(cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path or None, verbose=False))
     row = {"variant": name, "params": params, "state_bytes": state_bytes(cli.model, cli.datamodule),
            "steps": steps, "train_minutes": round(minutes, 2), "checkpoint": path}
     row.update(scores(metrics))
@@ -113,7 +119,7 @@ def run_variant(name: str, base: list[str], extra: list[str], out: Path, memorie
         cli.trainer.loggers = []
         cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, MemoryUsage)]
         # the first test loaded the checkpoint's weights into cli.model: test them as they are (ckpt_path None)
-        (metrics,) = cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False)
+        metrics = merged(cli.trainer.test(cli.model, datamodule=cli.datamodule, verbose=False))
         row["memories_off"] = scores(metrics)
     if getattr(cli.datamodule, "chance", None) is not None:  # e.g. BindingData: the accuracy without the signal
         row["chance"] = float(cli.datamodule.chance)

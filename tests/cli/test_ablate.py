@@ -91,3 +91,14 @@ def test_ember_ablate_runs_the_trm_ablations_on_puzzles(tmp_path):
                    "--trainer.logger.init_args.run_dir", str(tmp_path / "test")) == 0
     (loss,) = mlflow_rows(tmp_path / "test", "select value from metrics where key='test/loss'")[0]
     assert loss == pytest.approx(rows["trm"]["test/loss"], rel=1e-5)  # the EMA weights, as `ember test` scores them
+
+
+@pytest.mark.slow
+def test_ablate_tabulates_a_config_with_several_test_loaders(tmp_path):
+    """The quickstart tests text and a benchmark (two test loaders, one metrics dict each): both reach the table."""
+    config = str(ROOT / "configs/debug/quickstart.yaml")
+    assert run_cli("ablate", "--config", config, "--variant", "full=", "--out", str(tmp_path),
+                   "--set=--trainer.max_steps=2", "--set=--data.init_args.benchmark_size=2") == 0
+    (row,) = json.loads((tmp_path / "ablation.json").read_text())["rows"]
+    assert "test/bpb" in row and "eval/open_recall/acc/4xW" in row
+    assert not any("memories_off" in k for k in row)  # ember ablate's own --memories-off row does that
