@@ -19,6 +19,7 @@ from ember.callbacks.checkpoint import EmberCheckpoint
 from ember.callbacks.learning_curves import LearningCurves
 from ember.callbacks.memory_usage import MemoryUsage
 from ember.cli.checks import check_config_names
+from ember.errors import EmberConfigError
 from ember.model import EmberModel  # noqa: F401  (imported so `class_path: EmberModel` resolves)
 from ember.tracking import EmberMLFlowLogger, MLflowSaveConfig
 
@@ -73,6 +74,7 @@ class EmberCLI(LightningCLI):
         over the config and the command line, silently."""
         sub = self.config.get("subcommand")
         if not sub or not self.config[sub].get("ckpt_path"):
+            self._refuse_untrained(sub)
             return
         now = _leaves(self.config[sub].get("model"))
         replaced = [f"model.{key}: {asked!r} -> {now[key]!r}" for key, asked in self._asked_model.items()
@@ -81,6 +83,14 @@ class EmberCLI(LightningCLI):
             log.warning("--ckpt_path %s restores the hyper-parameters saved in it over the config and command line "
                         "(LightningCLI's rule), so these settings do not apply:\n  %s\nTo train under other values, "
                         "start a new run without --ckpt_path.", self.config[sub]["ckpt_path"], "\n  ".join(replaced))
+
+    def _refuse_untrained(self, sub: str | None):
+        """validate, test and predict without a checkpoint would score (and log) an untrained model."""
+        if sub in ("validate", "test", "predict") and not _leaves(self.config[sub].get("model")).get(
+                "init_args.init_from"):
+            raise EmberConfigError(f"ember {sub} without --ckpt_path would {sub} an untrained model (random weights): "
+                                   f"give the run's checkpoint, ember {sub} --config <run>/config.yaml --ckpt_path "
+                                   "<run>/checkpoints/best.ckpt (or set model.init_args.init_from)")
 
     def add_arguments_to_parser(self, parser):
         parser.add_lightning_class_args(EmberCheckpoint, "checkpoint")  # last.ckpt = the latest validation

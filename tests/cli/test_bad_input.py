@@ -3,7 +3,7 @@
 import pytest
 import yaml
 
-from helpers import DEBUG, fit_args, run_cli, run_folder
+from helpers import DEBUG, ROOT, fit_args, run_cli, run_folder
 
 
 def _config(tmp_path, edit) -> str:
@@ -83,3 +83,12 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     import torch
 
     assert torch.load(last, weights_only=False)["global_step"] == 10
+
+
+@pytest.mark.parametrize("subcommand", ["validate", "test", "predict"])
+def test_evaluating_without_a_checkpoint_is_refused_before_any_run_starts(subcommand, tmp_path, caplog):
+    runs = tmp_path / "runs"
+    code = run_cli(subcommand, "--config", str(ROOT / "configs/debug/memory_recall.yaml"),
+                   "--trainer.logger.init_args.run_dir", str(runs))
+    assert code == 2 and "an untrained model (random weights)" in caplog.text and "--ckpt_path" in caplog.text
+    assert not runs.exists()  # nothing logged to MLflow for random weights
