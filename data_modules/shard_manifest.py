@@ -8,6 +8,7 @@ writer adds. Text manifests name no "kind"; every other kind names itself ("audi
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -27,6 +28,9 @@ def built_folder(out: Path) -> Iterator[Path]:
     fails, so a shard folder is never half-written."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private (0700); the result gets a new folder's usual mode
     try:
         yield tmp
         if out.exists():

@@ -38,8 +38,15 @@ def prepare_text_shards(inputs: list[Path], out: Path, chunk_bytes: int = 1 << 1
     Returns the manifest.
     """
     out = Path(out)
+    for path in inputs:  # --overwrite replaces --out as a whole: it must not hold (or be) what is read
+        inside, holds = Path(path).resolve(), out.resolve()
+        if inside == holds or holds in inside.parents or inside in holds.parents:
+            raise EmberDataError(f"--out {out} is, holds or lies inside the input {path}: writing it would replace the "
+                                 "input. Choose an --out outside the inputs")
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise EmberDataError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
+    if chunk_bytes < 1 or shard_bytes < 1:
+        raise EmberDataError(f"chunk_bytes={chunk_bytes} and shard_bytes={shard_bytes} must be >= 1")
     if not 0 < val_fraction < 1:
         raise EmberDataError(f"val_fraction={val_fraction} must be in (0, 1)")
     data = _read_inputs(inputs)

@@ -1,5 +1,8 @@
 """Text shards: `ember data prepare text` writes them, ShardWindows and TextBytes read them, the manifest."""
 
+import os
+import stat
+
 import pytest
 import torch
 
@@ -36,7 +39,27 @@ def test_prepare_refuses_a_non_empty_output_and_leaves_it_untouched(tmp_path, te
     (out / "keep.txt").write_text("mine")
     assert main(["data", "prepare", "text", "--input", str(text_file), "--out", str(out)]) == 2
     assert "not empty" in caplog.text and (out / "keep.txt").read_text() == "mine"
-    assert [p.name for p in tmp_path.iterdir()] == ["shards", "corpus.txt"] or len(list(tmp_path.iterdir())) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["corpus.txt", "shards"]  # no temporary folder left
+
+
+@pytest.mark.parametrize("out", [".", "inside"])
+def test_prepare_never_writes_over_its_own_input(tmp_path, caplog, out):
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    (notes / "a.txt").write_text("keep me " * 500)
+    target = notes if out == "." else notes / "shards"
+    assert main(["data", "prepare", "text", "--input", str(notes), "--out", str(target), "--overwrite", "true"]) == 2
+    assert "would replace the input" in caplog.text
+    assert (notes / "a.txt").read_text() == "keep me " * 500 and sorted(p.name for p in notes.iterdir()) == ["a.txt"]
+
+
+def test_prepared_folder_gets_the_usual_mode_not_a_private_one(tmp_path, text_file):
+    umask = os.umask(0o022)
+    try:
+        assert main(["data", "prepare", "text", "--input", str(text_file), "--out", str(tmp_path / "s")]) == 0
+    finally:
+        os.umask(umask)
+    assert stat.S_IMODE((tmp_path / "s").stat().st_mode) == 0o755
 
 
 def test_corrupt_manifest_is_refused(tmp_path):
