@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 from jsonargparse import ArgumentParser
+from jsonargparse.typing import PositiveFloat, PositiveInt
 
 from ember.data_modules.audio_shards import prepare_prosody_shards
 from ember.data_modules.shards import prepare_text_shards
@@ -20,8 +21,8 @@ def main(argv: list[str]) -> int:
     text = ArgumentParser(description="Write text files as webdataset shards for TextBytes (data.path: OUT).")
     text.add_argument("--input", type=str, required=True, nargs="+", help="text files or folders")
     text.add_argument("--out", type=str, required=True, help="output folder (must be new or empty)")
-    text.add_argument("--chunk_bytes", type=int, default=1 << 16, help="bytes per sample")
-    text.add_argument("--shard_bytes", type=int, default=1 << 28, help="maximum bytes per shard file")
+    text.add_argument("--chunk_bytes", type=PositiveInt, default=1 << 16, help="bytes per sample")
+    text.add_argument("--shard_bytes", type=PositiveInt, default=1 << 28, help="maximum bytes per shard file")
     text.add_argument("--val_fraction", type=float, default=0.1, help="trailing share of the text kept for validation")
     text.add_argument("--overwrite", type=bool, default=False, help="replace a non-empty --out")
     sub.add_subcommand("prepare", prepare)
@@ -44,11 +45,11 @@ def _audio_prosody_parser() -> ArgumentParser:
     audio = ArgumentParser(description="Synthesize prosody utterances (same words, class in the sound) as "
                            "webdataset shards for ProsodyData (data.path: OUT).")
     audio.add_argument("--out", type=str, required=True, help="output folder (must be new or empty)")
-    audio.add_argument("--size", type=int, default=2000, help="utterances in all (train + val)")
+    audio.add_argument("--size", type=PositiveInt, default=2000, help="utterances in all (train + val)")
     audio.add_argument("--seed", type=int, default=0, help="seed: the same seed writes the same audio")
     audio.add_argument("--task", type=str, default="all", help="question, arousal, confidence or all")
     audio.add_argument("--source", type=str, default="synth", help="synth (built in) or espeak (needs espeak-ng)")
-    audio.add_argument("--seconds", type=float, default=1.5, help="length of every utterance")
+    audio.add_argument("--seconds", type=PositiveFloat, default=1.5, help="length of every utterance")
     audio.add_argument("--val_fraction", type=float, default=0.1, help="share of the utterances kept for validation")
     audio.add_argument("--overwrite", type=bool, default=False, help="replace a non-empty --out")
     return audio

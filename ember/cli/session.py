@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from jsonargparse import ArgumentParser
+from jsonargparse.typing import PositiveInt
 
 from ember.cli.runs import load_trained
 from ember.errors import EmberDataError
@@ -31,7 +32,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--memory-state", dest="memory_state", required=True,
                         help="memory-state file: loaded if it exists, written at the end")
     parser.add_argument("--input", required=True, help="text file, or - for standard input")
-    parser.add_argument("--span", type=int, default=256, help="bytes per reported span")
+    parser.add_argument("--span", type=PositiveInt, default=256, help="bytes per reported span")
     args = parser.parse_args(argv)
     run_session(args.config, args.ckpt_path, args.memory_state, args.input, args.span)
     return 0

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 from jsonargparse import ArgumentParser
+from jsonargparse.typing import PositiveInt
 
 from ember.cli.runs import load_trained
 from ember.cli.session import read_input, stream
@@ -39,14 +40,14 @@ def main(argv: list[str]) -> int:
                             "slow weights untouched.")
     parser.add_argument("--config", required=True, help="the config the checkpoint was trained with (with PM/EM)")
     parser.add_argument("--ckpt_path", required=True, help="checkpoint of that config")
-    parser.add_argument("--sessions", type=int, default=20, help="number of adaptation sessions")
-    parser.add_argument("--session-bytes", dest="session_bytes", type=int, default=4096, help="bytes per session")
+    parser.add_argument("--sessions", type=PositiveInt, default=20, help="number of adaptation sessions")
+    parser.add_argument("--session-bytes", dest="session_bytes", type=PositiveInt, default=4096, help="bytes per session")
     parser.add_argument("--input", default=None, help="adaptation text file (default: the built-in corpus, "
                         "training part)")
     parser.add_argument("--heldout", default=None, help="held-out text file (default: the built-in corpus, last 10%%)")
-    parser.add_argument("--heldout-bytes", dest="heldout_bytes", type=int, default=16384,
+    parser.add_argument("--heldout-bytes", dest="heldout_bytes", type=PositiveInt, default=16384,
                         help="bytes of held-out text measured")
-    parser.add_argument("--span", type=int, default=256, help="bytes per forward call")
+    parser.add_argument("--span", type=PositiveInt, default=256, help="bytes per forward call")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
     args = parser.parse_args(argv)
     result = run_stability(args.config, args.ckpt_path, args.sessions, args.session_bytes, args.input, args.heldout,

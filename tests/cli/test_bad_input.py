@@ -92,3 +92,18 @@ def test_evaluating_without_a_checkpoint_is_refused_before_any_run_starts(subcom
                    "--trainer.logger.init_args.run_dir", str(runs))
     assert code == 2 and "an untrained model (random weights)" in caplog.text and "--ckpt_path" in caplog.text
     assert not runs.exists()  # nothing logged to MLflow for random weights
+
+
+@pytest.mark.parametrize("argv", [["session", "--config", "c.yaml", "--ckpt_path", "k.ckpt", "--memory-state", "STATE",
+                                   "--input", "-", "--span", "-5"],
+                                  ["stability", "--config", "c.yaml", "--ckpt_path", "k.ckpt", "--sessions", "0"],
+                                  ["data", "prepare", "text", "--input", "STATE", "--out", "OUT", "--chunk_bytes", "0"],
+                                  ["data", "prepare", "audio-prosody", "--out", "OUT", "--seconds", "0"]])
+def test_a_size_below_one_stops_at_the_command_line_and_touches_nothing(argv, tmp_path, capsys):
+    state = tmp_path / "me.mem"
+    state.write_bytes(b"what the last session learned")
+    argv = [str(state) if a == "STATE" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    with pytest.raises(SystemExit) as stop:
+        run_cli(*argv)
+    assert stop.value.code == 2 and "does not conform to restriction v>0" in capsys.readouterr().err
+    assert state.read_bytes() == b"what the last session learned" and not (tmp_path / "out").exists()
