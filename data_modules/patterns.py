@@ -89,7 +89,10 @@ class ProceduralPatterns(MemoryTask):
         # "ask " + fn + ": " + args x "name v" + "\n" + fn + "(" + args x "name=v" + ")\n"; a name or word has
         # at most `longest` bytes (closed: 5-byte words, 4-byte names; open: 6 bytes both)
         longest = 6 if vocabulary == "open" else 5 if rule == "substitution" else 4
-        per_rep = 8 + 2 * (longest + 1) * words if rule == "substitution" else 6 + 2 * longest + 2 * (longest + 4) * args
+        if rule == "substitution":
+            per_rep = 8 + 2 * (longest + 1) * words
+        else:
+            per_rep = 6 + 2 * longest + 2 * (longest + 4) * args
         needed = repetitions * per_rep + (repetitions - 1) * (gap * window + 2)
         if needed > seq_len + 1:
             raise EmberConfigError(f"seq_len={seq_len} cannot hold {repetitions} repetitions {gap}xW apart: raise "

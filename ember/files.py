@@ -1,4 +1,5 @@
-"""Files that are never half-written: write to a temporary file beside the target, then rename."""
+"""Files that are never half-written (write to a temporary file beside the target, then rename), and
+checkpoints read without running code."""
 
 from __future__ import annotations
 
@@ -7,6 +8,10 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import torch
+
+from ember.errors import EmberDataError
 
 
 @contextmanager
@@ -29,3 +34,19 @@ def atomic_write_text(path: str | Path, text: str):
     """Write text to path through `atomic_path`."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """A checkpoint's dict, read with torch's weights-only unpickler: tensors, containers and plain values load;
+    anything that would run code (a pickled class or function) is refused, as is a file that is not a checkpoint
+    (truncated, empty, random bytes), with one message that names the file."""
+    try:
+        saved = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001  (garbage makes the unpickler raise anything: IndexError, EOFError, ...)
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise EmberDataError(f"{path} is not a checkpoint Ember can read safely ({reason}). Give a .ckpt that "
+                             "`ember fit` wrote; Ember never unpickles code from a file, so a trusted checkpoint of "
+                             "another kind must be re-saved as a dict of tensors and plain values") from err
+    if not isinstance(saved, dict):
+        raise EmberDataError(f"{path} holds a {type(saved).__name__}, not a checkpoint (a dict with a state_dict)")
+    return saved

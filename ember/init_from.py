@@ -9,10 +9,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-import torch
 from torch import nn
 
 from ember.errors import CheckpointMismatchError, EmberConfigError
+from ember.files import load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +26,7 @@ def copy_matching_weights(module: nn.Module, path: str, option: str) -> dict[str
     if not file.is_file():
         raise EmberConfigError(f"{option}={path} does not exist: run the earlier phase first (its config names the "
                                f"checkpoint folder), or set {option} to its checkpoint")
-    saved = torch.load(file, map_location="cpu", weights_only=False)["state_dict"]
+    saved = load_checkpoint(file)["state_dict"]
     mine = module.state_dict()
     bad = [k for k in saved if k in mine and saved[k].shape != mine[k].shape]
     if bad:

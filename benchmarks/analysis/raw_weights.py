@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from ember.files import atomic_path
+from ember.files import atomic_path, load_checkpoint
 
 
 def raw_checkpoint(checkpoint: dict) -> dict:
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out.resolve() == args.checkpoint.resolve():
         parser.error("out must differ from checkpoint: the averaged weights would be lost")
     try:
-        raw = raw_checkpoint(torch.load(args.checkpoint, map_location="cpu", weights_only=False))
+        raw = raw_checkpoint(load_checkpoint(args.checkpoint))
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {args.checkpoint}: {err}", file=sys.stderr)
         return 2

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from ember.files import load_checkpoint
+
 ROOT = Path(__file__).resolve().parents[2]  # benchmarks/reproduce/ -> the repository root
 CONFIG = ROOT / "configs/backbone/shakespeare.yaml"
 OVERLAY = ROOT / "configs/ablate/transformer.yaml"
@@ -88,7 +90,7 @@ def main():
         run(["validate", "--config", str(folder / "config.yaml"), "--ckpt_path", str(best),
              "--data.init_args.max_eval_windows", "null", "--trainer.limit_val_batches", "1.0",
              "--trainer.logger.init_args.run_dir", str(run_dir)], log_file)
-        params = sum(v.numel() for k, v in torch.load(best, weights_only=False)["state_dict"].items())
+        params = sum(v.numel() for k, v in load_checkpoint(best)["state_dict"].items())
         loss = last_metric(run_dir, "val/loss")
         rows.append({"model": name, "params": params, "val_loss_nats": loss, "val_bpb": loss / 0.6931471805599453,
                      "train_minutes": minutes})

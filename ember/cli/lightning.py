@@ -20,6 +20,7 @@ from ember.callbacks.learning_curves import LearningCurves
 from ember.callbacks.memory_usage import MemoryUsage
 from ember.cli.checks import check_config_names
 from ember.errors import EmberConfigError
+from ember.files import load_checkpoint
 from ember.model import EmberModel  # noqa: F401  (imported so `class_path: EmberModel` resolves)
 from ember.tracking import EmberMLFlowLogger, MLflowSaveConfig
 
@@ -68,6 +69,14 @@ class EmberCLI(LightningCLI):
         super().parse_arguments(parser, args)
         sub = self.config.get("subcommand")
         self._asked_model = _leaves(self.config[sub].get("model")) if sub else {}
+
+    def _parse_ckpt_path(self):
+        """LightningCLI reads --ckpt_path's hyper-parameters here; a missing, truncated or unsafe file is one message
+        first, not the unpickler's traceback."""
+        sub = self.config.get("subcommand")
+        if sub and self.config[sub].get("ckpt_path"):
+            load_checkpoint(self.config[sub]["ckpt_path"])
+        super()._parse_ckpt_path()
 
     def before_instantiate_classes(self):
         """Say which model settings a --ckpt_path replaced: LightningCLI restores the checkpoint's hyper-parameters

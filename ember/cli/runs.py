@@ -8,12 +8,12 @@ import argparse
 from pathlib import Path
 from typing import Callable
 
-import torch
 import yaml
 
 from ember import registry
 from ember.cli.checks import check_config_names
 from ember.cli.lightning import EmberCLI
+from ember.files import load_checkpoint
 
 
 def build_cli(config: str | list[str], extra: list[str] | tuple[str, ...] = ()):
@@ -49,7 +49,7 @@ def build_model(config: str):
 def load_weights(model, ckpt_path: str):
     """`model` with a checkpoint's weights (its state_dict: the average, for runs under weight EMA), in eval
     mode with its slow weights frozen."""
-    checkpoint = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    checkpoint = load_checkpoint(ckpt_path)
     model.on_load_checkpoint(checkpoint)  # the composite refuses a checkpoint of another composite
     model.load_state_dict(checkpoint["state_dict"])
     return model.eval().requires_grad_(False)  # slow weights frozen: only the fast memories change

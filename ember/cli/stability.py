@@ -41,7 +41,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", required=True, help="the config the checkpoint was trained with (with PM/EM)")
     parser.add_argument("--ckpt_path", required=True, help="checkpoint of that config")
     parser.add_argument("--sessions", type=PositiveInt, default=20, help="number of adaptation sessions")
-    parser.add_argument("--session-bytes", dest="session_bytes", type=PositiveInt, default=4096, help="bytes per session")
+    parser.add_argument("--session-bytes", dest="session_bytes", type=PositiveInt, default=4096,
+                        help="bytes per session")
     parser.add_argument("--input", default=None, help="adaptation text file (default: the built-in corpus, "
                         "training part)")
     parser.add_argument("--heldout", default=None, help="held-out text file (default: the built-in corpus, last 10%%)")

@@ -23,6 +23,7 @@ from torch import Tensor
 
 from ember.base import SensoryEncoder, SensoryOutput
 from ember.errors import CheckpointMismatchError, EmberConfigError
+from ember.files import load_checkpoint
 from ember.plugins.sensory.encoder import AudioEncoder
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,7 @@ def load_jepa_encoder(encoder: AudioEncoder, path: str, weights: str = "encoder"
         raise EmberConfigError(f"sensory checkpoint={path} does not exist: pre-train the encoder first (ember fit "
                                "--config configs/sensory/jepa_audio.yaml prints its checkpoint at the end), or set "
                                "checkpoint: null for a random init")
-    saved = torch.load(file, map_location="cpu", weights_only=False)
+    saved = load_checkpoint(file)
     state = saved.get("state_dict", {}) if isinstance(saved, dict) else {}
     prefix = weights + "."
     picked = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

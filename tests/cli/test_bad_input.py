@@ -1,6 +1,9 @@
 """Bad input: one clear message naming the fix, exit status 2, nothing written lost."""
 
+from pathlib import Path
+
 import pytest
+import torch
 import yaml
 
 from helpers import DEBUG, ROOT, fit_args, run_cli, run_folder
@@ -107,3 +110,27 @@ def test_a_size_below_one_stops_at_the_command_line_and_touches_nothing(argv, tm
         run_cli(*argv)
     assert stop.value.code == 2 and "does not conform to restriction v>0" in capsys.readouterr().err
     assert state.read_bytes() == b"what the last session learned" and not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\x93NUMPY random bytes", b"truncated"])
+@pytest.mark.parametrize("command", ["test", "session", "init_from"])
+def test_an_unreadable_checkpoint_is_one_message_naming_the_file(content, command, tmp_path, caplog):
+    ckpt = tmp_path / "bad.ckpt"
+    ckpt.write_bytes(content)
+    config = str(ROOT / "configs/debug/memory_recall.yaml")
+    argv = {"test": ["test", "--config", config, "--ckpt_path", str(ckpt)],
+            "session": ["session", "--config", config, "--ckpt_path", str(ckpt), "--memory-state",
+                        str(tmp_path / "m.mem"), "--input", str(ckpt)],
+            "init_from": ["fit", "--config", config, "--model.init_args.init_from", str(ckpt),
+                          "--trainer.logger.init_args.run_dir", str(tmp_path / "runs")]}[command]
+    assert run_cli(*argv) == 2
+    assert f"{ckpt} is not a checkpoint Ember can read safely" in caplog.text
+    assert not (tmp_path / "m.mem").exists()
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, caplog):
+    ckpt = tmp_path / "evil.ckpt"
+    torch.save({"state_dict": {}, "payload": Path}, ckpt)  # a pickled class: loading it imports and runs code
+    config = str(ROOT / "configs/debug/memory_recall.yaml")
+    assert run_cli("test", "--config", config, "--ckpt_path", str(ckpt)) == 2
+    assert "is not a checkpoint Ember can read safely" in caplog.text
