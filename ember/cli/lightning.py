@@ -16,6 +16,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ember import registry
 from ember.callbacks.checkpoint import EmberCheckpoint
+from ember.callbacks.finite_guard import FiniteGuard
 from ember.callbacks.learning_curves import LearningCurves
 from ember.callbacks.memory_usage import MemoryUsage
 from ember.cli.checks import check_config_names
@@ -60,7 +61,8 @@ class EmberCLI(LightningCLI):
             save_config_callback=MLflowSaveConfig, save_config_kwargs={"overwrite": True},
             trainer_defaults={"logger": lazy_instance(EmberMLFlowLogger), "default_root_dir": "runs",
                               "log_every_n_steps": 10,
-                              "callbacks": [lazy_instance(LearningCurves), lazy_instance(MemoryUsage)]},
+                              "callbacks": [lazy_instance(FiniteGuard), lazy_instance(LearningCurves),
+                                            lazy_instance(MemoryUsage)]},
             auto_configure_optimizers=False, args=args, run=run,
             parser_kwargs={"description": DESCRIPTION, "formatter_class": RawDescriptionHelpFormatter},
         )

@@ -134,3 +134,15 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path, caplog):
     config = str(ROOT / "configs/debug/memory_recall.yaml")
     assert run_cli("test", "--config", config, "--ckpt_path", str(ckpt)) == 2
     assert "is not a checkpoint Ember can read safely" in caplog.text
+
+
+@pytest.mark.slow
+def test_a_diverging_jepa_fit_stops_at_the_nan_and_saves_no_nan_checkpoint(tmp_path, caplog):
+    """The guard covers every module `ember fit` trains (here AudioJEPA), not only EmberModel."""
+    runs = tmp_path / "runs"
+    assert run_cli("fit", "--config", str(ROOT / "configs/debug/jepa_audio.yaml"), "--model.init_args.lr", "1e3",
+                   "--trainer.max_steps", "20", "--trainer.val_check_interval", "3",
+                   "--trainer.logger.init_args.run_dir", str(runs)) == 2
+    assert "became nan at step" in caplog.text
+    for ckpt in runs.rglob("*.ckpt"):
+        assert all(torch.isfinite(v).all() for v in torch.load(ckpt, weights_only=True)["state_dict"].values())
