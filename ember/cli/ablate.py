@@ -27,7 +27,7 @@ from ember.batch import Batch
 from ember.callbacks.memory_usage import MemoryUsage
 from ember.cli.checks import check_config_names
 from ember.cli.lightning import EmberCLI
-from ember.errors import EmberConfigError
+from ember.errors import EmberConfigError, EmberDataError
 from ember.files import atomic_write_text
 from ember.ops.slot_memory import slot_memories
 
@@ -154,13 +154,18 @@ def finished_rows(out_dir: Path, configs: list[str], variants: list[str], extra:
     path = out_dir / "ablation.json"
     if not path.is_file():
         return {}
-    table = json.loads(path.read_text())
+    try:
+        table = json.loads(path.read_text())
+        rows = [row for row in table.get("rows", []) if isinstance(row["variant"], str)]
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
+        raise EmberDataError(f"{path} is not a readable ablation table ({err}): move it away to fit every variant "
+                             "again, or restore it") from err
     if table.get("configs") != configs or table.get("extra") != extra:
         log.info("ablate: %s was made with other configs or overrides; fitting every variant again", path)
         return {}
     specs = {v.partition("=")[0]: v for v in table.get("variants", [])}
     wanted = {v.partition("=")[0]: v for v in variants}
-    return {row["variant"]: row for row in table.get("rows", [])
+    return {row["variant"]: row for row in rows
             if row["variant"] in wanted and specs.get(row["variant"]) == wanted[row["variant"]]}
 
 
@@ -170,6 +175,11 @@ def run_ablation(configs: list[str], variants: list[str], out: str, extra: list[
     and `resume` keeps them on the next call instead of fitting them again). With `memories_off`, every
     variant that has plastic memories is also tested with them switched off (same weights)."""
     out_dir = Path(out)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise EmberConfigError(f"--out {out_dir} is a file: give a folder for the table and the runs")
+    if (out_dir / "ablation.json").is_file() and not resume:
+        raise EmberConfigError(f"{out_dir} already holds an ablation table: pass --resume to keep its finished "
+                               "variants, or choose another --out (nothing was changed)")
     out_dir.mkdir(parents=True, exist_ok=True)
     variants = variants or ["base="]  # the base config alone
     parsed = [parse_variant(v) for v in variants]

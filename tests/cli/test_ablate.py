@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ember.cli.ablate import markdown, parse_variant
-from ember.errors import EmberConfigError
+from ember.errors import EmberConfigError, EmberDataError
 from helpers import ROOT, mlflow_rows, run_cli
 
 
@@ -68,9 +68,19 @@ def test_ablate_resume_keeps_the_finished_variants_and_fits_the_rest(tmp_path, m
     assert json.loads((tmp_path / "ablation.json").read_text())["variants"] == ["a=", "b=--x=2", "c="]
     ablate.run_ablation(["base.yaml"], ["a="], str(tmp_path), ["--trainer.max_steps", "6"], resume=True)
     assert fitted[-1] == "a"  # other overrides: nothing is kept
-    ablate.run_ablation(["base.yaml"], [], str(tmp_path), extra)
-    ablate.run_ablation(["base.yaml"], [], str(tmp_path), extra, resume=True)
+    before = (tmp_path / "ablation.json").read_text()
+    with pytest.raises(EmberConfigError, match="already holds an ablation table: pass --resume"):
+        ablate.run_ablation(["base.yaml"], [], str(tmp_path), extra)  # would drop the finished rows
+    assert (tmp_path / "ablation.json").read_text() == before
+    fresh = str(tmp_path / "fresh")
+    ablate.run_ablation(["base.yaml"], [], fresh, extra)
+    ablate.run_ablation(["base.yaml"], [], fresh, extra, resume=True)
     assert fitted[-1] == "base" and fitted.count("base") == 1  # the base alone resumes too
+    (tmp_path / "ablation.json").write_text('{"rows": [{"varia')
+    with pytest.raises(EmberDataError, match="is not a readable ablation table"):
+        ablate.run_ablation(["base.yaml"], ["a="], str(tmp_path), extra, resume=True)
+    with pytest.raises(EmberConfigError, match="is a file"):
+        ablate.run_ablation(["base.yaml"], ["a="], str(tmp_path / "ablation.md"), extra)
 
 
 @pytest.mark.slow
