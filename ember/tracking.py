@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
+from urllib.parse import urlsplit
 
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
@@ -28,6 +30,19 @@ def resolve_tracking_uri(run_dir: str, tracking_uri: Optional[str] = None) -> st
         raise EmberConfigError(f"MLflow tracking URI {uri!r} is a file store, which current MLflow refuses: use "
                                "sqlite:///path/to/mlflow.db, or http://host:port for a server")
     return uri
+
+
+def check_reachable(uri: str, timeout: float = 5.0):
+    """A tracking server must answer a connection within `timeout` seconds: MLflow's client retries for minutes
+    before its first error, so an unreachable server would look like a hang."""
+    parts = urlsplit(uri)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout).close()
+    except OSError as err:
+        raise EmberConfigError(f"the MLflow tracking server {uri} does not answer ({err}): start it (mlflow server "
+                               "--port ...), fix $MLFLOW_TRACKING_URI or trainer.logger.init_args.tracking_uri, or unset "
+                               "it to log to a local sqlite store under runs/") from err
 
 
 @contextmanager
@@ -75,6 +90,8 @@ class EmberMLFlowLogger(MLFlowLogger):
         self._run_dir = str(Path(run_dir).resolve())
         Path(self._run_dir).mkdir(parents=True, exist_ok=True)
         uri = resolve_tracking_uri(run_dir, tracking_uri)
+        if uri.startswith(("http://", "https://")):
+            check_reachable(uri)
         with store_lock(uri):  # the client creates a new store's tables
             super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri, tags=tags,
                              log_model=log_model, artifact_location=Path(self._run_dir, "artifacts").as_uri())

@@ -1,5 +1,7 @@
 """ember.tracking: the MLflow store (SQLite under the run folder), and runs started at once sharing it."""
 
+import socket
+
 import pytest
 
 from ember import tracking
@@ -49,3 +51,16 @@ def test_runs_started_at_once_share_a_new_store(tmp_path, monkeypatch):
     for p in procs:
         p.join(timeout=60)
     assert len(set(results)) == 1 and results[0].isdigit(), results
+
+
+def test_an_unreachable_tracking_server_is_refused_at_once_and_a_listening_one_passes():
+    with socket.socket() as free:  # a port nothing listens on
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    with pytest.raises(EmberConfigError, match=f"http://127.0.0.1:{port} does not answer"):
+        tracking.check_reachable(f"http://127.0.0.1:{port}")  # at once, not after MLflow's minutes of retries
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        uri = f"http://127.0.0.1:{server.getsockname()[1]}"
+        tracking.check_reachable(uri)
