@@ -8,7 +8,6 @@ writer adds. Text manifests name no "kind"; every other kind names itself ("audi
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -17,6 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from ember.errors import EmberDataError
+from ember.files import current_umask
 
 MANIFEST = "ember-shards.json"
 FORMAT = 1
@@ -28,9 +28,7 @@ def built_folder(out: Path) -> Iterator[Path]:
     fails, so a shard folder is never half-written."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    umask = os.umask(0)
-    os.umask(umask)
-    tmp.chmod(0o777 & ~umask)  # mkdtemp's folder is private (0700); the result gets a new folder's usual mode
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp's folder is private (0700): give it a new folder's usual mode
     try:
         yield tmp
         if out.exists():

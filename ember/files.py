@@ -4,6 +4,7 @@ checkpoints read without running code."""
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,17 +18,31 @@ from ember.errors import EmberDataError
 @contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path in path's folder; it replaces path when the block ends without error and is
-    deleted otherwise, so a crash or bad input mid-write leaves path as it was."""
+    deleted otherwise, so a crash or bad input mid-write leaves path as it was.
+
+    The result keeps what the user set on the file it replaces: a symlink is written through (its target is
+    replaced, the link stays), the old file's mode is kept, and a new file gets the usual mode (0666 less the
+    umask), not the temporary file's private 0600."""
     path = Path(path)
+    if path.is_symlink():
+        path = path.resolve()
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode) if path.exists() else 0o666 & ~current_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def current_umask() -> int:
+    """The process umask (reading it means setting it: set it straight back)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write_text(path: str | Path, text: str):

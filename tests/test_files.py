@@ -1,4 +1,7 @@
-"""ember.files: an interrupted write leaves the old file whole."""
+"""ember.files: an interrupted write leaves the old file whole; a write keeps the file's mode and links."""
+
+import os
+import stat
 
 import pytest
 
@@ -8,8 +11,31 @@ from ember import files
 def test_atomic_write_leaves_no_partial_file(tmp_path):
     target = tmp_path / "config.yaml"
     target.write_text("old")
-
-
     with pytest.raises(TypeError):
         files.atomic_write_text(target, 123)  # fails while writing
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["config.yaml"]
+
+
+def test_a_replaced_file_keeps_its_mode_and_a_new_one_gets_the_usual_mode(tmp_path):
+    shared = tmp_path / "shared.yaml"
+    shared.write_text("old")
+    shared.chmod(0o640)
+    files.atomic_write_text(shared, "new")
+    assert shared.read_text() == "new" and stat.S_IMODE(shared.stat().st_mode) == 0o640
+    before = os.umask(0o027)
+    try:
+        files.atomic_write_text(tmp_path / "fresh.yaml", "x")
+    finally:
+        os.umask(before)
+    assert stat.S_IMODE((tmp_path / "fresh.yaml").stat().st_mode) == 0o640  # 0666 less the umask, not 0600
+
+
+def test_a_symlink_is_written_through_to_its_target(tmp_path):
+    (tmp_path / "real").mkdir()
+    target = tmp_path / "real" / "me.mem"
+    target.write_text("old")
+    link = tmp_path / "me.mem"
+    link.symlink_to(target)
+    files.atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["me.mem"]  # no temporary file left
