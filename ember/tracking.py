@@ -41,8 +41,8 @@ def check_reachable(uri: str, timeout: float = 5.0):
         socket.create_connection((parts.hostname, port), timeout=timeout).close()
     except OSError as err:
         raise EmberConfigError(f"the MLflow tracking server {uri} does not answer ({err}): start it (mlflow server "
-                               "--port ...), fix $MLFLOW_TRACKING_URI or trainer.logger.init_args.tracking_uri, or unset "
-                               "it to log to a local sqlite store under runs/") from err
+                               "--port ...), fix $MLFLOW_TRACKING_URI or trainer.logger.init_args.tracking_uri, or "
+                               "unset it to log to a local sqlite store under runs/") from err
 
 
 @contextmanager

@@ -1,4 +1,4 @@
-"""FiniteGuard: the first non-finite training loss or validation metric stops training before any checkpoint holds it."""
+"""FiniteGuard: the first non-finite training loss or val metric stops training before any checkpoint holds it."""
 
 import pytest
 import torch
