@@ -1,9 +1,14 @@
 """Config checks that run before LightningCLI parses anything: a class_path that names no importable
-class stops with the near names, not with a page of usage."""
+class stops with the near names, not with a page of usage. And the parser's own errors (a misspelled
+option, a wrong type on the command line) as one short message with the near names, usage on request."""
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
+import re
+import sys
 from pathlib import Path
 
 import lightning.pytorch.callbacks as lightning_callbacks
@@ -11,6 +16,7 @@ import lightning.pytorch.loggers as lightning_loggers
 import torch.optim
 import torch.optim.lr_scheduler
 import yaml
+from lightning.pytorch.cli import LightningArgumentParser
 
 from ember import registry
 from ember.errors import EmberConfigError
@@ -74,3 +80,42 @@ def _check_importable(dotted: str, file: str, where: str):
     except (ImportError, AttributeError) as err:
         raise EmberConfigError(f"cannot import {dotted!r} at {where} in {file} ({err}): "
                                f"{registry.suggest(attr)}") from err
+
+
+class ShortErrorParser(LightningArgumentParser):
+    """LightningCLI's parser, whose errors are the message (with the near names of a misspelled option) and
+    where to find every option, instead of 60 lines of usage with the message last."""
+
+    def error(self, message: str, ex: Exception | None = None):
+        if not self.exit_on_error:
+            return super().error(message, ex)  # a nested parser: its caller decides
+        parser = getattr(ex, "subcommand_parser", None) or self
+        prog = parser.prog.replace(" [options]", "")
+        hint = near_option_names(message, list(parser._option_string_actions))
+        first, details = (hint, message.strip()) if hint else (message.strip(), "")
+        sys.stderr.write(f"error: {first}\n" + (f"details: {details}\n" if details else "") +
+                         f"every option: {prog} --help\n")
+        self.exit(2)
+
+
+def near_option_names(message: str, options: list[str]) -> str:
+    """'did you mean' for an unrecognized command-line option (`options`, the parser's, are the candidates) or
+    jsonargparse's "Option 'x' is not accepted" in a class_path's init_args (the class's own arguments are), or
+    "" when the message names no option."""
+    unknown = re.search(r"[Uu]nrecognized arguments: (--[\w.\-]+)", message)
+    if unknown:
+        close = difflib.get_close_matches(unknown.group(1), options, n=3, cutoff=0.6)
+        return f"no option {unknown.group(1)}" + (f": did you mean {' or '.join(close)}?" if close else "")
+    option = re.search(r"Option '([^']+)' is not accepted", message)
+    owner = re.search(r"class_path '([\w.]+)'", message)
+    if not option or not owner:
+        return ""
+    module, _, name = owner.group(1).rpartition(".")
+    try:
+        known = [p for p in inspect.signature(getattr(importlib.import_module(module), name)).parameters
+                 if p not in ("self", "args", "kwargs")]
+    except (ImportError, AttributeError, TypeError, ValueError):
+        return ""
+    close = difflib.get_close_matches(option.group(1), known, n=3, cutoff=0.5)
+    return f"{name} has no option {option.group(1)!r}" + (f": did you mean {' or '.join(close)}?" if close else
+                                                           f"; its options: {', '.join(known)}")

@@ -19,7 +19,7 @@ from ember.callbacks.checkpoint import EmberCheckpoint
 from ember.callbacks.finite_guard import FiniteGuard
 from ember.callbacks.learning_curves import LearningCurves
 from ember.callbacks.memory_usage import MemoryUsage
-from ember.cli.checks import check_config_names
+from ember.cli.checks import ShortErrorParser, check_config_names
 from ember.errors import EmberConfigError
 from ember.files import load_checkpoint
 from ember.model import EmberModel  # noqa: F401  (imported so `class_path: EmberModel` resolves)
@@ -65,6 +65,7 @@ class EmberCLI(LightningCLI):
                                             lazy_instance(MemoryUsage)]},
             auto_configure_optimizers=False, args=args, run=run,
             parser_kwargs={"description": DESCRIPTION, "formatter_class": RawDescriptionHelpFormatter},
+            parser_class=ShortErrorParser,
         )
 
     def parse_arguments(self, parser, args):

@@ -146,3 +146,15 @@ def test_a_diverging_jepa_fit_stops_at_the_nan_and_saves_no_nan_checkpoint(tmp_p
     assert "became nan at step" in caplog.text
     for ckpt in runs.rglob("*.ckpt"):
         assert all(torch.isfinite(v).all() for v in torch.load(ckpt, weights_only=True)["state_dict"].values())
+
+
+@pytest.mark.parametrize("option, first_line", [
+    (["--model.init_args.lrr", "1"], "error: EmberModel has no option 'lrr': did you mean lr?"),
+    (["--trainer.max_stepz", "3"], "error: no option --trainer.max_stepz: did you mean --trainer.max_steps"),
+    (["--trainer.max_steps", "abc"], 'error: Parser key "trainer.max_steps":')])
+def test_a_command_line_mistake_is_a_short_message_first_with_the_near_names(option, first_line, capsys):
+    with pytest.raises(SystemExit) as stop:
+        run_cli("fit", "--config", str(ROOT / "configs/debug/quickstart.yaml"), *option)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith(first_line)
+    assert "usage:" not in err and err.rstrip().endswith(" fit --help")  # the prog is ember from the shell
