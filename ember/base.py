@@ -52,6 +52,11 @@ class LanguageBackbone(EmberPlugin):
         `em_L<i>` for a block's EM (a layer of its own at index i). {} for a backbone without memories."""
         return {}
 
+    def state_grows(self) -> bool:
+        """True when the per-stream state grows with the stream (a full-attention KV cache): it cannot be kept
+        from one session to the next as a fixed-size memory state."""
+        return False
+
 
 class SensoryOutput(NamedTuple):
     tokens: Tensor  # (b, s, d) latent sensory tokens

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from ember.errors import EmberDataError
+from ember.errors import EmberConfigError, EmberDataError
 
 
 @contextmanager
@@ -36,6 +36,21 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def check_writable(path: str | Path, option: str):
+    """Stop now, naming `option`, when `path` could not be written later (its folder missing or read-only, or
+    `path` a folder): a long job finds out before it runs, not when it saves."""
+    path = Path(path).expanduser()
+    folder = path.parent
+    if path.is_dir():
+        raise EmberConfigError(f"{option} {path} is a folder: give a file path")
+    if not folder.is_dir():
+        raise EmberConfigError(f"{option} {path}: the folder {folder} does not exist; create it first")
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise EmberConfigError(f"{option} {path} cannot be written ({err}): choose a writable folder") from err
 
 
 def current_umask() -> int:

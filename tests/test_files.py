@@ -6,6 +6,7 @@ import stat
 import pytest
 
 from ember import files
+from ember.errors import EmberConfigError
 
 
 def test_atomic_write_leaves_no_partial_file(tmp_path):
@@ -39,3 +40,12 @@ def test_a_symlink_is_written_through_to_its_target(tmp_path):
     files.atomic_write_text(link, "new")
     assert link.is_symlink() and target.read_text() == "new"
     assert sorted(p.name for p in (tmp_path / "real").iterdir()) == ["me.mem"]  # no temporary file left
+
+
+def test_check_writable_names_the_option_and_the_fix(tmp_path):
+    files.check_writable(tmp_path / "new.mem", "--memory-state")  # a new file in a folder that exists: fine
+    with pytest.raises(EmberConfigError, match="--memory-state .* the folder .* does not exist"):
+        files.check_writable(tmp_path / "no" / "x.mem", "--memory-state")
+    with pytest.raises(EmberConfigError, match="is a folder"):
+        files.check_writable(tmp_path, "--memory-state")
+    assert list(tmp_path.iterdir()) == []  # the check leaves nothing behind

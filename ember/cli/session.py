@@ -18,7 +18,8 @@ from jsonargparse import ArgumentParser
 from jsonargparse.typing import PositiveInt
 
 from ember.cli.runs import load_trained
-from ember.errors import EmberDataError
+from ember.errors import EmberConfigError, EmberDataError
+from ember.files import check_writable
 from ember.memory_state import load_memory_state, save_memory_state
 
 log = logging.getLogger("ember")
@@ -68,7 +69,12 @@ def stream(model, tokens, state=None, span: int = 256) -> tuple[list[float], obj
 @torch.no_grad()
 def run_session(config: str, ckpt_path: str, memory_state: str, source: str, span: int = 256) -> list[float]:
     """Stream `source` through the model span by span; returns the per-span losses (nats/byte)."""
+    check_writable(memory_state, "--memory-state")  # before the session, not after it
     model = load_trained(config, ckpt_path)
+    if model.backbone.state_grows():
+        raise EmberConfigError(f"{type(model.backbone).__name__} keeps every token of the stream (full attention's KV "
+                               "cache), so there is no fixed-size memory state to keep between sessions: use a "
+                               "backbone with memories (NMLBackbone) or a windowed attention (window: W)")
     tokens = torch.tensor(list(read_input(source)), dtype=torch.long)[None]  # (1, n)
     path = Path(memory_state)
     state = None

@@ -38,7 +38,7 @@ class TransformerBackbone(LanguageBackbone):
                  attn_backend: Backend = "sdpa", d_ff: Optional[int] = None, dropout: float = 0.0,
                  vocab_size: int = 256, reserved_tokens: int = 8):
         super().__init__()
-        self.d_model, self.vocab_size = d_model, vocab_size
+        self.d_model, self.vocab_size, self.window = d_model, vocab_size, window
         stack = [AttentionLayer(d_model, heads, window, attn_backend, d_ff, dropout) for _ in range(layers)]
         self.stack = TokenStack(vocab_size + reserved_tokens, d_model, stack, dropout)
 
@@ -46,3 +46,7 @@ class TransformerBackbone(LanguageBackbone):
                 prefix: Tensor | None = None) -> BackboneOutput:
         """Same contract as NMLBackbone.forward: logits (b, n, v + reserved) and the KV caches."""
         return BackboneOutput(*self.stack(tokens, state, prefix))
+
+    def state_grows(self) -> bool:
+        """Under full attention (window null) the KV cache holds every token of the stream."""
+        return self.window is None

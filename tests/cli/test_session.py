@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ember import memory_state
-from helpers import run_cli
+from helpers import ROOT, fit_args, run_cli, run_folder
 
 
 @pytest.fixture
@@ -115,3 +115,21 @@ def test_ember_test_can_switch_a_trained_models_memories_off(trained_runs, tmp_p
     ((rate,),) = mlflow_rows(run_dir, "select value from metrics where key = 'mem/test_commit_rate'")
     # off: no memory reads or writes, so no commit at any boundary (the checkpoint's "on" is not restored over it)
     assert (rate == 0.0) == (memories == "off")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("where", ["missing_folder", "a_folder"])
+def test_an_unwritable_state_path_stops_before_the_session_streams(trained_runs, text, tmp_path, caplog, where):
+    target = tmp_path / "nowhere" / "m.mem" if where == "missing_folder" else tmp_path
+    assert session(*trained_runs["memory"], target, text) == 2
+    assert "--memory-state" in caplog.text and "span 1" not in caplog.text  # nothing was streamed
+
+
+@pytest.mark.slow
+def test_a_full_attention_transformer_has_no_memory_state_to_keep(text, tmp_path, caplog):
+    config = str(ROOT / "configs/debug/transformer.yaml")
+    assert run_cli(*fit_args(tmp_path / "runs", "--trainer.max_steps", "2", "--trainer.val_check_interval", "2",
+                             config=config)) == 0
+    ckpt = str(run_folder(tmp_path / "runs") / "checkpoints/last.ckpt")
+    assert session(config, ckpt, tmp_path / "m.mem", text) == 2
+    assert "no fixed-size memory state" in caplog.text and not (tmp_path / "m.mem").exists()
