@@ -53,8 +53,9 @@ class NMLBackbone(LanguageBackbone):
                  pm: Optional[Callable[[int], ProceduralMemory]] = None,
                  em: Optional[Callable[[int], EpisodicMemory]] = None):
         super().__init__()
-        if blocks < 1 or layers_per_block < 1:
-            raise EmberConfigError(f"blocks={blocks} and layers_per_block={layers_per_block} must be >= 1")
+        if min(blocks, layers_per_block, d_model, heads) < 1:
+            raise EmberConfigError(f"blocks={blocks}, layers_per_block={layers_per_block}, d_model={d_model} and "
+                                   f"heads={heads} must be >= 1")
         self.d_model, self.vocab_size = d_model, vocab_size
         layers = []
         for _ in range(blocks):

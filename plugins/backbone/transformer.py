@@ -10,6 +10,7 @@ from typing import Optional
 from torch import Tensor
 
 from ember.base import BackboneOutput, LanguageBackbone
+from ember.errors import EmberConfigError
 from ember.ops.attention.window import Backend
 from ember.ops.layers import AttentionLayer
 from ember.ops.stack import TokenStack
@@ -38,6 +39,8 @@ class TransformerBackbone(LanguageBackbone):
                  attn_backend: Backend = "sdpa", d_ff: Optional[int] = None, dropout: float = 0.0,
                  vocab_size: int = 256, reserved_tokens: int = 8):
         super().__init__()
+        if min(d_model, layers, heads) < 1:
+            raise EmberConfigError(f"d_model={d_model}, layers={layers} and heads={heads} must be >= 1")
         self.d_model, self.vocab_size, self.window = d_model, vocab_size, window
         stack = [AttentionLayer(d_model, heads, window, attn_backend, d_ff, dropout) for _ in range(layers)]
         self.stack = TokenStack(vocab_size + reserved_tokens, d_model, stack, dropout)

@@ -86,6 +86,8 @@ class WindowAttention(nn.Module):
     def __init__(self, d_model: int, heads: int, window: int | None = 256, backend: Backend = "sdpa",
                  rope_base: float = 10000.0):
         super().__init__()
+        if d_model < 1 or heads < 1:
+            raise EmberConfigError(f"d_model={d_model} and heads={heads} must be >= 1")
         if d_model % heads:
             raise EmberConfigError(f"d_model={d_model} is not divisible by heads={heads}: "
                                    f"pick heads from {[h for h in range(1, 17) if d_model % h == 0]}")

@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from ember.errors import EmberConfigError
 from ember.plugins.backbone.nml import NMLBackbone
 from ember.plugins.backbone.transformer import TransformerBackbone
 from ember.state import LayerStates
@@ -110,3 +111,10 @@ def test_compile_keeps_the_plasticity_loop_eager_and_traces_the_rest():
         assert all("_plasticity_loop" in str(r.reason) for r in explained.break_reasons), explained.break_reasons
         breaks[n] = explained.graph_break_count
     assert breaks[20] == breaks[60] > 0
+
+
+@pytest.mark.parametrize("make", [lambda **kw: NMLBackbone(window=8, **kw), lambda **kw: TransformerBackbone(**kw)])
+@pytest.mark.parametrize("sizes, named", [(dict(d_model=-5), "d_model=-5"), (dict(d_model=16, heads=0), "heads=0")])
+def test_sizes_below_one_name_the_setting(make, sizes, named):
+    with pytest.raises(EmberConfigError, match=f"{named}.* must be >= 1|{named}, .* must be >= 1"):
+        make(**sizes)
