@@ -96,7 +96,7 @@ class ProceduralPatterns(MemoryTask):
         needed = repetitions * per_rep + (repetitions - 1) * (gap * window + 2)
         if needed > seq_len + 1:
             raise EmberConfigError(f"seq_len={seq_len} cannot hold {repetitions} repetitions {gap}xW apart: raise "
-                                   f"seq_len to {needed} or lower repetitions/gap")
+                                   f"seq_len to {needed - 1} or lower repetitions/gap")
         self.window, self.repetitions, self.gap, self.rule = window, repetitions, gap, rule
         self.args, self.words, self.seq_len, self.vocabulary = args, words, seq_len, vocabulary
         self.text = TextSource(distractor)

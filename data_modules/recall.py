@@ -64,7 +64,7 @@ class SessionRecall(MemoryTask):
         if longest > seq_len + 1:
             raise EmberConfigError(f"seq_len={seq_len} cannot hold {people * attributes} facts, their questions "
                                    f"and a {max(self.delays)}xW={max(self.delays) * window}-byte distractor: "
-                                   f"raise seq_len to {longest} or shorten the delays")
+                                   f"raise seq_len to {longest - 1} or shorten the delays")
 
     def _session_settings(self, window: int, delays: tuple[int, ...], people: int, attributes: int, seq_len: int,
                           distractor: Optional[str]):
@@ -138,7 +138,7 @@ class OpenRecall(SessionRecall):
         if longest > seq_len + 1:
             raise EmberConfigError(f"seq_len={seq_len} cannot hold {people * attributes} facts with their questions "
                                    f"and a {max(self.delays)}xW={max(self.delays) * window}-byte distractor: raise "
-                                   f"seq_len to {longest}, or use fewer people, attributes or shorter delays")
+                                   f"seq_len to {longest - 1}, or use fewer people, attributes or shorter delays")
 
     def facts_bytes(self, rng: np.random.Generator, sessions: int = 256) -> int:
         """The most bytes the facts and their questions took in `sessions` drawn sessions: each fact

@@ -18,9 +18,9 @@ def test_ablation_variants_and_table(tmp_path):
     assert parse_variant("base=") == ("base", [])
     assert parse_variant(f"x={overlay},--trainer.max_steps=5") == ("x", ["--config", str(overlay),
                                                                         "--trainer.max_steps", "5"])
-    with pytest.raises(EmberConfigError):
+    with pytest.raises(EmberConfigError, match="write NAME=OVERLAY"):
         parse_variant("no-equals-sign")
-    with pytest.raises(EmberConfigError):
+    with pytest.raises(EmberConfigError, match="overlay missing.yaml is not a file"):
         parse_variant("x=missing.yaml")
     table = markdown([{"variant": "a", "params": 3, "eval/t/acc": 0.5}, {"variant": "b", "eval/t/acc": 0.25}])
     assert "| a | 3 | 0.5000 |" in table and "| b |  | 0.2500 |" in table

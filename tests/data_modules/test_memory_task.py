@@ -18,13 +18,14 @@ def test_examples_are_deterministic_per_split_and_index():
     assert a[0]["tokens"].shape == (321,) and a[0]["loss_mask"].shape == (320,)
 
 
-@pytest.mark.parametrize("make", [lambda: SessionRecall(window=64, delays=(8,), seq_len=256),
-                                  lambda: ProceduralPatterns(window=64, repetitions=4, gap=2, seq_len=256),
-                                  lambda: ProceduralPatterns(rule="reverse"),
-                                  lambda: MQAR(seq_len=64, num_kv_pairs=32),
-                                  lambda: ForgettingMQAR(num_kv_pairs=4, num_updates=5)])
-def test_impossible_settings_name_the_fix(make):
-    with pytest.raises(EmberConfigError):
+@pytest.mark.parametrize("make, fix", [
+    (lambda: SessionRecall(window=64, delays=(8,), seq_len=256), "raise seq_len to 751"),
+    (lambda: ProceduralPatterns(window=64, repetitions=4, gap=2, seq_len=256), "raise seq_len to 637"),
+    (lambda: ProceduralPatterns(rule="reverse"), "use one of argument_order, substitution"),
+    (lambda: MQAR(seq_len=64, num_kv_pairs=32), "raise seq_len or lower num_kv_pairs"),
+    (lambda: ForgettingMQAR(num_kv_pairs=4, num_updates=5), "between 0 and num_kv_pairs=4")])
+def test_impossible_settings_name_the_fix(make, fix):
+    with pytest.raises(EmberConfigError, match=fix):
         make()
 
 
@@ -32,7 +33,7 @@ def test_data_module_batches_and_bad_sizes():
     dm = MemoryTaskData(MQAR(vocab_size=128, seq_len=64, num_kv_pairs=4), batch_size=3, val_size=5)
     batch = next(iter(dm.val_dataloader()))
     assert batch["tokens"].shape == (3, 65) and batch["loss_mask"].dtype == torch.bool
-    with pytest.raises(EmberConfigError):
+    with pytest.raises(EmberConfigError, match="batch_size=0 .* must be >= 1"):
         MemoryTaskData(MQAR(vocab_size=128, seq_len=64, num_kv_pairs=4), batch_size=0)
 
 

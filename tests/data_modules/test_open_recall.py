@@ -1,5 +1,7 @@
 """Open-vocabulary recall: values and names drawn from generators whose splits are disjoint by construction."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -69,7 +71,11 @@ def test_a_vocabulary_too_small_for_the_session_names_the_fix():
 
 
 def test_a_seq_len_too_short_for_the_facts_names_the_length_to_use():
-    with pytest.raises(EmberConfigError, match=r"seq_len=300 cannot hold 6 facts .* raise seq_len to \d+"):
+    with pytest.raises(EmberConfigError, match=r"seq_len=300 cannot hold 6 facts .* raise seq_len to \d+") as err:
         OpenRecall(window=16, delays=(4, 16), people=3, attributes=2, seq_len=300)
+    enough = int(re.search(r"raise seq_len to (\d+)", str(err.value)).group(1))
+    OpenRecall(window=16, delays=(4, 16), people=3, attributes=2, seq_len=enough)  # the length it names is enough
+    with pytest.raises(EmberConfigError, match=f"raise seq_len to {enough}"):
+        OpenRecall(window=16, delays=(4, 16), people=3, attributes=2, seq_len=enough - 1)  # and the least that is
     with pytest.raises(EmberConfigError, match="attributes=9 must be in"):
         OpenRecall(attributes=9)

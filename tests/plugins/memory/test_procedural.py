@@ -59,9 +59,10 @@ def test_state_size_is_independent_of_stream_length_and_reset_empties_one_stream
         assert s_new[0].abs().sum() == 0 and torch.equal(s_new[1], s_old[1])
 
 
-@pytest.mark.parametrize("kwargs", [dict(top_k=9), dict(period=0), dict(trace_decay=1.0)])
-def test_bad_settings_name_the_fix(kwargs):
+@pytest.mark.parametrize("kwargs, fix", [(dict(top_k=9), "between 1 and slots=8"), (dict(period=0), "period=0 must"),
+                                         (dict(trace_decay=1.0), r"in \[0, 1\)")])
+def test_bad_settings_name_the_fix(kwargs, fix):
     from ember.errors import EmberConfigError
 
-    with pytest.raises(EmberConfigError):
+    with pytest.raises(EmberConfigError, match=fix):
         LowRankPM(16, neuromodulator=LearnedNeuromodulator, **kwargs)
