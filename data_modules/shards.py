@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
@@ -80,9 +81,13 @@ def _samples(folder: Path, shards: list[str]) -> Iterator[bytes]:
     urls = [str(folder / s) for s in shards]
     if not urls:
         return
-    for sample in wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None,
-                                 empty_check=False):
-        yield sample["txt"]
+    try:
+        for sample in wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None,
+                                     empty_check=False):
+            yield sample["txt"]
+    except (tarfile.TarError, OSError, KeyError, ValueError) as err:  # truncated, corrupt, or not a text shard
+        raise EmberDataError(f"a shard of {folder} cannot be read ({err}): write the folder again with `ember data "
+                             "prepare text --input <your text> --out <a new folder>`") from err
 
 
 def read_split_bytes(folder: Path, split: str, max_bytes: Optional[int] = None) -> torch.Tensor:

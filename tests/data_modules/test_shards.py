@@ -66,3 +66,13 @@ def test_corrupt_manifest_is_refused(tmp_path):
     (tmp_path / "ember-shards.json").write_text("{not json")
     with pytest.raises(EmberDataError, match="ember data prepare text"):
         TextBytes(path=str(tmp_path)).setup("fit")
+
+
+def test_a_truncated_shard_is_one_message_naming_the_folder(tmp_path, text_file):
+    out = tmp_path / "shards"
+    assert main(["data", "prepare", "text", "--input", str(text_file), "--out", str(out), "--chunk_bytes", "1000",
+                 "--shard_bytes", "3000"]) == 0
+    shard = out / read_manifest(out)["train"]["shards"][0]
+    shard.write_bytes(shard.read_bytes()[:700])
+    with pytest.raises(EmberDataError, match=f"a shard of {out} cannot be read .* ember data prepare text"):
+        TextBytes(path=str(out)).setup("fit")
