@@ -74,5 +74,5 @@ def test_a_truncated_shard_is_one_message_naming_the_folder(tmp_path, text_file)
                  "--shard_bytes", "3000"]) == 0
     shard = out / read_manifest(out)["train"]["shards"][0]
     shard.write_bytes(shard.read_bytes()[:700])
-    with pytest.raises(EmberDataError, match=f"a shard of {out} cannot be read .* ember data prepare text"):
+    with pytest.raises(EmberDataError, match=f"a shard of {out} cannot be read .*`ember data prepare text"):
         TextBytes(path=str(out)).setup("fit")
