@@ -121,3 +121,12 @@ def test_sudoku_reader_rejects_bad_solutions(tmp_path):
         read_sudoku(file)
     with pytest.raises(EmberDataError, match="does not exist"):
         read_sudoku(tmp_path / "missing.txt")
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".txt"])
+def test_a_file_that_is_not_text_names_its_line(tmp_path, suffix):
+    file = tmp_path / f"bad{suffix}"
+    header = "puzzle,solution\n" if suffix == ".csv" else "# header\n"
+    file.write_bytes((header + grid_text(PATTERN) + "\n").encode() * 400 + b"\xff\xfe not text\n")
+    with pytest.raises(EmberDataError, match=f"{file}:801: byte 0xff is not text"):
+        read_sudoku(file)
