@@ -20,9 +20,7 @@ import sys
 import torch
 
 from ember.base import Neuromodulator
-from ember.cli.runs import build_cli, comma_list, load_weights
-from ember.data_modules.memory_task import MemoryTaskData
-from ember.errors import EmberConfigError
+from ember.cli.runs import comma_list, load_memory_run
 
 
 def answers(batch: dict, preds: torch.Tensor) -> list[tuple[int, bool]]:
@@ -66,10 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     if edges != sorted(set(edges)) or edges[0] < 1 or args.limit < 1 or args.periods < 1:
         parser.error("--buckets must be increasing positive integers; --limit and --periods >= 1")
     try:
-        cli = build_cli(args.config, extra)
-        if not isinstance(cli.datamodule, MemoryTaskData):
-            raise EmberConfigError(f"{args.config[0]} does not train on a memory task (data: MemoryTaskData)")
-        model, data = load_weights(cli.model, args.ckpt_path), cli.datamodule
+        model, data = load_memory_run(args.config, args.ckpt_path, extra)
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

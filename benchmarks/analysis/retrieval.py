@@ -22,9 +22,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from ember.cli.runs import build_cli, load_weights
-from ember.data_modules.memory_task import MemoryTaskData
-from ember.errors import EmberConfigError
+from ember.cli.runs import load_memory_run
 from ember.ops.slot_memory import SlotMemory
 
 
@@ -74,10 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.limit < 1:
         parser.error("--limit must be >= 1")
     try:
-        cli = build_cli(args.config, extra)
-        if not isinstance(cli.datamodule, MemoryTaskData):
-            raise EmberConfigError(f"{args.config[0]} does not train on a memory task (data: MemoryTaskData)")
-        model, data = load_weights(cli.model, args.ckpt_path), cli.datamodule
+        model, data = load_memory_run(args.config, args.ckpt_path, extra)
     except (OSError, ValueError, RuntimeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -13,6 +13,8 @@ import yaml
 from ember import registry
 from ember.cli.checks import check_config_names
 from ember.cli.lightning import EmberCLI
+from ember.data_modules.memory_task import MemoryTaskData
+from ember.errors import EmberConfigError
 from ember.files import load_checkpoint
 
 
@@ -76,6 +78,15 @@ def load_run(config: list[str], ckpt_path: str, extra: list[str], kind: type):
     if not isinstance(cli.model, kind):
         raise ValueError(f"{config[0]} trains a {type(cli.model).__name__}, not a {kind.__name__}")
     return load_weights(cli.model, ckpt_path), cli.datamodule  # the EMA weights when the run averaged them
+
+
+def load_memory_run(config: list[str], ckpt_path: str, extra: list[str]):
+    """The model (checkpoint weights, eval mode) and MemoryTaskData of a memory-task run's config, its overlays and
+    further options. EmberConfigError when the config's data is not a memory task."""
+    cli = build_cli(config, extra)
+    if not isinstance(cli.datamodule, MemoryTaskData):
+        raise EmberConfigError(f"{config[0]} does not train on a memory task (data: MemoryTaskData)")
+    return load_weights(cli.model, ckpt_path), cli.datamodule
 
 
 def load_trained(config: str, ckpt_path: str):
