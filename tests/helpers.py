@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ember.base import ReasoningCore, ReasoningOutput, SensoryEncoder, SensoryOutput
 from ember.cli.main import main
+from ember.cli.runs import build_model
 from ember.data_modules.binding import BindingData
 from ember.plugins.backbone.nml import NMLBackbone
 
@@ -109,6 +110,13 @@ def load_script(path: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def untrained_checkpoint(config: str, folder: Path) -> str:
+    """A checkpoint of a config's model at its init (a script that reads weights, without training them first)."""
+    path = folder / "w.ckpt"
+    torch.save({"state_dict": build_model(config).state_dict()}, path)
+    return str(path)
 
 
 # ---- audio: sample rate, signals, encoder sizes (ops, data_modules, plugins/sensory) ------------------------------

@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from helpers import ROOT, load_script
+from helpers import ROOT, load_script, untrained_checkpoint
 
 
 def test_by_position_scores_whole_answers_at_their_start_and_buckets_them():
@@ -22,17 +22,15 @@ def test_by_position_scores_whole_answers_at_their_start_and_buckets_them():
 
 @pytest.mark.slow
 def test_by_position_script_reads_a_checkpoint_and_prints_the_gates(tmp_path, capsys):
-    from ember.cli.runs import build_model
-
     by_position = load_script("benchmarks/analysis/by_position.py")
     config = str(ROOT / "configs/debug/memory_mqar.yaml")
-    torch.save({"state_dict": build_model(config).state_dict()}, tmp_path / "w.ckpt")
-    assert by_position.main(["--config", config, "--ckpt_path", str(tmp_path / "w.ckpt"), "--limit", "3",
+    ckpt = untrained_checkpoint(config, tmp_path)
+    assert by_position.main(["--config", config, "--ckpt_path", ckpt, "--limit", "3",
                              "--buckets", "64,128", "--periods", "4", "--data.init_args.batch_size=2"]) == 0
     out = capsys.readouterr().out
     assert re.search(r"\| all \| \d+ \| \*\*[01]\.\d{3}\*\* \|", out)
     gates = [line for line in out.splitlines() if line.startswith("mean commit gate")]
     assert len(gates) == 2 and all(len(line.split(": ")[1].split()) == 4 for line in gates)  # 2 EMs, 4 periods
     sudoku = str(ROOT / "configs/debug/sudoku.yaml")
-    assert by_position.main(["--config", sudoku, "--ckpt_path", str(tmp_path / "w.ckpt")]) == 2
+    assert by_position.main(["--config", sudoku, "--ckpt_path", ckpt]) == 2
     assert "does not train on a memory task" in capsys.readouterr().err

@@ -5,7 +5,7 @@ import re
 import pytest
 import torch
 
-from helpers import ROOT, load_script
+from helpers import ROOT, load_script, untrained_checkpoint
 
 
 def test_sources_are_the_first_occurrence_of_the_answer_at_the_same_offsets():
@@ -24,14 +24,11 @@ def test_rank_counts_the_earlier_keys_closer_to_the_query_and_ignores_later_ones
 
 @pytest.mark.slow
 def test_retrieval_script_ranks_every_answer_byte_of_each_memory(tmp_path, capsys):
-    from ember.cli.runs import build_model
-
     retrieval = load_script("benchmarks/analysis/retrieval.py")
     config = str(ROOT / "configs/debug/memory_open_recall.yaml")
-    torch.save({"state_dict": build_model(config).state_dict()}, tmp_path / "w.ckpt")
-    assert retrieval.main(["--config", config, "--ckpt_path", str(tmp_path / "w.ckpt"), "--limit", "2",
+    ckpt = untrained_checkpoint(config, tmp_path)
+    assert retrieval.main(["--config", config, "--ckpt_path", ckpt, "--limit", "2",
                            "--data.init_args.batch_size=2"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and all(re.match(r"EM [12], (first|rest) bytes: median rank \d+", line) for line in lines)
-    assert retrieval.main(["--config", str(ROOT / "configs/debug/sudoku.yaml"), "--ckpt_path",
-                           str(tmp_path / "w.ckpt")]) == 2
+    assert retrieval.main(["--config", str(ROOT / "configs/debug/sudoku.yaml"), "--ckpt_path", ckpt]) == 2
