@@ -34,9 +34,5 @@ class FiniteGuard(Callback):
 
     @staticmethod
     def _stop(trainer: Trainer, pl_module: LightningModule, what: str, value: float):
-        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
-        lr = getattr(pl_module.hparams, "lr", None)
-        lower = f"Lower model.lr (now {lr}), " if lr is not None else "Lower the learning rate, "
-        raise NonFiniteLossError(f"{what} became {value} at step {trainer.global_step}: training stopped, nothing "
-                                 f"saved from it. Last good checkpoint: {ckpt}. {lower}raise the warm-up, or train "
-                                 "in trainer.precision=32; resume with --ckpt_path <that checkpoint>.")
+        ckpt = getattr(trainer.checkpoint_callback, "last_model_path", "")
+        raise NonFiniteLossError.at(what, value, trainer.global_step, ckpt, getattr(pl_module.hparams, "lr", None))

@@ -16,6 +16,16 @@ class EmberDataError(EmberError, ValueError):
 class NonFiniteLossError(EmberError, FloatingPointError):
     """Training produced NaN/inf; training stops and the last good checkpoint is kept."""
 
+    @classmethod
+    def at(cls, what: str, value: float, step: int, checkpoint: str, lr=None,
+           warmup: str = "the warm-up") -> "NonFiniteLossError":
+        """The error for `what` (a loss or metric) turned `value` at `step`, naming the last good `checkpoint`
+        ("" when none was saved yet), the learning rate `lr` if known and the warm-up setting to raise."""
+        lower = f"Lower model.lr (now {lr})" if lr is not None else "Lower the learning rate"
+        return cls(f"{what} became {value} at step {step}: training stopped, nothing saved from it. Last good "
+                   f"checkpoint: {checkpoint or 'none saved yet'}. {lower}, raise {warmup}, or train in "
+                   "trainer.precision=32; resume with --ckpt_path <that checkpoint>.")
+
 
 class CheckpointMismatchError(EmberError, RuntimeError):
     """A checkpoint saved from another composite than the one configured."""

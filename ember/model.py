@@ -230,11 +230,9 @@ class EmberModel(LightningModule):
     def _check_finite(self, loss: Tensor):
         if torch.isfinite(loss):
             return
-        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "") or "none saved yet"
-        raise NonFiniteLossError(
-            f"loss became {loss.item()} at step {self.global_step}: training stopped. Last good checkpoint: "
-            f"{ckpt}. Lower model.lr (now {self.hparams.lr}), raise model.warmup_steps, or train in "
-            "trainer.precision=32; resume with --ckpt_path <that checkpoint>.")
+        ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "")
+        raise NonFiniteLossError.at("loss", loss.item(), self.global_step, ckpt, self.hparams.lr,
+                                    "model.warmup_steps")
 
     def validation_step(self, batch, batch_idx: int):
         batch = Batch.of(batch)
