@@ -14,7 +14,7 @@ import tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPING = {"ember": "ember", "ember.plugins": "plugins", "ember.data_modules": "data_modules",
-           "ember.callbacks": "callbacks"}
+           "ember.callbacks": "callbacks", "ember.configs": "configs"}
 MAX_FILE_LINES, MAX_FUNCTION_LINES = 400, 50
 
 
@@ -67,6 +67,7 @@ def _imports(module: str) -> list[tuple[str, ast.AST, bool]]:
 def test_every_package_folder_is_installed():
     listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {name for name, file in MODULES.items() if file.name == "__init__.py"}
+    found |= {f"ember.configs.{d.name}" for d in (ROOT / "configs").iterdir() if d.is_dir() and d.name != "__pycache__"}
     assert found == listed
 
 

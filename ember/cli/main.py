@@ -1,7 +1,7 @@
 """The `ember` console script: one dispatch table from the command's first word to the module that runs it.
 
     ember fit|validate|test|predict ...   ember.cli.lightning (LightningCLI)
-    ember plugins|data|session|stability|ablate ...   ember.cli.<command>
+    ember plugins|configs|data|session|stability|ablate ...   ember.cli.<command>
     ember bench ...                       ember.bench.command
     ember --version
 
@@ -22,6 +22,7 @@ log = logging.getLogger("ember")
 LIGHTNING = "ember.cli.lightning"
 COMMANDS = {
     "plugins": "ember.cli.plugins",
+    "configs": "ember.cli.configs",
     "data": "ember.cli.data",
     "session": "ember.cli.session",
     "stability": "ember.cli.stability",
