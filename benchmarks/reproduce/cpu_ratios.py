@@ -9,7 +9,8 @@
    dense-mask reference (`attend_dense`), forward+backward. Ratio = dense time / blocked time.
 3. Memory read/commit overhead: the same NML model with PM+EM and without memories (the
    quickstart by default, and it with configs/ablate/no_memory.yaml), training step and
-   decoding measured by `ember bench`'s functions. Ratio = time with memories / time without.
+   decoding measured by `ember bench`'s functions, the variants in turn within each round (so machine load moves
+   them together). Ratio = time with memories / time without, per round; median and range reported.
    Boundary cost: the PM+EM model again with every memory's period set to the context, so a
    training step commits once (at its end) instead of every P tokens; the share of the step that
    the boundaries cost = 1 - time(one boundary) / time(every P tokens). And the PM+EM model with its
@@ -21,7 +22,7 @@
    sort) in the call functions of inductor's generated code for its forward and backward graphs
    (CPU inductor; a GPU build fuses with Triton instead, so its count differs somewhat).
 
-    python benchmarks/reproduce/cpu_ratios.py [--n 1024] [--window 64] [--context 1024] [--threads 1]
+    python benchmarks/reproduce/cpu_ratios.py [--n 1024] [--window 64] [--context 1024] [--threads 1] [--rounds 5]
         [--out runs/bench/cpu_ratios.json]
 
 Letters: b batch, n sequence, d channels.
@@ -146,22 +147,37 @@ def attention_ratio(n: int, window: int, repeats: int, b: int = 4, h: int = 4, e
             "dense_over_blocked": medians["dense"] / medians["blocked"]}
 
 
-def memory_overhead(config: str, overlay: str, context: int, batch: int, steps: int, decode_tokens: int) -> dict:
-    out = {"config": config, "context": context, "batch": batch}
+def memory_overhead(config: str, overlay: str, context: int, batch: int, rounds: int, decode_tokens: int) -> dict:
+    """Training step and decode latency of the PM+EM model, it without memories, and it with one boundary per step,
+    the three measured in turn within every round (a load spike hits all of them); ratios per round, so their
+    median and range are reported."""
+    out = {"config": config, "context": context, "batch": batch, "rounds": rounds}
     one_boundary = [f"--model.init_args.backbone.init_args.{kind}.init_args.period={context}" for kind in ("pm", "em")]
-    variants = (("pm_em", ["--config", config]), ("none", ["--config", config, "--config", overlay]),
-                ("pm_em_one_boundary", ["--config", config, *one_boundary]))
-    for name, args in variants:
-        model = build_variant(args)
-        train = measure_training(model, context, batch, steps=steps, warmup=1)
-        decode = measure_decode(model, [context], tokens=decode_tokens)[context]
-        out[name] = {"params": sum(p.numel() for p in model.parameters()), "train_step_ms": train["step_ms_median"],
-                     "decode_ms_median": decode["decode_ms_median"], "state_bytes": decode["state_bytes"]}
-        log.info("memory overhead: %s: %.1f ms/step, %.2f ms/token", name, train["step_ms_median"],
-                 decode["decode_ms_median"])
-    out["train_step_with_over_without"] = out["pm_em"]["train_step_ms"] / out["none"]["train_step_ms"]
-    out["decode_with_over_without"] = out["pm_em"]["decode_ms_median"] / out["none"]["decode_ms_median"]
-    out["boundary_share_of_train_step"] = 1 - out["pm_em_one_boundary"]["train_step_ms"] / out["pm_em"]["train_step_ms"]
+    variants = {"pm_em": ["--config", config], "none": ["--config", config, "--config", overlay],
+                "pm_em_one_boundary": ["--config", config, *one_boundary]}
+    models = {name: build_variant(args) for name, args in variants.items()}
+    for model in models.values():  # warm-up: allocator, AdamW state, first-call costs
+        measure_training(model, context, batch, steps=1, warmup=1)
+    train = {name: [] for name in models}
+    decode = {name: [] for name in models}
+    for i in range(rounds):
+        for name, model in models.items():
+            train[name].append(measure_training(model, context, batch, steps=1, warmup=0)["step_ms_median"])
+            one = measure_decode(model, [context], tokens=decode_tokens)[context]
+            decode[name].append(one["decode_ms_median"])
+            out.setdefault(name, {"params": sum(p.numel() for p in model.parameters()),
+                                  "state_bytes": one["state_bytes"]})
+        log.info("memory overhead, round %d/%d: %s", i + 1, rounds,
+                 ", ".join(f"{name} {train[name][-1]:.0f} ms/step {decode[name][-1]:.2f} ms/token" for name in models))
+    for name in models:
+        out[name].update(train_step_ms=statistics.median(train[name]), train_step_ms_all=train[name],
+                         decode_ms_median=statistics.median(decode[name]), decode_ms_all=decode[name])
+    ratios = {"train_step_with_over_without": [a / b for a, b in zip(train["pm_em"], train["none"])],
+              "decode_with_over_without": [a / b for a, b in zip(decode["pm_em"], decode["none"])],
+              "boundary_share_of_train_step": [1 - a / b for a, b in zip(train["pm_em_one_boundary"], train["pm_em"])]}
+    for key, values in ratios.items():
+        out[key] = statistics.median(values)
+        out[f"{key}_range"] = [min(values), max(values)]
     return out
 
 
@@ -264,7 +280,8 @@ def main():
     p.add_argument("--overlay", default=str(ROOT / "configs/ablate/no_memory.yaml"), help="overlay removing both")
     p.add_argument("--context", type=int, default=1024, help="tokens per training sequence and decode context")
     p.add_argument("--batch", type=int, default=4, help="training batch")
-    p.add_argument("--steps", type=int, default=3, help="timed training steps")
+    p.add_argument("--rounds", type=int, default=5, help="rounds of the memory-overhead comparison: each round "
+                   "times one training step and one decode of every variant in turn (median and range reported)")
     p.add_argument("--decode-tokens", type=int, default=32, help="decoded tokens")
     p.add_argument("--threads", type=int, default=0, help="torch.set_num_threads; 0 keeps the default (on a "
                    "shared CPU, 1 avoids thread-synchronization stalls)")
@@ -279,7 +296,7 @@ def main():
     log.info("scan at n=%d: %s", opts.n, json.dumps(result["scan"], indent=1))
     result["attention"] = attention_ratio(opts.n, opts.window, opts.repeats)
     log.info("attention at n=%d: %s", opts.n, json.dumps(result["attention"], indent=1))
-    result["memory"] = memory_overhead(opts.config, opts.overlay, opts.context, opts.batch, opts.steps,
+    result["memory"] = memory_overhead(opts.config, opts.overlay, opts.context, opts.batch, opts.rounds,
                                        opts.decode_tokens)
     result["compiled_periods"] = compiled_periods_ratio(opts.config, opts.context, opts.batch, opts.repeats)
     log.info("compiled plasticity periods: %s", json.dumps(result["compiled_periods"]))
