@@ -14,6 +14,7 @@ from __future__ import annotations
 import importlib
 import logging
 import sys
+import warnings
 
 import ember
 from ember.errors import EmberError
@@ -29,6 +30,27 @@ COMMANDS = {
     "ablate": "ember.cli.ablate",
     "bench": "ember.bench.command",
 }
+
+
+class _DropTips(logging.Filter):
+    """Drops Lightning's advertisement for its cloud logger (`rank_zero_info("💡 Tip: ... litlogger ...")`, printed
+    on every Trainer construction since Lightning 2.6 when no LitLogger is used)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def quiet_known_noise():
+    """Silence, at their source, the messages every command printed that tell the user nothing:
+    - Lightning's `utilities/_pytree.py` builds torch's deprecated `LeafSpec` (a FutureWarning on every fit;
+      Lightning-AI/pytorch-lightning#21326; drop this filter once the installed Lightning no longer does);
+    - Lightning's litlogger tip (above);
+    - MLflow's INFO lines when it creates or migrates the local sqlite store."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in rank_zero.filters):  # main() runs many times in one test process
+        rank_zero.addFilter(_DropTips())
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 
 def setup_logging():
@@ -56,6 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging()
+    quiet_known_noise()
     try:
         return dispatch(argv, from_command_line)
     except EmberError as err:
