@@ -1,4 +1,4 @@
-"""Plugin discovery and listing.
+"""Plugin discovery by import: what LightningCLI and `ember plugins show` need.
 
 The base classes in `ember.base` are the registry: jsonargparse resolves `class_path: Name`
 among the imported subclasses of a slot's type. This module makes sure they are imported
@@ -6,6 +6,9 @@ among the imported subclasses of a slot's type. This module makes sure they are 
 CLI parses anything, and lists them by kind. A plugin that fails to import is reported by
 name; the others still work. Two different classes with the same short name are an error,
 because `class_path: Name` could not tell them apart.
+
+Importing the plugins imports Lightning and torch (seconds); `ember plugins` lists them from their source instead
+(ember.catalog), and tests/test_registry.py holds the two lists equal.
 """
 
 from __future__ import annotations
@@ -21,12 +24,12 @@ from importlib.metadata import entry_points
 from lightning.pytorch import Callback, LightningDataModule
 
 from ember.base import PLUGIN_KINDS, MemoryTask, RecursionNetwork
+from ember.catalog import BUILTIN_PACKAGES, ENTRY_POINT_GROUP
 from ember.errors import EmberConfigError
 
 log = logging.getLogger(__name__)
-ENTRY_POINT_GROUP = "ember.plugins"
-BUILTIN_PACKAGES = ("ember.plugins", "ember.data_modules", "ember.callbacks")
-# Listed beside the plugin kinds so `ember plugins` shows every name a config can use.
+# Listed beside the plugin kinds so `ember plugins` shows every name a config can use (ember.catalog.EXTRA_KINDS
+# names the same classes by their dotted paths).
 EXTRA_KINDS = {"data": LightningDataModule, "callback": Callback, "task": MemoryTask,
                "network": RecursionNetwork}
 

@@ -45,11 +45,19 @@ def _class_paths(node, where: str = ""):
             yield from _class_paths(value, f"{where}[{i}]")
 
 
-def _known_short_names() -> set[str]:
-    names = set(registry.plugins()) | {"EmberModel", "EmberMLFlowLogger"}
+def known_class_paths() -> dict[str, str]:
+    """{short name: dotted path} of every short name a config's class_path may use: the plugins, EmberModel,
+    EmberMLFlowLogger, Lightning's callbacks and loggers, torch's optimizers and lr schedulers (the first of these
+    that has a name wins). `ember plugins show` reads it too."""
+    paths = {name: info.class_path for name, info in registry.plugins().items()}
+    paths |= {"EmberModel": "ember.model.EmberModel", "EmberMLFlowLogger": "ember.tracking.EmberMLFlowLogger"}
     for module in (lightning_callbacks, lightning_loggers, torch.optim, torch.optim.lr_scheduler):
-        names |= {n for n in dir(module) if not n.startswith("_")}
-    return names
+        paths |= {n: f"{module.__name__}.{n}" for n in dir(module) if not n.startswith("_") and n not in paths}
+    return paths
+
+
+def _known_short_names() -> set[str]:
+    return set(known_class_paths())
 
 
 def check_config_names(argv: list[str]):

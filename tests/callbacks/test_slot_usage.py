@@ -24,7 +24,8 @@ def test_heat_maps_line_up_with_their_strips_and_say_what_they_are():
         assert abs(a.x0 - b.x0) < 1e-6 and abs(a.x1 - b.x1) < 1e-6
         assert top.get_xlim() == bottom.get_xlim()
     titles = [ax.get_title() for ax in heat]
-    assert titles[0].startswith("episodic store (EM), layer 0") and titles[1].startswith("procedural memory (PM), layer 1")
+    assert titles[0].startswith("episodic store (EM), layer 0")
+    assert titles[1].startswith("procedural memory (PM), layer 1")
     assert fig.get_suptitle() == "run x: q.yaml"
 
 
