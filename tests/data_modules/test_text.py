@@ -36,7 +36,9 @@ def test_folder_of_text_files_skips_binary(tmp_path):
 def test_windows_are_deterministic_and_shifted_targets_line_up(text_file):
     data = torch.arange(100, dtype=torch.uint8)
     windows = RandomWindows(data, 9, 10, seed=3)
-    assert torch.equal(windows[4], windows[4])
+    assert torch.equal(windows[4], RandomWindows(data.clone(), 9, 10, seed=3)[4])  # a fresh copy draws the same
+    starts = lambda seed: [int(RandomWindows(data, 9, 10, seed=seed)[i][0]) for i in range(10)]  # noqa: E731
+    assert len(set(starts(3))) > 1 and starts(3) != starts(4)  # per index and per seed, not one fixed window
     w = windows[4]
     assert torch.equal(w[1:] - w[:-1], torch.ones(8, dtype=torch.long))
     evals = ContiguousWindows(data, 9, None)

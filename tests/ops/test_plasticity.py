@@ -43,11 +43,25 @@ def test_slot_weights_by_hand():
     w = slot_weights(K, s, k_e, tau=t(1.0), beta=0.5, top_k=2)
     e = math.exp(-1.5)
     torch.testing.assert_close(w[0], t(1 / (1 + e), e / (1 + e), 0.0))
+    # tau 0.5 sharpens: scores [2, -1, -2]
+    w = slot_weights(K, s, k_e, tau=t(0.5), beta=0.5, top_k=2)
+    e = math.exp(-3.0)
+    torch.testing.assert_close(w[0], t(1 / (1 + e), e / (1 + e), 0.0))
 
 
 def test_read_by_hand_single_slot():
     q, K, V, s = t([1.0, 0.0])[None], t([0.0, 1.0])[None], t([3.0, -1.0])[None], t(0.5)[None]
     torch.testing.assert_close(pm_read(q, K, V, s)[0, 0], t(1.5, -0.5))  # one slot: softmax = 1
+
+
+def test_read_by_hand_two_tokens_two_slots():
+    q = t([1.0, 0.0], [0.0, 2.0])[None]  # (1, 2, 2): each token its own softmax over the slots
+    K, V, s = t([1.0, 0.0], [0.0, 1.0])[None], t([1.0, 2.0], [3.0, -1.0])[None], t(1.0, 0.5)[None]
+    # logits q.K / sqrt(2): token 0 [1/sqrt2, 0], token 1 [0, 2/sqrt2]; y = sum_i s_i softmax_i V_i
+    a0 = 1 / (1 + math.exp(-1 / math.sqrt(2)))  # weight of slot 0 for token 0
+    a1 = 1 / (1 + math.exp(2 / math.sqrt(2)))  # and for token 1
+    want = torch.stack([a0 * V[0, 0] + (1 - a0) * 0.5 * V[0, 1], a1 * V[0, 0] + (1 - a1) * 0.5 * V[0, 1]])
+    torch.testing.assert_close(pm_read(q, K, V, s)[0], want)
 
 
 def test_eligibility_trace_by_hand():
@@ -144,6 +158,9 @@ def test_write_merges_into_a_similar_item_else_overwrites_the_weakest():
     assert w[0, 0].tolist() == [0.0, 0.0, 1.0] and merged.tolist() == [[False]]  # the empty (weakest) item
     full = t(0.9, 0.5, 0.7)[None]
     assert merge_or_weakest(K, full, novel[:, None], 0.9)[0][0, 0].tolist() == [0.0, 1.0, 0.0]  # weakest live item
+    dead = t(0.0, 0.5, 0.7)[None]  # item 0 decayed to nothing but keeps its key: no merge into it, an overwrite
+    w, merged = merge_or_weakest(K, dead, similar[:, None], 0.9)
+    assert w[0, 0].tolist() == [1.0, 0.0, 0.0] and merged.tolist() == [[False]]
 
 
 def test_write_by_hand_overwrites_outright_and_merges_by_the_gate():
@@ -159,6 +176,20 @@ def test_write_by_hand_overwrites_outright_and_merges_by_the_gate():
     torch.testing.assert_close(K2[0], torch.stack([t(0.995, 0.05) / t(0.995, 0.05).norm(), t(0.0, 1.0), t(-1.0, 0.0)]))
     torch.testing.assert_close(V2[0], t([0.5, 5.5], [2.0, 2.0], [10.0, 0.0]))  # merge: V + g (v - V); overwrite: v
     torch.testing.assert_close(s2[0], t(0.8 * 0.9 + 0.5 * 0.5, 0.8 * 0.5, 0.4 * 0.5))  # replaced item: g eta only
+
+
+def test_an_overwrite_replaces_a_live_items_strength_too():
+    """The weakest item is live (s = 0.3): the overwrite gives it the new strength g eta alone, not that plus its
+    decayed old strength; the items not written decay by lam."""
+    K = t([1.0, 0.0], [0.0, 1.0], [0.6, 0.8])[None]
+    V = t([1.0, 1.0], [2.0, 2.0], [3.0, 3.0])[None]
+    s = t(0.9, 0.3, 0.6)[None]
+    k, v = t(-1.0, 0.0)[None, None], t(5.0, -5.0)[None, None]  # novel: cosines -1, 0, -0.6
+    w, merged = merge_or_weakest(K, s, k, 0.9)
+    K2, V2, s2 = em_write(K, V, s, k, v, w, merged, t(0.5)[None], eta=t(0.4), lam=t(0.8))
+    torch.testing.assert_close(s2[0], t(0.8 * 0.9, 0.5 * 0.4, 0.8 * 0.6))
+    torch.testing.assert_close(K2[0, 1], t(-1.0, 0.0))
+    torch.testing.assert_close(V2[0, 1], t(5.0, -5.0))
 
 
 def test_closed_gate_writes_nothing():

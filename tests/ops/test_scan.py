@@ -47,11 +47,14 @@ def test_hand_computed_two_steps():
 
 @pytest.mark.parametrize("scan", sorted(FAST))
 def test_fast_scans_are_stable_for_long_sequences_with_tiny_gates(scan):
+    """h_1 = 1, then h_t = 1e-6 h_{t-1} + 1 = 1 + 1e-6 (+ 1e-12): float32 holds the 1e-6 to about 6e-8, so the
+    check allows 2e-7 (assert_close's float32 default, 1e-5, would pass h = 1 too)."""
     a = torch.full((1, 4096, 2), 1e-6)
     b = torch.ones(1, 4096, 2)
     h, _ = FAST[scan](a, b)
-    assert torch.isfinite(h).all()
-    torch.testing.assert_close(h[0, -1], torch.full((2,), 1.0 + 1e-6))
+    want = torch.full_like(h, 1.0 + 1e-6)
+    want[:, 0] = 1.0
+    torch.testing.assert_close(h, want, rtol=0, atol=2e-7)
 
 
 @pytest.mark.parametrize("scan", sorted(FAST))

@@ -2,8 +2,11 @@
 
 import pytest
 import torch
+from torch import nn
 
+from ember.base import Modulation
 from ember.errors import EmberConfigError
+from ember.ops.plasticity import em_read
 from ember.ops.slot_memory import SlotRule, compile_plasticity
 from ember.plugins.memory.episodic import EpisodicStore
 from ember.plugins.memory.procedural import LowRankPM
@@ -68,6 +71,40 @@ def test_short_convolution_by_hand_and_causal_across_chunks(memory):
     first, carried = mem.mix_recent(qkv[:, :1], torch.zeros(1, conv - 1, 3 * d))  # a 1-token chunk keeps conv-1 rows
     second, _ = mem.mix_recent(qkv[:, 1:], carried)
     torch.testing.assert_close(torch.cat([first, second], 1), expected)
+
+
+class ShownSpans(nn.Module):
+    """A controller that writes at full gate, halves old strengths and keeps every span summary it is shown."""
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, summary):
+        self.seen.append(summary)
+        one = torch.ones_like(summary.surprise)
+        return Modulation(one, one, 0.5 * one, one)
+
+
+def test_the_controller_reads_the_spans_mean_input_relative_surprise_and_occupancy():
+    """Summaries by hand from the state each period starts from: the mean of x over the span; the mean over its
+    tokens of ||v - read||^2 / ||v||^2 with read = em_read(q, K, V, s) (1 while the memory is empty); mean s."""
+    torch.manual_seed(0)
+    d = 4
+    memory = EpisodicStore(d, ShownSpans, items=4, top_k=2, period=4, writes=2, conv=1).double()
+    x = torch.randn(2, 8, d, dtype=torch.float64)
+    _, first = memory(x[:, :4])
+    memory(x[:, 4:], first)
+    q, _, v = memory.qkv(x[:, 4:]).chunk(3, dim=-1)
+    read = em_read(q, first.K, first.V, first.s, top_k=2)
+    surprise = ((v - read).square().sum(-1) / v.square().sum(-1)).mean(1)
+    empty, written = memory.controller.seen
+    torch.testing.assert_close(empty.pooled, x[:, :4].mean(1))
+    torch.testing.assert_close(empty.surprise, torch.ones(2, dtype=torch.float64))
+    torch.testing.assert_close(written.pooled, x[:, 4:].mean(1))
+    torch.testing.assert_close(written.surprise, surprise)
+    torch.testing.assert_close(written.occupancy, first.s.mean(-1))
+    assert (first.s > 0).any(-1).all() and (surprise - 1).abs().min() > 1e-3  # the read mattered
 
 
 def test_short_convolution_needs_a_kernel_of_one_token_or_more():

@@ -6,6 +6,7 @@ import torch
 
 from ember.base import Modulation
 from ember.errors import EmberConfigError
+from ember.ops.plasticity import em_read
 from ember.plugins.backbone.nml import NMLBackbone
 from ember.plugins.memory.episodic import EpisodicStore, SalientCandidates, top_salient
 from ember.plugins.memory.procedural import LowRankPM
@@ -87,6 +88,23 @@ def test_commit_writes_the_candidates_at_once_with_gate_times_salience():
     torch.testing.assert_close(K2[0, 1], torch.nn.functional.normalize(torch.tensor([2.0, 0.1]), dim=0))
     torch.testing.assert_close(V2[0, 1], torch.tensor([1.0, 1.0]))
     torch.testing.assert_close(s2[0], torch.tensor([1.0, 1.0, 0.0]))  # the 0-gate candidate wrote nothing
+
+
+def test_reads_are_the_top_k_read_of_the_state_the_chunk_starts_from():
+    """A read recomputed from the state: within a period the items are fixed, so a chunk reads
+    W_o em_read(q, K, V, s, top_k) of the state it starts from, q = W_q x (no convolution here)."""
+    torch.manual_seed(0)
+    mem = EpisodicStore(8, neuromodulator=LearnedNeuromodulator, items=6, top_k=3, period=4, writes=2,
+                        conv=1).double()
+    with torch.no_grad():
+        mem.out.weight.normal_(std=0.5)
+        mem.controller.net[-1].bias[0] = 3.0  # commit
+    x = torch.randn(2, 11, 8, dtype=torch.float64)
+    _, state = mem(x[:, :8])  # two boundaries, two writes each
+    assert ((state.s > 0).sum(-1) > 3).all()  # more live items than top_k: the top-k choice matters
+    y, _ = mem(x[:, 8:], state)
+    q = mem.qkv(x[:, 8:]).chunk(3, dim=-1)[0]
+    torch.testing.assert_close(y, mem.out(em_read(q, state.K, state.V, state.s, top_k=3)))
 
 
 def test_session_end_flush_commits_the_open_span():

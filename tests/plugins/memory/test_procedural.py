@@ -1,10 +1,13 @@
 """LowRankPM: recurrence equivalence with commits, the controller trained through the memory, state size."""
 
+import math
+
 import pytest
 import torch
 
+from ember.base import Modulation
 from ember.plugins.backbone.nml import NMLBackbone
-from ember.plugins.memory.procedural import LowRankPM
+from ember.plugins.memory.procedural import LowRankPM, TraceCandidates, TraceRule
 from ember.plugins.neuromod.learned import LearnedNeuromodulator
 from helpers import token_by_token
 
@@ -35,6 +38,19 @@ def test_all_at_once_equals_chunked_equals_token_by_token_with_commits():
     torch.testing.assert_close(token_by_token(model, tokens), whole)
     for a, b in zip(state.collect("s"), state_whole.collect("s")):
         torch.testing.assert_close(a, b)
+
+
+def test_commit_by_hand_the_key_trace_picks_the_slot_and_both_traces_are_written():
+    """top-1 slot by cos(K_i, e_k): e_k = (0.8, 0.6) is nearer slot 0, e_v = (0, 5) nearer slot 1. With g 0.5,
+    eta 0.4, lam 0.8: K_0 = normalize(K_0 + g (e_k - K_0)), V_0 = V_0 + g (e_v - V_0), s = lam s + g eta w."""
+    rule = TraceRule(2, slots=2, top_k=1, beta=0.5, trace_decay=0.9)
+    t = lambda *v: torch.tensor(v, dtype=torch.float64)  # noqa: E731
+    K, V, s = t([1.0, 0.0], [0.0, 1.0])[None], torch.zeros(1, 2, 2, dtype=torch.float64), t(0.5, 0.5)[None]
+    cand = TraceCandidates(t(0.8, 0.6)[None], t(0.0, 5.0)[None])
+    K2, V2, s2 = rule.commit(K, V, s, cand, Modulation(t(0.5), t(0.4), t(0.8), t(1.0)))
+    torch.testing.assert_close(K2[0], t([0.9 / math.sqrt(0.9), 0.3 / math.sqrt(0.9)], [0.0, 1.0]))
+    torch.testing.assert_close(V2[0], t([0.0, 2.5], [0.0, 0.0]))
+    torch.testing.assert_close(s2[0], t(0.8 * 0.5 + 0.5 * 0.4, 0.8 * 0.5))
 
 
 def test_main_loss_trains_the_controller_through_the_memory():

@@ -61,6 +61,23 @@ def test_training_step_halts_every_puzzle_at_n_sup():
     assert core._carry.steps.tolist() == [1] * 4  # fresh puzzles took their place
 
 
+def test_the_loss_adds_the_halting_bce_on_whether_each_answer_is_right():
+    """Puzzle 0 answered right, puzzle 1 wrong in one cell; halting logits 0.3 and -0.2. The loss is the cross-
+    entropy plus halt_weight * mean(-log sigmoid(0.3), -log(1 - sigmoid(-0.2))), and only puzzle 0 halts."""
+    core = _core(halt_explore=0.0, halt_weight=0.5)
+    labels = torch.randint(1, 6, (2, 8))
+    answers = labels.clone()
+    answers[1, 0] = labels[1, 0] % 5 + 1  # another token
+    logits = 4.0 * torch.nn.functional.one_hot(answers, 6).float()
+    halt = torch.tensor([0.3, -0.2])
+    core.supervision_step = lambda x, y, z: (y, z, logits, halt)
+    loss = core.training_step({"inputs": labels, "labels": labels}, 0)
+    ce = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels)
+    bce = (math.log1p(math.exp(-0.3)) + math.log1p(math.exp(-0.2))) / 2
+    assert loss.item() == pytest.approx(ce.item() + 0.5 * bce)
+    assert core._carry.halted.tolist() == [True, False]
+
+
 def test_n_sup_warmup_halts_every_puzzle_after_one_step_until_its_last_step(monkeypatch):
     core = _core(n_sup=3, n_sup_warmup=2, halt_explore=1.0)  # exploration would otherwise hold puzzles longer
     now = {"step": 0}
@@ -131,9 +148,15 @@ def test_halt_prob_outside_0_1_is_refused(halt_prob):
 
 
 def test_composite_forward_returns_answer_tokens_and_probabilities():
-    out = _core()(torch.randn(2, 8, 16))
-    assert out.answer.shape == (2, 8, 16) and out.halt.shape == (2,) and out.more_sensing.shape == (2,)
-    assert ((out.halt >= 0) & (out.halt <= 1)).all()
+    core = _core()
+    with torch.no_grad():  # constant heads: halting logit 0.3, "more sensing?" logit -0.7
+        core.halt_head.bias.fill_(0.3)
+        core.sense_head.weight.zero_()
+        core.sense_head.bias.fill_(-0.7)
+    out = core(torch.randn(2, 8, 16))
+    assert out.answer.shape == (2, 8, 16)
+    torch.testing.assert_close(out.halt, torch.full((2,), 1 / (1 + math.exp(-0.3))))
+    torch.testing.assert_close(out.more_sensing, torch.full((2,), 1 / (1 + math.exp(0.7))))
 
 
 class ReversalPuzzles(LightningDataModule):

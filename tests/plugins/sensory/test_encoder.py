@@ -1,5 +1,7 @@
 """SpikingAudioEncoder and RateAudioEncoder: tokens and modulation, equal sizes, shape checks."""
 
+import math
+
 import pytest
 import torch
 
@@ -17,9 +19,17 @@ def test_encoder_outputs_tokens_and_modulation(cls):
     assert isinstance(out, SensoryOutput)
     assert out.tokens.shape == (3, 101 // 4, 32)
     assert out.modulation.shape == (3, 3)
-    arousal, valence, threat = out.modulation.unbind(-1)
-    assert (0 <= arousal).all() and (arousal <= 1).all() and (valence.abs() <= 1).all() and (threat >= 0).all()
     assert 0.0 <= float(enc.spike_rate()) <= 1.0
+
+
+def test_modulation_is_arousal_valence_threat_squashed_by_hand():
+    """Raw head outputs 2, -0.5, -1 (constant head): arousal sigmoid(2), valence tanh(-0.5), threat sigmoid(-1)."""
+    enc = SpikingAudioEncoder(**TINY)
+    with torch.no_grad():
+        enc.modulation_head.weight.zero_()
+        enc.modulation_head.bias.copy_(torch.tensor([2.0, -0.5, -1.0]))
+    want = torch.tensor([1 / (1 + math.exp(-2.0)), math.tanh(-0.5), 1 / (1 + math.exp(1.0))])
+    torch.testing.assert_close(enc.modulate(torch.randn(2, 5, 32)), want.expand(2, 3))
 
 
 def test_spiking_and_rate_encoders_have_the_same_parameter_count():
