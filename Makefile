@@ -12,8 +12,13 @@ RUNS ?= runs
 # on a CPU. The GPU comparison: make bench BENCH_CONFIGS='configs/bench/*.yaml' BENCH_ARGS=
 BENCH_CONFIGS ?= configs/debug/bench_*.yaml
 BENCH_ARGS ?= --contexts 256,1024,4096 --threads 1
+# `make mutate`: benchmarks/mutation.py, options through MUTATE_ARGS (e.g. '--only lif.leak_one_minus_beta --slow')
+MUTATE_ARGS ?=
+# `make fuzz`: the fuzz suite alone, longer than in `make test` (3 cases per target, seed 0); RELIABILITY.md
+FUZZ_EXAMPLES ?= 15
+FUZZ_SEED ?= 1
 
-.PHONY: install test test-fast fit bench ui lint clean
+.PHONY: install test test-fast mutate fuzz fit bench ui lint clean
 
 install:  ## create .venv and install ember with its test dependencies
 	$(PYTHON) -m venv $(VENV)
@@ -21,21 +26,43 @@ install:  ## create .venv and install ember with its test dependencies
 	$(BIN)/pip install -q $(PIP_C) -e '.[test]'
 	$(BIN)/ember --version
 
-test:  ## the CPU test suite (what CI runs)
+# test, test-fast, fit and bench install first when .venv is missing or older than the project's dependencies
+$(BIN)/ember: pyproject.toml constraints-cpu.txt
+	$(MAKE) install
+	@touch $@
+
+test: $(BIN)/ember  ## the CPU test suite (what CI runs); installs first if needed
 	$(BIN)/python -m pytest -q -x --durations=10
 
-test-fast:  ## the tests not marked slow (no training): under a minute on 2 CPU cores
+test-fast: $(BIN)/ember  ## the tests not marked slow (no training): under a minute on 2 CPU cores
 	$(BIN)/python -m pytest -q -x -m "not slow" --durations=5
 
-fit:  ## train the quickstart model (CONFIG=... to pick another)
+mutate: $(BIN)/ember  ## planted bugs in ember/ops and the memory, TRM, LIF rules: the share the tests catch (~11 min)
+	OMP_NUM_THREADS=1 $(BIN)/python benchmarks/mutation.py $(MUTATE_ARGS)
+
+fuzz: $(BIN)/ember  ## the fuzz suite of RELIABILITY.md, FUZZ_EXAMPLES cases per target (~10 min at 15)
+	EMBER_FUZZ_SEED=$(FUZZ_SEED) EMBER_FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) OMP_NUM_THREADS=1 \
+		$(BIN)/python -m pytest -q tests/cli/test_fuzz_*.py
+
+fit: $(BIN)/ember  ## train the quickstart model (CONFIG=... to pick another); installs first if needed
 	$(BIN)/ember fit --config $(CONFIG)
 
-bench:  ## `ember bench` speed table (CPU-sized twins; BENCH_CONFIGS='configs/bench/*.yaml' BENCH_ARGS= on a GPU)
+bench: $(BIN)/ember  ## `ember bench` speed table (CPU-sized twins; BENCH_CONFIGS='configs/bench/*.yaml' BENCH_ARGS= on a GPU)
 	$(BIN)/ember bench --config $(BENCH_CONFIGS) $(BENCH_ARGS)
 
-ui:  ## browse runs in the MLflow UI (installs the full mlflow server on first use)
-	@$(BIN)/python -c "import mlflow.server" 2>/dev/null || $(BIN)/pip install -q $(PIP_C) -e '.[ui]'
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUNS))/mlflow.db
+# The UI's server must be the client's MLflow version: a store written by a newer client is refused by an older server
+# ("out-of-date database schema"), and an older one would be migrated under the client's feet.
+ui:  ## browse runs in the MLflow UI (the full MLflow server, the client's version, in its own .venv-ui)
+	@v=$$($(BIN)/python -c "import mlflow; print(mlflow.__version__)"); \
+	if [ "$$(.venv-ui/bin/python -c 'import mlflow; print(mlflow.__version__)' 2>/dev/null)" != "$$v" ]; then \
+		echo "building .venv-ui with mlflow==$$v (once)"; \
+		{ test -d .venv-ui || $(PYTHON) -m venv .venv-ui; } && .venv-ui/bin/pip install -q -U pip && \
+		.venv-ui/bin/pip install -q "mlflow==$$v" || { echo "error: the full mlflow==$$v server cannot be installed \
+	here; install a client version that has one, e.g. .venv/bin/pip install 'mlflow-skinny==<version>', or serve \
+	the store from an environment of your own: mlflow ui --backend-store-uri sqlite:///$(abspath $(RUNS))/mlflow.db"; \
+		exit 2; }; \
+	fi
+	.venv-ui/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUNS))/mlflow.db
 
 lint:  ## ruff (installs the dev extra on first use)
 	@$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/pip install -q $(PIP_C) -e '.[dev]'

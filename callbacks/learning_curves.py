@@ -8,15 +8,17 @@ from pathlib import Path
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-from ember.tracking import save_figure
+from ember.tracking import run_title, save_figure
 
 log = logging.getLogger(__name__)
 
 
 class LearningCurves(Callback):
-    """Plots train/val bits per byte (and the corpus' unigram entropy) at the end of fit.
+    """Plots train/val bits per byte (and the corpus' unigram entropy), redrawn at every validation and at the end of
+    fit, so a stopped or killed run keeps the picture of its last validation.
 
-    The PNG lands in the run folder and in the MLflow run's artifacts under `plots/`.
+    The PNG lands in the run folder and in the MLflow run's artifacts under `plots/`; its title is the run's name
+    and the model's backbone.
 
     Args:
         train_metric: training metric to plot.
@@ -41,9 +43,16 @@ class LearningCurves(Callback):
         value = trainer.callback_metrics.get(self.val_metric)
         if value is not None and not trainer.sanity_checking:
             self.val.append((trainer.global_step, float(value)))
+            self.draw(trainer, pl_module)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule):
+        self.draw(trainer, pl_module)
+        if self.path is not None:
+            log.info("learning curves: %s", self.path)
 
     @rank_zero_only
-    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule):
+    def draw(self, trainer: Trainer, pl_module: LightningModule):
+        """Write the figure of the points so far (nothing before the first point)."""
         if not self.train and not self.val:
             return
         import matplotlib  # deferred: a second to import, and only the plots need it
@@ -58,10 +67,9 @@ class LearningCurves(Callback):
         unigram = getattr(getattr(trainer, "datamodule", None), "unigram_bpb", None)
         if unigram is not None:
             ax.axhline(unigram, color="gray", linestyle="--", label=f"unigram entropy {unigram:.2f}")
-        ax.set(xlabel="optimizer step", ylabel=self.ylabel, title=type(pl_module.backbone).__name__
-               if hasattr(pl_module, "backbone") else type(pl_module).__name__)
+        model = type(getattr(pl_module, "backbone", pl_module)).__name__
+        ax.set(xlabel="optimizer step", ylabel=self.ylabel, title=f"{run_title(trainer)}{model}")
         ax.grid(alpha=0.3)
         ax.legend()
         self.path = save_figure(trainer, fig, self.filename)
         plt.close(fig)
-        log.info("learning curves: %s", self.path)

@@ -10,7 +10,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ember.batch import Batch
 from ember.callbacks.slot_usage import slot_usage_figure, trace_slot_usage
-from ember.tracking import save_figure
+from ember.tracking import run_title, save_figure
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class MemoryUsage(Callback):
             return
         import matplotlib.pyplot as plt  # deferred: a second to import, and only the plots need it
 
-        fig = slot_usage_figure(strengths, rates, self.span)
+        title = f"{run_title(trainer)}slot usage over the first {'test' if prefix else 'validation'} sequence"
+        fig = slot_usage_figure(strengths, rates, self.span, title)
         self.path = save_figure(trainer, fig, prefix + self.filename)
         plt.close(fig)
         log.info("slot usage: %s", self.path)

@@ -23,7 +23,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ember.base import Example, MemoryTask
 from ember.data_modules.corpus import builtin_corpus
-from ember.data_modules.splits import SPLITS, Split, SplitLoaders
+from ember.data_modules.resumable import ResumableLoader
+from ember.data_modules.splits import SPLITS, Split, SplitLoaders, check_loader_args
 from ember.errors import EmberConfigError, EmberDataError
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class MemoryTaskData(SplitLoaders, LightningDataModule):
                                    f"{test_size}) must be >= 1")
         if not 0 <= context_weight <= 1:
             raise EmberConfigError(f"context_weight={context_weight} must be in [0, 1] (0: answers only)")
+        check_loader_args(batch_size, num_workers, seed)
         self.context_weight = context_weight
         self.task, self.batch_size, self.seed, self.num_workers = task, batch_size, seed, num_workers
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
@@ -150,11 +152,11 @@ class MemoryTaskData(SplitLoaders, LightningDataModule):
         if len(set(names)) < len(names):
             raise EmberConfigError(f"also_test repeats a task name ({names}): their metrics would mix")
 
-    def _loader(self, split: Split, task: Optional[MemoryTask] = None) -> DataLoader:
+    def _loader(self, split: Split, task: Optional[MemoryTask] = None) -> ResumableLoader:
         weight = self.context_weight if split == "train" else 0.0
         data = TaskExamples(task or self.task, split, self.sizes[split], self.seed, weight)
-        return DataLoader(data, batch_size=self.batch_size, num_workers=self.num_workers, drop_last=split == "train",
-                          persistent_workers=self.num_workers > 0)
+        return ResumableLoader(data, batch_size=self.batch_size, num_workers=self.num_workers,
+                               drop_last=split == "train", persistent_workers=self.num_workers > 0)
 
     def test_dataloader(self) -> DataLoader | list[DataLoader]:
         if len(self.eval_tasks) == 1:

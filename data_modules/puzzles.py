@@ -11,20 +11,24 @@ Letters: b batch, n sequence (grid cells, row-major), N puzzles in a set.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import logging
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler
 
-from ember.data_modules.splits import SplitLoaders
+from ember.data_modules.resumable import ResumableLoader
+from ember.data_modules.splits import SplitLoaders, check_loader_args
 from ember.errors import EmberConfigError, EmberDataError
 from ember.files import atomic_path
 
@@ -58,6 +62,32 @@ def file_digest(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+@contextmanager
+def reading_text(file: Path, holds: str) -> Iterator[None]:
+    """Read a puzzle file inside this block: bytes that are not UTF-8 text, or a CSV the csv module cannot split
+    (a NUL byte, a field past its size limit), become an EmberDataError naming the file (and the line of the
+    first bad byte); `holds` says what the file should hold."""
+    try:
+        yield
+    except UnicodeDecodeError as err:
+        data = file.read_bytes()  # the reader decodes in blocks: find the first bad byte in the whole file
+        start = _first_bad_byte(data)
+        line = data[:start].count(b"\n") + 1
+        raise EmberDataError(f"{file}:{line}: byte {data[start]:#04x} is not text (UTF-8): {holds}; fix or delete "
+                             "that line") from err
+    except csv.Error as err:
+        raise EmberDataError(f"{file} is not a CSV file Ember can read ({err}): {holds}") from err
+
+
+def _first_bad_byte(data: bytes) -> int:
+    """The offset of the first byte of data that is not UTF-8 (data is known not to decode)."""
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return err.start
+    return 0
 
 
 def cache_path(cache_dir: Path, params: dict) -> Path:
@@ -162,9 +192,7 @@ class PuzzleData(SplitLoaders, LightningDataModule, ABC):
     def __init__(self, batch_size: int = 64, augment: bool = True, seed: int = 0, num_workers: int = 0,
                  cache_dir: Optional[str] = "runs/cache"):
         super().__init__()
-        if batch_size < 1 or num_workers < 0 or seed < 0:
-            raise EmberConfigError(f"batch_size={batch_size} must be >= 1, num_workers={num_workers} >= 0 and "
-                                   f"seed={seed} >= 0")
+        check_loader_args(batch_size, num_workers, seed)
         self.batch_size, self.augment, self.seed = batch_size, augment, seed
         self.num_workers, self.cache_dir = num_workers, cache_dir
         self._sets: dict[str, PuzzleSet] = {}
@@ -218,11 +246,12 @@ class PuzzleData(SplitLoaders, LightningDataModule, ABC):
         for split in needed.get(stage or "", SPLITS):
             self.puzzles(split)
 
-    def _loader(self, split: str) -> DataLoader:
+    def _loader(self, split: str) -> ResumableLoader:
         data = self.puzzles(split)
         train = split == "train"
         augment = self.augment_pair if train and self.augment else None
         dataset = PuzzleDataset(data, augment, self.seed)
         sampler = EpochSampler(data.count, self.seed, shuffle=train)
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
-                          drop_last=train and data.count >= self.batch_size, persistent_workers=self.num_workers > 0)
+        return ResumableLoader(dataset, batch_size=self.batch_size, sampler=sampler, num_workers=self.num_workers,
+                               drop_last=train and data.count >= self.batch_size,
+                               persistent_workers=self.num_workers > 0)

@@ -18,8 +18,10 @@ from torch.utils.data import DataLoader, Dataset
 from ember.base import MemoryTask
 from ember.data_modules.corpus import builtin_corpus, read_text_files
 from ember.data_modules.memory_task import TaskExamples
+from ember.data_modules.resumable import ResumableLoader, pass_position
 from ember.data_modules.shard_manifest import MANIFEST, read_manifest
 from ember.data_modules.shards import ShardWindows, read_split_bytes
+from ember.data_modules.splits import check_loader_args
 from ember.errors import EmberConfigError, EmberDataError
 
 log = logging.getLogger(__name__)
@@ -75,24 +77,42 @@ def unigram_bits(data: torch.Tensor) -> float:
 
 class Interleave:
     """Batches of several loaders, one loader per batch, drawn with the given shares by a seeded generator
-    (the same sequence every epoch and run); `length` batches per epoch. A loader that runs out restarts."""
+    (the same sequence every epoch and run); `length` batches per epoch. A loader that runs out restarts.
 
-    def __init__(self, loaders: list, shares: list[float], length: int, seed: int):
+    Stateful like ResumableLoader (its loaders are ResumableLoaders): a resumed run replays the draws of the batches
+    already served and each loader skips what it had served, so the pass continues where it stopped."""
+
+    def __init__(self, loaders: list[ResumableLoader], shares: list[float], length: int, seed: int):
         self.loaders, self.shares, self.length, self.seed = loaders, np.asarray(shares) / sum(shares), length, seed
+        self._served = self._skip = 0
 
     def __len__(self) -> int:
         return self.length
 
     def __iter__(self):
+        skip, self._skip = self._skip, 0
+        return self._batches(skip)
+
+    def _batches(self, skip: int):
         rng = np.random.default_rng([self.seed, 7])
+        picks = [int(rng.choice(len(self.loaders), p=self.shares)) for _ in range(self.length)]
+        for i, loader in enumerate(self.loaders):
+            loader.load_state_dict({"batches": pass_position(picks[:skip].count(i), loader)})
         running = [iter(loader) for loader in self.loaders]
-        for _ in range(self.length):
-            i = int(rng.choice(len(self.loaders), p=self.shares))
+        self._served = skip
+        for i in picks[skip:]:
             batch = next(running[i], None)
             if batch is None:
                 running[i] = iter(self.loaders[i])
                 batch = next(running[i])
+            self._served += 1
             yield batch
+
+    def state_dict(self) -> dict[str, int]:
+        return {"batches": pass_position(self._served, self)}
+
+    def load_state_dict(self, state: dict[str, int]):
+        self._skip = int(state["batches"])
 
 
 class TextBytes(LightningDataModule):
@@ -134,6 +154,11 @@ class TextBytes(LightningDataModule):
         super().__init__()
         if seq_len < 2 or batch_size < 1:
             raise EmberConfigError(f"seq_len={seq_len} must be >= 2 and batch_size={batch_size} >= 1")
+        check_loader_args(batch_size, num_workers, seed)
+        if train_windows < 1 or benchmark_size < 1 or (max_eval_windows is not None and max_eval_windows < 1):
+            raise EmberConfigError(f"train_windows={train_windows}, benchmark_size={benchmark_size} and "
+                                   f"max_eval_windows={max_eval_windows} must be >= 1 (max_eval_windows null: the "
+                                   "whole split)")
         if not 0 < val_fraction < 1 or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
             raise EmberConfigError(f"val_fraction={val_fraction} and test_fraction={test_fraction} must be in "
                                    "[0, 1) with val_fraction > 0 and a sum below 1")
@@ -200,19 +225,19 @@ class TextBytes(LightningDataModule):
         trainer = getattr(self, "trainer", None)
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
-    def train_dataloader(self) -> DataLoader | Interleave:
+    def train_dataloader(self) -> ResumableLoader | Interleave:
         if not self.benchmark_share:
             return self._text_loader(self.seed)
         return self._mixed()
 
-    def _text_loader(self, seed: int) -> DataLoader:
+    def _text_loader(self, seed: int) -> ResumableLoader:
         if self._shards is not None:
             rank, world = self._rank()
             windows = math.ceil(self.train_windows / world)
             dataset = ShardWindows(self._shards, "train", self.seq_len + 1, windows, self.seed, rank, world)
-            return DataLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
+            return ResumableLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
         dataset = RandomWindows(self.splits["train"], self.seq_len + 1, self.train_windows, seed)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
+        return ResumableLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,
                           drop_last=True, persistent_workers=self.num_workers > 0)
 
     def _mixed(self) -> Interleave:
@@ -220,8 +245,8 @@ class TextBytes(LightningDataModule):
         rank draws its own windows and examples (its own seed): Lightning adds no distributed sampler here."""
         rank, world = self._rank()
         seed = self.seed * world + rank
-        tasks = [DataLoader(TaskExamples(task, "train", self.train_windows, seed, self.benchmark_context_weight),
-                            batch_size=self.batch_size, drop_last=True, num_workers=self.num_workers)
+        tasks = [ResumableLoader(TaskExamples(task, "train", self.train_windows, seed, self.benchmark_context_weight),
+                                 batch_size=self.batch_size, drop_last=True, num_workers=self.num_workers)
                  for task in self.benchmarks]
         text = self._text_loader(seed)
         shares = [1 - self.benchmark_share] + [self.benchmark_share / len(tasks)] * len(tasks)

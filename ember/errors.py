@@ -27,5 +27,14 @@ class NonFiniteLossError(EmberError, FloatingPointError):
                    "trainer.precision=32; resume with --ckpt_path <that checkpoint>.")
 
 
+class TrainingStopped(EmberError):
+    """A stop signal (SIGINT, SIGTERM) ended a command; the message says what was saved and how to resume, and the
+    exit status is the shell's for that signal (128 + its number: 130 for SIGINT, 143 for SIGTERM)."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
 class CheckpointMismatchError(EmberError, RuntimeError):
     """A checkpoint saved from another composite than the one configured."""

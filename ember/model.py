@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Literal, NamedTuple, Optional
@@ -28,7 +29,7 @@ from ember.errors import CheckpointMismatchError, EmberConfigError, NonFiniteLos
 from ember.init_from import copy_matching_weights
 from ember.metrics import answer_stats
 from ember.ops.slot_memory import SlotMemoryState, compile_plasticity, memories_off, slot_memories
-from ember.optim import adamw_with_schedule
+from ember.optim import adamw_with_schedule, check_optimizer_args
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2.0)
@@ -87,6 +88,10 @@ class EmberModel(LightningModule):
         super().__init__()
         if tbptt_chunk is not None and tbptt_chunk < 1:
             raise EmberConfigError(f"tbptt_chunk={tbptt_chunk} must be >= 1 (or null for whole sequences)")
+        check_optimizer_args(lr, weight_decay, betas, warmup_steps, min_lr_ratio)
+        if not 0 <= grad_clip < math.inf or generate_tokens < 0 or not 0 <= temperature < math.inf:
+            raise EmberConfigError(f"grad_clip={grad_clip} (0: off) and temperature={temperature} (0: greedy) must "
+                                   f"be finite and >= 0, generate_tokens={generate_tokens} >= 0")
         for name, slot in (("sensory", sensory), ("reasoning", reasoning)):
             if slot is not None and getattr(slot, "d_model", backbone.d_model) != backbone.d_model:
                 raise EmberConfigError(f"{name}.d_model={slot.d_model} must equal backbone.d_model="
@@ -96,8 +101,10 @@ class EmberModel(LightningModule):
         # sampling settings and the memory switch are not hyper-parameters: LightningCLI restores a checkpoint's
         # hyper-parameters over the command line, and `ember predict --model.init_args.temperature 0` (or
         # `ember test --model.init_args.memories off`) must take effect
+        # logger=False: the run's params are the resolved config's (MLflowSaveConfig: model.*, data.*); these again
+        # would show every model setting twice, plus LightningCLI's `_instantiator`
         self.save_hyperparameters(ignore=["backbone", "sensory", "reasoning", "consolidator", "generate_tokens",
-                                          "temperature", "memories", "test_memories_off"])
+                                          "temperature", "memories", "test_memories_off"], logger=False)
         self.generate_tokens, self.temperature, self.memories = generate_tokens, temperature, memories
         self.test_memories_off = test_memories_off
 
@@ -192,7 +199,11 @@ class EmberModel(LightningModule):
 
     def _log_training(self, loss: Tensor, lr: float, state, batch: Batch):
         self.log_dict({"train/loss": loss, "train/bpb": loss / LN2}, prog_bar=True)
-        self.log("train/lr", lr)
+        self.log("train/lr", lr, prog_bar=True)
+        now, last = time.perf_counter(), getattr(self, "_last_step_time", None)
+        if last is not None:  # tokens/s over the wall time since the previous step (data loading included)
+            self.log("train/tok_s", batch.tokens.numel() / (now - last), prog_bar=True)
+        self._last_step_time = now
         self._log_memory(state)
         self._log_spike_rate(batch.signal)
 
@@ -282,6 +293,9 @@ class EmberModel(LightningModule):
                          batch_size=int(at["answers"]), sync_dist=True, add_dataloader_idx=False)
                 self.log(f"{prefix}/{name}/byte_acc{suffix}", at["right_bytes"] / at["bytes"],
                          batch_size=int(at["bytes"]), sync_dist=True, add_dataloader_idx=False)
+
+    def on_validation_start(self):
+        self._last_step_time = None  # the next training step's tokens/s leaves the validation out
 
     def on_train_start(self):
         dm = getattr(self.trainer, "datamodule", None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,11 +14,16 @@ from urllib.parse import urlsplit
 
 from lightning.pytorch.cli import SaveConfigCallback
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning_utilities.core.imports import RequirementCache
+from mlflow.exceptions import MlflowException
 
 from ember.errors import EmberConfigError
 from ember.files import atomic_write_text
+from ember.provenance import checkpoint_run_id, dataset_input, provenance_tags, run_name
 
 log = logging.getLogger(__name__)
+PSUTIL = RequirementCache("psutil>=5.9")  # the optional system-metrics dependency
+SYSTEM_METRICS_EVERY_S = 10.0
 # Read once: mlflow.set_tracking_uri() writes this variable, so a later run in the same process
 # would otherwise inherit the previous run's store instead of its own run_dir.
 ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
@@ -43,6 +49,28 @@ def check_reachable(uri: str, timeout: float = 5.0):
         raise EmberConfigError(f"the MLflow tracking server {uri} does not answer ({err}): start it (mlflow server "
                                "--port ...), fix $MLFLOW_TRACKING_URI or trainer.logger.init_args.tracking_uri, or "
                                "unset it to log to a local sqlite store under runs/") from err
+
+
+def check_writable_store(run_dir: str, uri: str):
+    """The run folder, and a sqlite store's folder and file, must be writable: otherwise MLflow or the first
+    checkpoint fails with a traceback after the model and the data are built (or after hours of training)."""
+    writable_folder(Path(run_dir), f"run_dir {run_dir}", "set trainer.logger.init_args.run_dir to a writable folder")
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):])
+        fix = ("make it writable, or give a writable sqlite:///path/to/mlflow.db as $MLFLOW_TRACKING_URI or "
+               "trainer.logger.init_args.tracking_uri (unset, the store is <run_dir>/mlflow.db)")
+        writable_folder(db.parent, f"the MLflow store {uri}", fix)
+        if db.exists() and not os.access(db, os.W_OK):
+            raise EmberConfigError(f"the MLflow store {uri} is read-only: {fix}")
+
+
+def writable_folder(folder: Path, what: str, fix: str):
+    """Create `folder` if missing and write a temporary file in it; one message naming `what` and `fix` if not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as err:
+        raise EmberConfigError(f"{what}: {folder} cannot be written ({err.strerror or err}): {fix}") from None
 
 
 @contextmanager
@@ -82,19 +110,61 @@ class EmberMLFlowLogger(MLFlowLogger):
         tracking_uri: explicit URI; default $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/mlflow.db.
         log_model: log checkpoints as artifacts: true (at the end), "all" (each save) or false.
         tags: extra run tags.
+        system_metrics: also log CPU, memory, disk, network (and GPU) use every 10 s as `system/*` metrics (MLflow's
+            monitor; needs psutil: pip install 'ember[system-metrics]').
     """
+
+    _continued = False  # continue_run() found the run
 
     def __init__(self, experiment_name: str = "ember", run_name: Optional[str] = None, run_dir: str = "runs",
                  tracking_uri: Optional[str] = None, log_model: bool | str = True,
-                 tags: Optional[dict[str, Any]] = None):
+                 tags: Optional[dict[str, Any]] = None, system_metrics: bool = False):
+        if system_metrics and not PSUTIL:
+            raise EmberConfigError(f"system_metrics: true needs psutil ({PSUTIL.message}): pip install "
+                                   "'ember[system-metrics]', or set trainer.logger.init_args.system_metrics false")
+        self._system_metrics, self._monitor = system_metrics, None
         self._run_dir = str(Path(run_dir).resolve())
-        Path(self._run_dir).mkdir(parents=True, exist_ok=True)
         uri = resolve_tracking_uri(run_dir, tracking_uri)
+        check_writable_store(self._run_dir, uri)
         if uri.startswith(("http://", "https://")):
             check_reachable(uri)
         with store_lock(uri):  # the client creates a new store's tables
             super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri, tags=tags,
                              log_model=log_model, artifact_location=Path(self._run_dir, "artifacts").as_uri())
+
+    def continue_run(self, checkpoint: str | Path) -> Optional[Path]:
+        """Continue the MLflow run whose folder holds `checkpoint` (<run_dir>/<experiment_id>/<run_id>/checkpoints/
+        <file>) instead of starting a new one, so a fit resumed from it writes its checkpoints, config.yaml and
+        metrics where the first part did, and the checkpoint callback keeps the best-so-far (Lightning restores it
+        only into the folder it was saved in). Returns that folder, or None when the checkpoint lies in no run of
+        this store (then a new run starts). Call it before the run starts (the trainer's setup starts it)."""
+        if self._initialized:
+            raise RuntimeError("continue_run() must come before the MLflow run starts")
+        path = Path(checkpoint).expanduser().resolve()
+        if len(path.parents) < 4 or path.parents[3] != Path(self._run_dir):
+            return None
+        folder = path.parents[1]
+        try:
+            with store_lock(self._tracking_uri):
+                run = self._mlflow_client.get_run(folder.name)
+                if run.info.experiment_id != folder.parent.name:
+                    return None
+                self._mlflow_client.update_run(folder.name, status="RUNNING")
+        except MlflowException:
+            return None
+        self._run_id, self._continued = folder.name, True
+        return folder
+
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        """MLflow refuses to change a param a run holds: a continued run given another value of a setting keeps
+        the first value in MLflow, with a warning that names it, instead of failing."""
+        try:
+            super().log_hyperparams(params, *args, **kwargs)
+        except MlflowException as err:
+            if not self._continued or "Changing param values is not allowed" not in err.message:
+                raise
+            log.warning("this fit continues a run with settings changed since its start; MLflow keeps each "
+                        "setting's first value (%s)", err.message)
 
     @property
     def experiment(self):
@@ -113,9 +183,56 @@ class EmberMLFlowLogger(MLFlowLogger):
     def run_path(self) -> Path:
         return Path(self._run_dir, str(self.experiment_id), str(self.run_id))
 
+    def describe_run(self, trainer, pl_module, config_files: list[str], data_settings: dict, stage: str,
+                     ckpt_path: Optional[str] = None, command: Optional[list[str]] = None):
+        """Name the run, tag its provenance, record its data set and link an evaluation to its training run
+        (ember/provenance.py). A run resumed into (its `ember.command` tag set) keeps its name and first tags."""
+        client, run_id = self.experiment, self.run_id
+        client.set_experiment_tag(self.experiment_id, "mlflow.experimentKind", "custom_model_development")
+        if "ember.command" in client.get_run(run_id).data.tags:
+            client.set_tag(run_id, "ember.resumed_with", " ".join(["ember", *(command or [])]))
+            return
+        tags = provenance_tags(trainer, pl_module, command)
+        name = run_name(config_files, stage)
+        parent = checkpoint_run_id(ckpt_path) if stage != "fit" else None
+        if ckpt_path:
+            tags["ember.checkpoint"] = str(Path(ckpt_path).resolve())
+        if parent and parent != run_id:
+            try:
+                name = f"{stage}-{client.get_run(parent).info.run_name}"
+                tags["mlflow.parentRunId"] = parent
+            except MlflowException:  # a checkpoint from another store: no parent to link
+                pass
+        if self._run_name is None:
+            client.update_run(run_id, name=name)
+        for key, value in tags.items():
+            client.set_tag(run_id, key, value)
+        data = dataset_input(trainer.datamodule, data_settings)
+        if data is not None and stage == "fit":
+            client.log_inputs(run_id, datasets=[data])
+        if self._system_metrics and self._monitor is None:
+            from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor  # deferred: needs psutil
+
+            self._monitor = SystemMetricsMonitor(run_id, sampling_interval=SYSTEM_METRICS_EVERY_S,
+                                                 tracking_uri=self._tracking_uri)
+            self._monitor.start()
+
+    def finalize(self, status: str = "success") -> None:
+        if self._monitor is not None:
+            self._monitor.finish()
+            self._monitor = None
+        super().finalize(status)
+
     def ui_command(self) -> str:
+        """How to browse this run's store, as commands that work as printed: `make ui` from the Ember checkout
+        (it builds the full MLflow server in .venv-ui once; the project's venv has only the client), or `mlflow ui`
+        from any environment with the full `mlflow` installed; a server URI is opened in a browser."""
         uri = self._tracking_uri
-        return f"mlflow ui --backend-store-uri {uri}" if uri.startswith("sqlite") else f"open {uri}"
+        if not uri.startswith("sqlite:///"):
+            return f"open {uri}"
+        runs = Path(uri[len("sqlite:///"):]).parent
+        return (f"make ui RUNS={runs}   (from the Ember checkout), or with a full mlflow: "
+                f"mlflow ui --backend-store-uri {uri}")
 
 
 class MLflowSaveConfig(SaveConfigCallback):
@@ -124,9 +241,10 @@ class MLflowSaveConfig(SaveConfigCallback):
     The stock callback asserts on a log_dir, which an sqlite tracking URI does not have.
     """
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, command: Optional[list[str]] = None, **kwargs):
         kwargs["save_to_log_dir"] = False
         super().__init__(*args, **kwargs)
+        self.command = command  # the ember command line, for the run's `ember.command` tag
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         text = self.parser.dump(self.config, skip_none=False)
@@ -134,7 +252,11 @@ class MLflowSaveConfig(SaveConfigCallback):
             if isinstance(logger, EmberMLFlowLogger):
                 atomic_write_text(logger.run_path / "config.yaml", text)
                 logger.experiment.log_text(logger.run_id, text, "config.yaml")
-                logger.log_hyperparams(flat_hyperparams(self.config))
+                params = flat_hyperparams(self.config)
+                logger.log_hyperparams(params)
+                logger.describe_run(trainer, pl_module, [str(f) for f in self.config.get("config") or []],
+                                    {k: v for k, v in params.items() if k.startswith("data.")},
+                                    getattr(stage, "value", str(stage)), self.config.get("ckpt_path"), self.command)
             elif isinstance(logger, MLFlowLogger):
                 logger.experiment.log_text(logger.run_id, text, "config.yaml")
 
@@ -158,6 +280,14 @@ def flat_hyperparams(config) -> dict[str, Any]:
         if section in config:
             walk(section, config[section].as_dict() if hasattr(config[section], "as_dict") else config[section])
     return out
+
+
+def run_title(trainer) -> str:
+    """"<MLflow run name>: " of the trainer's Ember logger, for a figure's title ("" without one)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, EmberMLFlowLogger) and logger.run_id:
+            return f"{logger.experiment.get_run(logger.run_id).info.run_name}: "
+    return ""
 
 
 def save_figure(trainer, fig, filename: str) -> Path:

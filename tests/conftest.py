@@ -25,7 +25,11 @@ import os
 import pytest
 import torch
 
-os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+# Hermetic against the user's MLflow settings (MLFLOW_TRACKING_URI=http://... or sqlite:///elsewhere.db, an
+# MLFLOW_RUN_ID or MLFLOW_EXPERIMENT_NAME left in the shell): removed before ember.tracking reads them at import.
+for _name in [n for n in os.environ if n.startswith("MLFLOW_")]:
+    del os.environ[_name]
+os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 
 
 @pytest.fixture(autouse=True)

@@ -1,11 +1,14 @@
 """ember.tracking: the MLflow store (SQLite under the run folder), and runs started at once sharing it."""
 
+import os
+import re
 import socket
 
 import pytest
 
 from ember import tracking
 from ember.errors import EmberConfigError
+from helpers import fit_args, run_cli
 
 
 def test_default_is_a_sqlite_store_under_the_run_dir(tmp_path, monkeypatch):
@@ -64,3 +67,51 @@ def test_an_unreachable_tracking_server_is_refused_at_once_and_a_listening_one_p
         server.listen()
         uri = f"http://127.0.0.1:{server.getsockname()[1]}"
         tracking.check_reachable(uri)
+
+
+@pytest.mark.parametrize("broken", ["run_dir", "store"])
+def test_an_unwritable_run_dir_or_sqlite_store_is_one_message_naming_it_and_the_fix(broken, tmp_path):
+    blocker = tmp_path / "a-file"  # no folder can be made below a file, not even by root
+    blocker.write_text("")
+    run_dir, db = (blocker / "runs", tmp_path / "mlflow.db") if broken == "run_dir" else (tmp_path, blocker / "m.db")
+    said = re.escape(str(blocker)) + ".* cannot be written .*: (set|make it).*writable"
+    with pytest.raises(EmberConfigError, match=said):
+        tracking.check_writable_store(str(run_dir), f"sqlite:///{db}")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only files")
+def test_a_read_only_sqlite_store_is_refused(tmp_path):
+    db = tmp_path / "mlflow.db"
+    db.write_text("")
+    db.chmod(0o444)
+    with pytest.raises(EmberConfigError, match="is read-only: make it writable"):
+        tracking.check_writable_store(str(tmp_path), f"sqlite:///{db}")
+
+
+@pytest.mark.slow
+def test_fit_refuses_an_unwritable_store_before_training_with_exit_2(tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    monkeypatch.setattr(tracking, "ENV_TRACKING_URI", f"sqlite:///{blocker}/dir/mlflow.db")  # $MLFLOW_TRACKING_URI
+    assert run_cli(*fit_args(tmp_path / "runs")) == 2
+    errors = [r.getMessage() for r in caplog.records if r.getMessage().startswith("error:")]
+    assert len(errors) == 1 and f"the MLflow store sqlite:///{blocker}/dir/mlflow.db" in errors[0]
+    assert "Traceback" not in caplog.text and not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_the_browse_hint_is_commands_that_work_as_printed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tracking, "ENV_TRACKING_URI", None)
+    hint = tracking.EmberMLFlowLogger(run_dir=str(tmp_path)).ui_command()
+    assert f"make ui RUNS={tmp_path}" in hint  # the Makefile serves sqlite:///$(RUNS)/mlflow.db from .venv-ui
+    assert f"mlflow ui --backend-store-uri sqlite:///{tmp_path}/mlflow.db" in hint
+
+
+@pytest.mark.slow
+def test_continue_run_takes_the_run_whose_folder_holds_the_checkpoint_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.setattr(tracking, "ENV_TRACKING_URI", None)
+    first = tracking.EmberMLFlowLogger(run_dir=str(tmp_path), log_model=False)
+    run = first.run_path  # starts the run
+    again = tracking.EmberMLFlowLogger(run_dir=str(tmp_path), log_model=False)
+    assert again.continue_run(run / "checkpoints/last.ckpt") == run and again.run_path == run
+    for elsewhere in (tmp_path / "last.ckpt", run.parent / "f00d/checkpoints/last.ckpt", "/last.ckpt"):
+        assert tracking.EmberMLFlowLogger(run_dir=str(tmp_path), log_model=False).continue_run(elsewhere) is None

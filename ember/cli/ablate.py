@@ -20,13 +20,14 @@ from typing import Optional
 import torch
 from jsonargparse import ArgumentParser
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from ember import registry
 from ember.base import ReasoningCore
 from ember.batch import Batch
 from ember.callbacks.memory_usage import MemoryUsage
 from ember.cli.checks import check_config_names
-from ember.cli.lightning import EmberCLI
+from ember.cli.lightning import EmberCLI, stopped
 from ember.errors import EmberConfigError, EmberDataError
 from ember.files import atomic_write_text
 from ember.ops.slot_memory import slot_memories
@@ -101,7 +102,11 @@ def run_variant(name: str, base: list[str], extra: list[str], out: Path, memorie
     params = sum(p.numel() for p in cli.model.parameters())
     log.info("ablate: variant %s (%d parameters)", name, params)
     start = time.time()
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    try:
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    except SIGTERMException:  # Ctrl+C or SIGTERM: Lightning's stop between batches, a SystemExit without a status
+        raise stopped(cli.trainer, f"variant {name} of `ember ablate`", "Rerun the same command with --resume: "
+                      "the variants finished are kept, this one fits again") from None
     minutes, steps = (time.time() - start) / 60, cli.trainer.global_step
     ckpt = cli.trainer.checkpoint_callback
     path = (ckpt.best_model_path or ckpt.last_model_path) if ckpt is not None else None
@@ -157,13 +162,13 @@ def finished_rows(out_dir: Path, configs: list[str], variants: list[str], extra:
     try:
         table = json.loads(path.read_text())
         rows = [row for row in table.get("rows", []) if isinstance(row["variant"], str)]
+        specs = {v.partition("=")[0]: v for v in table.get("variants", [])}
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as err:
         raise EmberDataError(f"{path} is not a readable ablation table ({err}): move it away to fit every variant "
                              "again, or restore it") from err
     if table.get("configs") != configs or table.get("extra") != extra:
         log.info("ablate: %s was made with other configs or overrides; fitting every variant again", path)
         return {}
-    specs = {v.partition("=")[0]: v for v in table.get("variants", [])}
     wanted = {v.partition("=")[0]: v for v in variants}
     return {row["variant"]: row for row in rows
             if row["variant"] in wanted and specs.get(row["variant"]) == wanted[row["variant"]]}

@@ -8,10 +8,13 @@ learning curves, slot-usage plots) and a closing summary.
 from __future__ import annotations
 
 import logging
+import signal
+import sys
 
 from jsonargparse import DefaultHelpFormatter, lazy_instance
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ember import registry
@@ -20,7 +23,7 @@ from ember.callbacks.finite_guard import FiniteGuard
 from ember.callbacks.learning_curves import LearningCurves
 from ember.callbacks.memory_usage import MemoryUsage
 from ember.cli.checks import ShortErrorParser, check_config_names
-from ember.errors import EmberConfigError
+from ember.errors import EmberConfigError, TrainingStopped
 from ember.files import load_checkpoint
 from ember.model import EmberModel  # noqa: F401  (imported so `class_path: EmberModel` resolves)
 from ember.tracking import EmberMLFlowLogger, MLflowSaveConfig
@@ -53,20 +56,28 @@ class RawDescriptionHelpFormatter(DefaultHelpFormatter):
 
 
 class EmberCLI(LightningCLI):
-    """LightningCLI with Ember's defaults: MLflow tracking, checkpoints, and a closing summary."""
+    """LightningCLI with Ember's defaults: MLflow tracking, checkpoints, and a closing summary.
+
+    `fit --ckpt_path <run>/checkpoints/last.ckpt` continues that run: the same folder and MLflow run, the checkpoint
+    callback's best-so-far, the data where it stopped. SIGINT or SIGTERM ends a fit with last.ckpt saved at the
+    step reached and one line that says how to resume (TrainingStopped, exit status 130 or 143)."""
 
     def __init__(self, args=None, run: bool = True):
-        super().__init__(
-            LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
-            save_config_callback=MLflowSaveConfig, save_config_kwargs={"overwrite": True},
-            trainer_defaults={"logger": lazy_instance(EmberMLFlowLogger), "default_root_dir": "runs",
-                              "log_every_n_steps": 10,
-                              "callbacks": [lazy_instance(FiniteGuard), lazy_instance(LearningCurves),
-                                            lazy_instance(MemoryUsage)]},
-            auto_configure_optimizers=False, args=args, run=run,
-            parser_kwargs={"description": DESCRIPTION, "formatter_class": RawDescriptionHelpFormatter},
-            parser_class=ShortErrorParser,
-        )
+        try:
+            super().__init__(
+                LightningModule, LightningDataModule, subclass_mode_model=True, subclass_mode_data=True,
+                save_config_callback=MLflowSaveConfig,
+                save_config_kwargs={"overwrite": True, "command": sys.argv[1:] if args is None else list(args)},
+                trainer_defaults={"logger": lazy_instance(EmberMLFlowLogger), "default_root_dir": "runs",
+                                  "log_every_n_steps": 10,
+                                  "callbacks": [lazy_instance(FiniteGuard), lazy_instance(LearningCurves),
+                                                lazy_instance(MemoryUsage)]},
+                auto_configure_optimizers=False, args=args, run=run,
+                parser_kwargs={"description": DESCRIPTION, "formatter_class": RawDescriptionHelpFormatter},
+                parser_class=ShortErrorParser,
+            )
+        except SIGTERMException:  # Lightning's stop between batches, a SystemExit without a status
+            raise self._stopped() from None
 
     def parse_arguments(self, parser, args):
         super().parse_arguments(parser, args)
@@ -104,6 +115,29 @@ class EmberCLI(LightningCLI):
                                    f"give the run's checkpoint, ember {sub} --config <run>/config.yaml --ckpt_path "
                                    "<run>/checkpoints/best.ckpt (or set model.init_args.init_from)")
 
+    def before_fit(self):
+        """A fit resumed from a checkpoint in a run folder continues that run, so its checkpoint callback (restored
+        only into the folder it saved in) keeps the best-so-far and the summary names the true best."""
+        ckpt_path = self.config["fit"].get("ckpt_path")
+        for logger in self.trainer.loggers if ckpt_path else []:
+            if isinstance(logger, EmberMLFlowLogger):
+                folder = logger.continue_run(ckpt_path)
+                if folder is not None:
+                    log.info("resuming run %s", folder)
+                else:
+                    log.warning("%s is not in a run folder of the MLflow store under %s: this fit starts a new run, "
+                                "whose best checkpoint is chosen from its own validations", ckpt_path,
+                                logger.save_dir)
+
+    def _stopped(self) -> TrainingStopped:
+        """A fit (or evaluation) that a stop signal ended, with the command that resumes a fit."""
+        sub, last = self.subcommand, getattr(self.trainer.checkpoint_callback, "last_model_path", "")
+        configs = [str(lg.run_path / "config.yaml") for lg in self.trainer.loggers
+                   if isinstance(lg, EmberMLFlowLogger)][:1] or [str(c) for c in self.config[sub].get("config") or []]
+        config = " ".join(f"--config {c}" for c in configs)
+        return stopped(self.trainer, f"`ember {sub}`", f"Resume: ember fit {config} --ckpt_path {last}" if sub == "fit"
+                       else "")
+
     def add_arguments_to_parser(self, parser):
         parser.add_lightning_class_args(EmberCheckpoint, "checkpoint")  # last.ckpt = the latest validation
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min",
@@ -126,14 +160,34 @@ class EmberCLI(LightningCLI):
                 if ckpt is not None and ckpt.best_model_path:
                     lines.append(f"  evaluate:   ember test --config {config} --ckpt_path {ckpt.best_model_path}")
                 lines.append(f"  MLflow run: {logger.run_id} (experiment {logger.experiment_id})")
-                lines.append(f"  browse:     make ui   (or: {logger.ui_command()})")
+                lines.append(f"  browse:     {logger.ui_command()}")
         log.info("\n".join(lines))
 
     @rank_zero_only
     def after_predict(self):
-        for batch in self.trainer.predict_loop.predictions or []:
-            for item in batch:
-                log.info("prompt %r -> %r", item["prompt"], item["completion"])
+        """Print each prompt's completion and keep them in the run (`predictions.txt`), which would be empty else."""
+        items = [item for batch in self.trainer.predict_loop.predictions or [] for item in batch]
+        for item in items:
+            log.info("prompt %r -> %r", item["prompt"], item["completion"])
+        lines = [f"{item['prompt']!r} -> {item['completion']!r}" for item in items]
+        for logger in self.trainer.loggers:
+            if isinstance(logger, EmberMLFlowLogger) and lines:
+                logger.experiment.log_text(logger.run_id, "\n".join(lines) + "\n", "predictions.txt")
+
+
+def stopped(trainer, what: str, resume: str) -> TrainingStopped:
+    """What a stop signal left (TrainingStopped, exit status 128 + the signal): the MLflow run marked KILLED, the
+    step reached, the last checkpoint, and `resume`, the way on (when there is a checkpoint)."""
+    ckpt = trainer.checkpoint_callback
+    signum = getattr(ckpt, "stopped_by", None) or signal.SIGTERM  # SIGTERM: Lightning caught it before EmberCheckpoint
+    for logger in trainer.loggers:
+        if isinstance(logger, EmberMLFlowLogger):
+            logger.experiment.set_terminated(logger.run_id, "KILLED")
+    last = getattr(ckpt, "last_model_path", "")
+    said = f"{signum.name} stopped {what} at step {trainer.global_step}"
+    if not last:
+        return TrainingStopped(f"{said}; no checkpoint saved", 128 + signum)
+    return TrainingStopped(f"{said}; last checkpoint {last}" + (f". {resume}" if resume else ""), 128 + signum)
 
 
 def _leaves(model) -> dict:

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import importlib
 import logging
+import signal
 import sys
 import warnings
 
 import ember
-from ember.errors import EmberError
+from ember.errors import EmberConfigError, EmberError, TrainingStopped
 
 log = logging.getLogger("ember")
 LIGHTNING = "ember.cli.lightning"
@@ -46,7 +47,8 @@ def quiet_known_noise():
       Lightning-AI/pytorch-lightning#21326; drop this filter once the installed Lightning no longer does);
     - Lightning's litlogger tip (above);
     - MLflow's INFO lines when it creates or migrates the local sqlite store."""
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", category=FutureWarning)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
     rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
     if not any(isinstance(f, _DropTips) for f in rank_zero.filters):  # main() runs many times in one test process
         rank_zero.addFilter(_DropTips())
@@ -74,13 +76,20 @@ def dispatch(argv: list[str], from_command_line: bool) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point; returns the exit status (2 for a configuration or data error)."""
+    """Console entry point; returns the exit status (2 for a configuration or data error, 128 + the signal's number
+    when SIGINT or SIGTERM stopped it)."""
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     setup_logging()
     quiet_known_noise()
     try:
         return dispatch(argv, from_command_line)
+    except TrainingStopped as stop:
+        log.warning("%s", stop)
+        return stop.exit_code
+    except KeyboardInterrupt:  # Ctrl+C outside training (in training, EmberCheckpoint stops between batches)
+        log.warning("interrupted (SIGINT)")
+        return 128 + signal.SIGINT
     except EmberError as err:
         log.error("error: %s", err)
         return 2
@@ -93,14 +102,43 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def ember_cause(err: BaseException) -> EmberError | None:
-    """The EmberError behind an exception that jsonargparse or Lightning wrapped, if any."""
+    """The EmberError behind an exception that jsonargparse or Lightning wrapped, if any. What the machine refused
+    is one too (machine_error): memory, a size past 64 bits, a file operation."""
     seen = set()
     while err is not None and id(err) not in seen:
         if isinstance(err, EmberError):
             return err
+        refused = machine_error(err)
+        if refused is not None:
+            return refused
         seen.add(id(err))
         err = err.__cause__ or err.__context__
     return None
+
+
+# how torch and numpy say a size does not fit in 64 bits
+OVERFLOW = ("Overflow when unpacking", "size calculation overflowed", "Maximum allowed dimension exceeded",
+            "<= sys.maxsize", "without overflow")
+
+
+def machine_error(err: BaseException) -> EmberConfigError | None:
+    """The one-line message for what the machine refused, not a bug of Ember's: an allocation (MemoryError, torch's
+    "can't allocate memory" or OutOfMemoryError), a number past a 64-bit size (OverflowError, torch's overflow), a
+    file operation (OSError: a full disk, a read-only or missing path, no permission). None for any other error.
+    The traceback goes to the debug log."""
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+    if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or "can't allocate memory" in text:
+        message = (f"out of memory ({text}): the config asks for more memory than this machine has; lower its sizes "
+                   "(batch_size, seq_len, d_model, layers, memory items)")
+    elif isinstance(err, OverflowError) or any(sign in text for sign in OVERFLOW):
+        message = f"a size or count in the config is too large ({text}): lower it"
+    elif isinstance(err, OSError):
+        message = (f"{text}: the system refused a file operation; check the path, its permissions and the free disk "
+                   "space (files Ember was replacing keep their earlier version)")
+    else:
+        return None
+    log.debug("what the machine refused", exc_info=err)
+    return EmberConfigError(message)
 
 
 def run():

@@ -5,6 +5,7 @@ the analysis scripts under benchmarks/."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -29,7 +30,11 @@ def build_cli(config: str | list[str], extra: list[str] | tuple[str, ...] = ()):
     settings = yaml.safe_load(Path(config).read_text()) or {}
     for key in ("ckpt_path", "weights_only"):  # options of `fit` that a run's saved config.yaml records
         settings.pop(key, None)
-    return EmberCLI(args=["--config", yaml.safe_dump(settings), "--trainer.logger", "false", *extra], run=False)
+    argv, sys.argv = sys.argv, sys.argv[:1]  # the command's own argv is not LightningCLI's (it warns when it sees both)
+    try:
+        return EmberCLI(args=["--config", yaml.safe_dump(settings), "--trainer.logger", "false", *extra], run=False)
+    finally:
+        sys.argv = argv
 
 
 def comma_list(kind: Callable[[str], object], example: str) -> Callable[[str], list]:

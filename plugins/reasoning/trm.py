@@ -32,10 +32,11 @@ from ember.base import ReasoningCore, ReasoningOutput, RecursionNetwork
 from ember.errors import EmberConfigError
 from ember.init_from import copy_matching_weights
 from ember.ops.recursion import deep_recursion
-from ember.optim import adamw_with_schedule
+from ember.optim import adamw_with_schedule, check_optimizer_args
 from ember.plugins.reasoning.networks import MixerNetwork
 
 log = logging.getLogger(__name__)
+MAX_RECURSION = 1 << 16  # network calls per supervision step, and supervision steps: beyond, a step never ends
 
 
 class Carry(NamedTuple):
@@ -143,9 +144,19 @@ class TinyRecursiveCore(ReasoningCore):
             raise EmberConfigError(f"n_sup_warmup={n_sup_warmup} counts optimizer steps: use 0 (none) or more")
         if not 0 < halt_prob < 1:
             raise EmberConfigError(f"halt_prob={halt_prob} is a probability: use a value in (0, 1)")
+        if min(vocab_size, seq_len, d_model) < 1:
+            raise EmberConfigError(f"vocab_size={vocab_size}, seq_len={seq_len} and d_model={d_model} must be >= 1")
+        if T * (n + 1) > MAX_RECURSION or max(n_sup, eval_steps or 0) > MAX_RECURSION:
+            raise EmberConfigError(f"T={T} cycles of n={n} latent updates ({T * (n + 1)} network calls per supervision "
+                                   f"step; the paper: 21), n_sup={n_sup} and eval_steps={eval_steps}: each must stay "
+                                   f"within {MAX_RECURSION}, or a step never ends")
+        if not 0 <= halt_explore <= 1 or not 0 <= halt_weight < math.inf:
+            raise EmberConfigError(f"halt_explore={halt_explore} is a probability (in [0, 1]) and halt_weight="
+                                   f"{halt_weight} a finite weight >= 0")
+        check_optimizer_args(lr, weight_decay, betas, warmup_steps, min_lr_ratio)
         # eval_steps and halt_prob are not hyper-parameters: LightningCLI would restore them from the checkpoint over
         # the command line, and test-time thinking must stay settable (`ember test ... --model.init_args.eval_steps 32`)
-        self.save_hyperparameters(ignore=["network", "eval_steps", "halt_prob"])
+        self.save_hyperparameters(ignore=["network", "eval_steps", "halt_prob"], logger=False)
         self._eval_steps, self.halt_prob = eval_steps, halt_prob
         self.d_model, self.vocab_size, self.seq_len = d_model, vocab_size, seq_len
         self.embed = nn.Embedding(vocab_size, d_model)

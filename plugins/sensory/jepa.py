@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import math
 
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
@@ -24,6 +25,8 @@ from torch import Tensor
 from ember.base import SensoryEncoder, SensoryOutput
 from ember.errors import EmberConfigError
 from ember.ops.jepa import JEPAPredictor, block_mask, embedding_spread, jepa_loss
+from ember.ops.stack import MAX_LAYERS
+from ember.optim import check_optimizer_args
 from ember.plugins.sensory.encoder import AudioEncoder
 
 log = logging.getLogger(__name__)
@@ -53,12 +56,16 @@ class AudioJEPA(SensoryEncoder):
                  predictor_heads: int = 4, mask_blocks: int = 4, block_len: int = 3, lr: float = 1e-3,
                  weight_decay: float = 0.04, warmup_steps: int = 100, collapse_threshold: float = 0.05):
         super().__init__()
-        if predictor_width % predictor_heads:
+        if min(predictor_width, predictor_heads) < 1 or predictor_width % predictor_heads:
             raise EmberConfigError(f"predictor_width={predictor_width} is not divisible by "
                                    f"predictor_heads={predictor_heads}")
         if mask_blocks < 1 or block_len < 1:
             raise EmberConfigError(f"mask_blocks={mask_blocks} and block_len={block_len} must be >= 1")
-        self.save_hyperparameters(ignore=["encoder"])
+        if not 1 <= predictor_depth <= MAX_LAYERS or not 0 <= collapse_threshold < math.inf:
+            raise EmberConfigError(f"predictor_depth={predictor_depth} must be in 1..{MAX_LAYERS} and "
+                                   f"collapse_threshold={collapse_threshold} finite and >= 0")
+        check_optimizer_args(lr, weight_decay, warmup_steps=warmup_steps)
+        self.save_hyperparameters(ignore=["encoder"], logger=False)
         self.encoder = encoder
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.predictor = JEPAPredictor(encoder.d_model, predictor_width, predictor_depth, predictor_heads)

@@ -58,6 +58,8 @@ def test_evaluation_commands_reload_the_checkpoint(trained, command, tmp_path, c
     assert code == 0
     if command == "predict":
         assert "prompt 'The ' ->" in caplog.text
+        (kept,) = tmp_path.glob("artifacts/*/artifacts/predictions.txt")  # the predict run is not empty
+        assert kept.read_text().startswith("'The ' -> ")
 
 
 @pytest.mark.slow
