@@ -34,6 +34,14 @@ class LearningCurves(Callback):
         self.val: list[tuple[int, float]] = []
         self.path: Path | None = None
 
+    def state_dict(self) -> dict:
+        """The points so far, saved in checkpoints: a resumed run's picture starts where the first part did."""
+        return {"train": list(self.train), "val": list(self.val)}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.train = [tuple(p) for p in state_dict.get("train", [])]
+        self.val = [tuple(p) for p in state_dict.get("val", [])]
+
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs, batch, batch_idx: int):
         value = trainer.callback_metrics.get(self.train_metric)
         if value is not None and trainer.global_step % max(1, trainer.log_every_n_steps) == 0:

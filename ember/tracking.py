@@ -247,7 +247,10 @@ class MLflowSaveConfig(SaveConfigCallback):
         self.command = command  # the ember command line, for the run's `ember.command` tag
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
-        text = self.parser.dump(self.config, skip_none=False)
+        config = self.config.clone()
+        if "ckpt_path" in config:  # the run's recipe, not how this process started: a later `ember fit --config
+            config.ckpt_path = None  # <run>/config.yaml` must start fresh, not resume silently
+        text = self.parser.dump(config, skip_none=False)
         for logger in trainer.loggers:
             if isinstance(logger, EmberMLFlowLogger):
                 atomic_write_text(logger.run_path / "config.yaml", text)

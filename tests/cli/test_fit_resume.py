@@ -53,6 +53,9 @@ def test_a_resumed_fit_continues_its_run_as_if_never_stopped(tmp_path, caplog):
     assert len(val) == 4 and float(best["best_model_score"]) == pytest.approx(min(val))
     assert best["best_model_path"] == str(folder / "checkpoints/best.ckpt")
     assert f"checkpoint: {folder / 'checkpoints/best.ckpt'}" in caplog.text
+    assert "ckpt_path: null" in (folder / "config.yaml").read_text()  # a later fit of it starts fresh
+    (curves,) = [v for k, v in ends[1]["callbacks"].items() if "LearningCurves" in k]
+    assert [step for step, _ in curves["val"]] == [3, 6, 9, 12]  # the picture spans both parts
 
 
 def wait_for(pattern: str, root, proc, log, timeout: float = 180):
