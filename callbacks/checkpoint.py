@@ -50,10 +50,19 @@ class EmberCheckpoint(ModelCheckpoint):
     stopped_by: Optional[signal.Signals] = None
     _stop_after_validation: Optional[Callable[[], None]] = None
 
+    _stage: Optional[str] = None
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         super().setup(trainer, pl_module, stage)
+        self._stage = stage
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
             trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """The best-so-far of a resumed fit; nothing for validate/test/predict, which save no checkpoints (Lightning
+        would warn on every evaluation that "the dirpath has changed" from the training run's)."""
+        if self._stage in (None, "fit"):
+            super().load_state_dict(state_dict)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Catch SIGINT and SIGTERM for this fit and pass them on to Lightning's SIGTERM handler, which stops the

@@ -128,3 +128,18 @@ def test_checkpoints_are_written_beside_their_file_and_renamed_into_place(tmp_pa
         io.save_checkpoint({"global_step": 9, "bad": lambda: None}, tmp_path / "last.ckpt")
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 4  # the previous one, whole
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt", "last.ckpt"]  # no temporary file left
+
+
+def test_evaluations_leave_the_training_runs_checkpoint_state_alone(tmp_path, recwarn):
+    """validate/test/predict save no checkpoints: restoring the training run's best-so-far there only warned that
+    "the dirpath has changed"."""
+    state = {"dirpath": str(tmp_path / "train"), "best_model_path": "train/best.ckpt", "best_model_score": 1.0,
+             "kth_best_model_path": "", "kth_value": 1.0, "last_model_path": "", "best_k_models": {}}
+    evaluating = EmberCheckpoint(dirpath=str(tmp_path / "test"))
+    evaluating._stage = "test"
+    evaluating.load_state_dict(dict(state))
+    assert evaluating.best_model_path == "" and not [w for w in recwarn if "dirpath" in str(w.message)]
+    fitting = EmberCheckpoint(dirpath=str(tmp_path / "train"))
+    fitting._stage = "fit"
+    fitting.load_state_dict(dict(state))
+    assert fitting.best_model_path == "train/best.ckpt"  # a resumed fit keeps its best-so-far
