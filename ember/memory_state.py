@@ -47,14 +47,14 @@ def load_memory_state(path: Path, model, template: StateBase) -> StateBase:
         tensors: dict[str, Tensor] = load_file(str(path))
     except (SafetensorError, OSError, ValueError) as err:
         raise EmberDataError(f"{path} is not a readable Ember memory-state file ({err}): pass another "
-                             "--memory-state path, or move this one away to start with an empty memory") from err
+                             "--memory_state path, or move this one away to start with an empty memory") from err
     if header.get("format") != FORMAT:
         raise EmberDataError(f"{path} has memory-state format {header.get('format')!r}; this Ember "
                              f"({ember.__version__}) reads format {FORMAT}: start a new memory-state file")
     if header.get("model_hash") != model_hash(model):
         raise EmberConfigError(f"{path} was written by another model (hash {header.get('model_hash')}, this "
                                f"model {model_hash(model)}): use the --config and --ckpt_path it was made with, "
-                               "or another --memory-state path for this model")
+                               "or another --memory_state path for this model")
     try:
         return template.fill(tensors)
     except (KeyError, ValueError) as err:

@@ -149,13 +149,15 @@ class EmberModel(LightningModule):
             aux = sum(self._memory_aux(chunk.state), chunk.loss.new_zeros(()))
             self.manual_backward(chunk.loss + aux * chunk.share)
             loss, state = loss + chunk.loss.detach(), chunk.state.detach()
-        # 3. clip the gradient norm, step the optimizer and the schedule
+        # 3. clip the gradient norm, step the optimizer and the schedule (manual optimization: Lightning steps
+        # no scheduler, so the default lr_at schedule or a --lr_scheduler steps here, once per optimizer step)
         if self.hparams.grad_clip > 0:
             self.clip_gradients(opt, gradient_clip_val=self.hparams.grad_clip, gradient_clip_algorithm="norm")
         opt.step()
-        sched.step()
+        if sched is not None:  # None: --optimizer without --lr_scheduler, a constant lr
+            sched.step()
         # 4. log
-        self._log_training(loss, sched.get_last_lr()[0], state, batch)
+        self._log_training(loss, opt.param_groups[0]["lr"], state, batch)
         return loss
 
     def _chunks(self, batch: Batch) -> Iterator[Chunk]:

@@ -43,9 +43,33 @@ def test_a_symlink_is_written_through_to_its_target(tmp_path):
 
 
 def test_check_writable_names_the_option_and_the_fix(tmp_path):
-    files.check_writable(tmp_path / "new.mem", "--memory-state")  # a new file in a folder that exists: fine
-    with pytest.raises(EmberConfigError, match="--memory-state .* the folder .* does not exist"):
-        files.check_writable(tmp_path / "no" / "x.mem", "--memory-state")
+    files.check_writable(tmp_path / "new.mem", "--memory_state")  # a new file in a folder that exists: fine
+    with pytest.raises(EmberConfigError, match="--memory_state .* the folder .* does not exist"):
+        files.check_writable(tmp_path / "no" / "x.mem", "--memory_state")
     with pytest.raises(EmberConfigError, match="is a folder"):
-        files.check_writable(tmp_path, "--memory-state")
+        files.check_writable(tmp_path, "--memory_state")
     assert list(tmp_path.iterdir()) == []  # the check leaves nothing behind
+
+
+@pytest.mark.parametrize("exchange", [True, False])
+def test_replace_folder_leaves_a_whole_folder_at_the_name_if_interrupted(exchange, tmp_path, monkeypatch):
+    """The folder at the name is the previous one or the new one, never neither, whenever the process stops: here
+    the delete of the previous folder fails (on Linux the folders swap names in one step; elsewhere the previous one
+    is renamed aside first)."""
+    if not exchange:
+        monkeypatch.setattr(files, "_exchange", lambda a, b: False)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out/old.txt").write_text("old")
+    (tmp_path / "new").mkdir()
+    (tmp_path / "new/new.txt").write_text("new")
+
+    def interrupted(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(files.shutil, "rmtree", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        files.replace_folder(tmp_path / "new", tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["new.txt"]
+    monkeypatch.undo()
+    files.replace_folder(tmp_path / "out", tmp_path / "fresh")  # no folder at the name yet: a plain rename
+    assert not (tmp_path / "out").exists() and (tmp_path / "fresh/new.txt").read_text() == "new"

@@ -28,7 +28,7 @@ if [[ $task == open_recall_cpu ]]; then
     --variant transformer_full=$A/transformer_full.yaml,--model.init_args.backbone.init_args.layers=2"}
   # shellcheck disable=SC2086
   OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} run open_recall_cpu configs/debug/memory_open_recall.yaml $variants \
-    --memories-off --set=--trainer.max_steps=2000 --set=--trainer.val_check_interval=250 \
+    --memories_off --set=--trainer.max_steps=2000 --set=--trainer.val_check_interval=250 \
     --set=--data.init_args.val_size=64 --set=--data.init_args.test_size=256 --set=--data.init_args.batch_size=16 \
     --set=--model.init_args.warmup_steps=50 --set=--trainer.enable_progress_bar=false "$@"
 fi

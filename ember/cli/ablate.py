@@ -27,6 +27,7 @@ from ember.base import ReasoningCore
 from ember.batch import Batch
 from ember.callbacks.memory_usage import MemoryUsage
 from ember.cli.checks import check_config_names
+from ember.cli.flags import modernize
 from ember.cli.lightning import EmberCLI, stopped
 from ember.errors import EmberConfigError, EmberDataError
 from ember.files import atomic_write_text
@@ -48,10 +49,10 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--resume", action="store_true",
                         help="keep the variants already in <out>/ablation.json (same spec, configs and --set "
                              "overrides) and fit only the others, e.g. after an interrupted run")
-    parser.add_argument("--memories-off", action="store_true",
+    parser.add_argument("--memories_off", action="store_true",
                         help="also test every variant that has plastic memories (PM, EM) with them switched off "
                              "(same weights, no reads or writes): one more line per such variant")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(modernize(argv))
     registry.load_plugins()
     extra = [a for item in args.set for a in item.split("=", 1)]
     run_ablation(args.config, args.variant, args.out, extra, resume=args.resume, memories_off=args.memories_off)
@@ -113,7 +114,7 @@ def run_variant(name: str, base: list[str], extra: list[str], out: Path, memorie
     # test the checkpoint's state_dict, as `ember test` does: that is the average under EMAWeightAveraging,
     # but the callback, still attached after a fit, would restore the trained weights kept beside it
     cli.trainer.callbacks = [c for c in cli.trainer.callbacks if not isinstance(c, WeightAveraging)]
-    cli.model.test_memories_off = False  # the table's own row does it, with --memories-off
+    cli.model.test_memories_off = False  # the table's own row does it, with --memories_off
     metrics = merged(cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=path or None, verbose=False))
     row = {"variant": name, "params": params, "state_bytes": state_bytes(cli.model, cli.datamodule),
            "steps": steps, "train_minutes": round(minutes, 2), "checkpoint": path}

@@ -8,6 +8,7 @@ from pathlib import Path
 from jsonargparse import ArgumentParser
 from jsonargparse.typing import PositiveFloat, PositiveInt
 
+from ember.cli.flags import modernize
 from ember.data_modules.audio_shards import prepare_prosody_shards
 from ember.data_modules.shards import prepare_text_shards
 
@@ -24,12 +25,12 @@ def main(argv: list[str]) -> int:
     text.add_argument("--chunk_bytes", type=PositiveInt, default=1 << 16, help="bytes per sample")
     text.add_argument("--shard_bytes", type=PositiveInt, default=1 << 28, help="maximum bytes per shard file")
     text.add_argument("--val_fraction", type=float, default=0.1, help="trailing share of the text kept for validation")
-    text.add_argument("--overwrite", type=bool, default=False, help="replace a non-empty --out")
+    text.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     sub.add_subcommand("prepare", prepare)
     kinds = prepare.add_subcommands(required=True, dest="kind")
     kinds.add_subcommand("text", text)
     kinds.add_subcommand("audio-prosody", _audio_prosody_parser())
-    args = parser.parse_args(argv)
+    args = parser.parse_args(modernize(argv))
     if args.prepare.kind == "audio-prosody":
         return _prepare_audio_prosody(args.prepare["audio-prosody"])
     opts = args.prepare.text
@@ -51,7 +52,7 @@ def _audio_prosody_parser() -> ArgumentParser:
     audio.add_argument("--source", type=str, default="synth", help="synth (built in) or espeak (needs espeak-ng)")
     audio.add_argument("--seconds", type=PositiveFloat, default=1.5, help="length of every utterance")
     audio.add_argument("--val_fraction", type=float, default=0.1, help="share of the utterances kept for validation")
-    audio.add_argument("--overwrite", type=bool, default=False, help="replace a non-empty --out")
+    audio.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
     return audio
 
 

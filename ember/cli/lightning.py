@@ -11,11 +11,13 @@ import logging
 import signal
 import sys
 
-from jsonargparse import DefaultHelpFormatter, lazy_instance
+from jsonargparse import DefaultHelpFormatter, Namespace, lazy_instance
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from ember import registry
 from ember.callbacks.checkpoint import EmberCheckpoint
@@ -26,6 +28,7 @@ from ember.cli.checks import ShortErrorParser, check_config_names
 from ember.errors import EmberConfigError, TrainingStopped
 from ember.files import load_checkpoint
 from ember.model import EmberModel  # noqa: F401  (imported so `class_path: EmberModel` resolves)
+from ember.optim import OptimizerChoice
 from ember.tracking import EmberMLFlowLogger, MLflowSaveConfig
 
 log = logging.getLogger("ember")
@@ -36,7 +39,7 @@ DESCRIPTION = """Ember: train, evaluate and ablate composite sequence models ass
   ember plugins [show NAME]                        list plugins by kind / show one's options
   ember data prepare text --input F --out DIR      write text as webdataset shards
   ember data prepare audio-prosody --out DIR       synthesize prosody audio as webdataset shards
-  ember session --config C --ckpt_path K --memory-state F --input TEXT|-
+  ember session --config C --ckpt_path K --memory_state F --input TEXT|-
                                                    stream text with memories writing, weights frozen
   ember ablate --config C --variant NAME=OVERLAY ... fit + test each variant, write one table
   ember stability --config C --ckpt_path K [--sessions N]
@@ -115,6 +118,16 @@ class EmberCLI(LightningCLI):
                                    f"give the run's checkpoint, ember {sub} --config <run>/config.yaml --ckpt_path "
                                    "<run>/checkpoints/best.ckpt (or set model.init_args.init_from)")
 
+    def instantiate_classes(self):
+        """Hand --optimizer / --lr_scheduler to the module (ember.optim.configure reads module.optimizer_choice), and
+        refuse the trainer options that automatic optimization alone supports before a module that steps itself."""
+        super().instantiate_classes()
+        sub = self.subcommand
+        chosen = {key: self.config_init[sub].get(key) for key in ("optimizer", "lr_scheduler")} if sub else {}
+        self.model.optimizer_choice = OptimizerChoice(**{key: _as_dict(value) for key, value in chosen.items()})
+        if sub == "fit" and not self.model.automatic_optimization:
+            _refuse_automatic_only(type(self.model).__name__, self.trainer)
+
     def before_fit(self):
         """A fit resumed from a checkpoint in a run folder continues that run, so its checkpoint callback (restored
         only into the folder it saved in) keeps the best-so-far and the summary names the true best."""
@@ -139,6 +152,11 @@ class EmberCLI(LightningCLI):
                        else "")
 
     def add_arguments_to_parser(self, parser):
+        # --optimizer / --lr_scheduler as in any LightningCLI, but handed to the module (instantiate_classes) rather
+        # than replacing its configure_optimizers: EmberModel steps its schedule itself, and either left out keeps
+        # the module's default (AdamW, lr_at)
+        parser.add_optimizer_args((Optimizer,))
+        parser.add_lr_scheduler_args((LRScheduler,))  # per optimizer step, so no ReduceLROnPlateau
         parser.add_lightning_class_args(EmberCheckpoint, "checkpoint")  # last.ckpt = the latest validation
         parser.set_defaults({"checkpoint.monitor": "val/loss", "checkpoint.mode": "min",
                              "checkpoint.save_last": True, "checkpoint.save_top_k": 1,
@@ -188,6 +206,22 @@ def stopped(trainer, what: str, resume: str) -> TrainingStopped:
     if not last:
         return TrainingStopped(f"{said}; no checkpoint saved", 128 + signum)
     return TrainingStopped(f"{said}; last checkpoint {last}" + (f". {resume}" if resume else ""), 128 + signum)
+
+
+def _refuse_automatic_only(name: str, trainer):
+    """gradient_clip_val and accumulate_grad_batches act in Lightning's automatic optimization only: for a module
+    that steps itself (EmberModel's truncated BPTT), one line naming what to use instead of Lightning's error."""
+    if trainer.gradient_clip_val:
+        raise EmberConfigError(f"{name} clips gradients itself: use --model.init_args.grad_clip "
+                               f"{trainer.gradient_clip_val} instead of --trainer.gradient_clip_val")
+    if trainer.accumulate_grad_batches != 1:
+        raise EmberConfigError(f"{name} steps its optimizer once per batch (truncated BPTT, manual optimization): "
+                               "use a larger --data.init_args.batch_size instead of --trainer.accumulate_grad_batches")
+
+
+def _as_dict(init) -> dict | None:
+    """A parsed --optimizer / --lr_scheduler ({"class_path", "init_args"}) as a plain dict; None when not given."""
+    return init.as_dict() if isinstance(init, Namespace) else init
 
 
 def _leaves(model) -> dict:

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from jsonargparse import ArgumentParser
 from jsonargparse.typing import PositiveInt
 
+from ember.cli.flags import modernize
 from ember.cli.runs import load_trained
 from ember.errors import EmberConfigError, EmberDataError
 from ember.files import check_writable
@@ -30,11 +31,11 @@ def main(argv: list[str]) -> int:
                             "memories writing and its slow weights frozen; keep the memory state in a file.")
     parser.add_argument("--config", required=True, help="the config the checkpoint was trained with")
     parser.add_argument("--ckpt_path", required=True, help="checkpoint of that config")
-    parser.add_argument("--memory-state", dest="memory_state", required=True,
+    parser.add_argument("--memory_state", required=True,
                         help="memory-state file: loaded if it exists, written at the end")
     parser.add_argument("--input", required=True, help="text file, or - for standard input")
     parser.add_argument("--span", type=PositiveInt, default=256, help="bytes per reported span")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(modernize(argv))
     run_session(args.config, args.ckpt_path, args.memory_state, args.input, args.span)
     return 0
 
@@ -69,7 +70,7 @@ def stream(model, tokens, state=None, span: int = 256) -> tuple[list[float], obj
 @torch.no_grad()
 def run_session(config: str, ckpt_path: str, memory_state: str, source: str, span: int = 256) -> list[float]:
     """Stream `source` through the model span by span; returns the per-span losses (nats/byte)."""
-    check_writable(memory_state, "--memory-state")  # before the session, not after it
+    check_writable(memory_state, "--memory_state")  # before the session, not after it
     model = load_trained(config, ckpt_path)
     if model.backbone.state_grows():
         raise EmberConfigError(f"{type(model.backbone).__name__} keeps every token of the stream (full attention's KV "

@@ -23,10 +23,12 @@ import torch
 from jsonargparse import ArgumentParser
 from jsonargparse.typing import PositiveInt
 
+from ember.cli.flags import modernize
 from ember.cli.runs import load_trained
 from ember.cli.session import read_input, stream
 from ember.data_modules.corpus import builtin_corpus
 from ember.errors import EmberConfigError
+from ember.files import atomic_write_text, check_writable
 from ember.memory_state import load_memory_state, save_memory_state
 from ember.ops.slot_memory import memories_off, slot_memories
 
@@ -41,16 +43,16 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--config", required=True, help="the config the checkpoint was trained with (with PM/EM)")
     parser.add_argument("--ckpt_path", required=True, help="checkpoint of that config")
     parser.add_argument("--sessions", type=PositiveInt, default=20, help="number of adaptation sessions")
-    parser.add_argument("--session-bytes", dest="session_bytes", type=PositiveInt, default=4096,
+    parser.add_argument("--session_bytes", type=PositiveInt, default=4096,
                         help="bytes per session")
     parser.add_argument("--input", default=None, help="adaptation text file (default: the built-in corpus, "
                         "training part)")
     parser.add_argument("--heldout", default=None, help="held-out text file (default: the built-in corpus, last 10%%)")
-    parser.add_argument("--heldout-bytes", dest="heldout_bytes", type=PositiveInt, default=16384,
+    parser.add_argument("--heldout_bytes", type=PositiveInt, default=16384,
                         help="bytes of held-out text measured")
     parser.add_argument("--span", type=PositiveInt, default=256, help="bytes per forward call")
     parser.add_argument("--out", default=None, help="write the result as JSON here")
-    args = parser.parse_args(argv)
+    args = parser.parse_args(modernize(argv))
     result = run_stability(args.config, args.ckpt_path, args.sessions, args.session_bytes, args.input, args.heldout,
                            args.heldout_bytes, args.span, args.out)
     return 0 if result["weights_unchanged"] else 1
@@ -87,7 +89,10 @@ def run_stability(config: str, ckpt_path: str, sessions: int = 20, session_bytes
                   span: int = 256, out: str | None = None) -> dict:
     """The benchmark; returns (and writes to `out` as JSON) the before/after table."""
     if sessions < 1 or session_bytes < 2 or heldout_bytes < 2:
-        raise EmberConfigError("--sessions must be >= 1, --session-bytes and --heldout-bytes >= 2")
+        raise EmberConfigError("--sessions must be >= 1, --session_bytes and --heldout_bytes >= 2")
+    if out:
+        Path(out).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        check_writable(out, "--out")  # before the sessions, not after them
     model = load_trained(config, ckpt_path)
     if not slot_memories(model):
         raise EmberConfigError(f"{config} has no plastic memory (PM/EM): nothing to adapt; use a config with "
@@ -99,7 +104,7 @@ def run_stability(config: str, ckpt_path: str, sessions: int = 20, session_bytes
     need = sessions * session_bytes
     if stream_tokens.shape[1] < need:
         raise EmberConfigError(f"the adaptation text has {stream_tokens.shape[1]} bytes but {sessions} sessions of "
-                               f"{session_bytes} need {need}: give more text or lower --sessions/--session-bytes")
+                               f"{session_bytes} need {need}: give more text or lower --sessions/--session_bytes")
     before = _measure(model, held, span)
     state, per_session = _adapt(model, stream_tokens, sessions, session_bytes, span)
     after = _measure(model, held, span)
@@ -110,8 +115,7 @@ def run_stability(config: str, ckpt_path: str, sessions: int = 20, session_bytes
               "bpb_memory_off_change": after["bpb_memory_off"] - before["bpb_memory_off"]}
     _report(result)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps(result, indent=2))
+        atomic_write_text(out, json.dumps(result, indent=2))  # a crash while writing keeps the earlier file whole
         log.info("wrote %s", out)
     return result
 

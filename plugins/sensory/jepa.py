@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+from functools import partial
 
 import torch
 from lightning.pytorch.utilities.rank_zero import rank_zero_warn
@@ -26,7 +27,7 @@ from ember.base import SensoryEncoder, SensoryOutput
 from ember.errors import EmberConfigError
 from ember.ops.jepa import JEPAPredictor, block_mask, embedding_spread, jepa_loss
 from ember.ops.stack import MAX_LAYERS
-from ember.optim import check_optimizer_args
+from ember.optim import check_optimizer_args, configure
 from ember.plugins.sensory.encoder import AudioEncoder
 
 log = logging.getLogger(__name__)
@@ -132,10 +133,12 @@ class AudioJEPA(SensoryEncoder):
         checkpoint["ember_encoder"] = type(self.encoder).__name__
 
     def configure_optimizers(self):
+        """AdamW (weight decay on every parameter) with a linear warm-up; `--optimizer` / `--lr_scheduler` on the
+        command line replace either (ember.optim.configure)."""
         params = [p for p in self.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: warmup(step, self.warmup_steps))
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        return configure(self, lambda _: torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay),
+                         lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, partial(warmup, steps=self.warmup_steps)),
+                         self.weight_decay)
 
 
 def warmup(step: int, steps: int) -> float:

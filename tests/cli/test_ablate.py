@@ -31,7 +31,7 @@ def test_ember_ablate_fits_tests_and_tabulates_each_variant(tmp_path):
     config = str(ROOT / "configs/debug/memory_recall.yaml")
     assert run_cli("ablate", "--config", config, "--variant", "full=", "--variant",
                    f"no_memory={ROOT / 'configs/ablate/no_memory.yaml'}", "--out", str(tmp_path),
-                   "--set=--trainer.max_steps=2", "--memories-off") == 0
+                   "--set=--trainer.max_steps=2", "--memories_off") == 0
     table = (tmp_path / "ablation.md").read_text()
     header, _, full, full_off, no_memory = table.strip().splitlines()  # no memories, so no second test
     assert "eval/recall/acc/4xW" in header and "state_bytes" in header
@@ -111,4 +111,4 @@ def test_ablate_tabulates_a_config_with_several_test_loaders(tmp_path):
                    "--set=--trainer.max_steps=2", "--set=--data.init_args.benchmark_size=2") == 0
     (row,) = json.loads((tmp_path / "ablation.json").read_text())["rows"]
     assert "test/bpb" in row and "eval/recall/acc/4xW" in row
-    assert not any("memories_off" in k for k in row)  # ember ablate's own --memories-off row does that
+    assert not any("memories_off" in k for k in row)  # ember ablate's own --memories_off row does that

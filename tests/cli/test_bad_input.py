@@ -97,7 +97,7 @@ def test_evaluating_without_a_checkpoint_is_refused_before_any_run_starts(subcom
     assert not runs.exists()  # nothing logged to MLflow for random weights
 
 
-@pytest.mark.parametrize("argv", [["session", "--config", "c.yaml", "--ckpt_path", "k.ckpt", "--memory-state", "STATE",
+@pytest.mark.parametrize("argv", [["session", "--config", "c.yaml", "--ckpt_path", "k.ckpt", "--memory_state", "STATE",
                                    "--input", "-", "--span", "-5"],
                                   ["stability", "--config", "c.yaml", "--ckpt_path", "k.ckpt", "--sessions", "0"],
                                   ["data", "prepare", "text", "--input", "STATE", "--out", "OUT", "--chunk_bytes", "0"],
@@ -119,7 +119,7 @@ def test_an_unreadable_checkpoint_is_one_message_naming_the_file(content, comman
     ckpt.write_bytes(content)
     config = str(ROOT / "configs/debug/memory_recall.yaml")
     argv = {"test": ["test", "--config", config, "--ckpt_path", str(ckpt)],
-            "session": ["session", "--config", config, "--ckpt_path", str(ckpt), "--memory-state",
+            "session": ["session", "--config", config, "--ckpt_path", str(ckpt), "--memory_state",
                         str(tmp_path / "m.mem"), "--input", str(ckpt)],
             "init_from": ["fit", "--config", config, "--model.init_args.init_from", str(ckpt),
                           "--trainer.logger.init_args.run_dir", str(tmp_path / "runs")]}[command]

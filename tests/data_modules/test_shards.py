@@ -6,6 +6,7 @@ import stat
 import pytest
 import torch
 
+from ember import files
 from ember.cli.main import main
 from ember.data_modules.shard_manifest import read_manifest
 from ember.data_modules.shards import ShardWindows
@@ -48,7 +49,7 @@ def test_prepare_never_writes_over_its_own_input(tmp_path, caplog, out):
     notes.mkdir()
     (notes / "a.txt").write_text("keep me " * 500)
     target = notes if out == "." else notes / "shards"
-    assert main(["data", "prepare", "text", "--input", str(notes), "--out", str(target), "--overwrite", "true"]) == 2
+    assert main(["data", "prepare", "text", "--input", str(notes), "--out", str(target), "--overwrite"]) == 2
     assert "would replace the input" in caplog.text
     assert (notes / "a.txt").read_text() == "keep me " * 500 and sorted(p.name for p in notes.iterdir()) == ["a.txt"]
 
@@ -76,3 +77,30 @@ def test_a_truncated_shard_is_one_message_naming_the_folder(tmp_path, text_file)
     shard.write_bytes(shard.read_bytes()[:700])
     with pytest.raises(EmberDataError, match=f"a shard of {out} cannot be read .*`ember data prepare text"):
         TextBytes(path=str(out)).setup("fit")
+
+
+@pytest.mark.parametrize("fails", ["chmod", "deleting the previous folder"])
+def test_a_failed_file_operation_while_replacing_shards(fails, tmp_path, text_file, caplog, monkeypatch):
+    """Found by the fuzz suite (tests/cli/test_fuzz_faults.py): a failed chmod of the new folder left it behind, and
+    a previous folder that could not be deleted after the new one took its name failed a replacement that was done."""
+    out = tmp_path / "shards"
+    assert main(["data", "prepare", "text", "--input", str(text_file), "--out", str(out)]) == 0
+    before = sorted(p.name for p in out.iterdir())
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied (injected)")
+
+    if fails == "chmod":
+        monkeypatch.setattr(os, "chmod", refuse)
+    else:
+        monkeypatch.setattr(files.shutil, "rmtree", refuse)
+    code = main(["data", "prepare", "text", "--input", str(text_file), "--out", str(out), "--chunk_bytes", "1000",
+                 "--overwrite"])
+    monkeypatch.undo()
+    left = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    if fails == "chmod":
+        assert code == 2 and "Permission denied" in caplog.text
+        assert sorted(p.name for p in out.iterdir()) == before and not left  # the old shards, no temporary folder
+    else:
+        assert code == 0 and "could not be deleted" in caplog.text and len(left) == 1  # the previous copy, named
+        assert read_manifest(out)["chunk_bytes"] == 1000  # the new shards
