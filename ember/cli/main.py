@@ -11,6 +11,7 @@ importing Lightning takes seconds, and `ember --version` needs none of it.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import logging
 import signal
@@ -22,6 +23,7 @@ from ember.errors import EmberConfigError, EmberError, TrainingStopped
 
 log = logging.getLogger("ember")
 LIGHTNING = "ember.cli.lightning"
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 COMMANDS = {
     "plugins": "ember.cli.plugins",
     "configs": "ember.cli.configs",
@@ -72,6 +74,11 @@ def dispatch(argv: list[str], from_command_line: bool) -> int:
         return 0
     if argv[:1] and argv[0] in COMMANDS:
         return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+    if argv[:1] and not argv[0].startswith("-") and argv[0] not in LIGHTNING_COMMANDS:
+        every = [*LIGHTNING_COMMANDS, *COMMANDS]
+        close = difflib.get_close_matches(argv[0], every, n=2, cutoff=0.5)
+        raise EmberConfigError(f"no command {argv[0]!r}" + (f": did you mean {' or '.join(close)}?" if close else "")
+                               + f" The commands: {', '.join(every)}; ember COMMAND --help for one")
     return importlib.import_module(LIGHTNING).main(argv, from_command_line)
 
 

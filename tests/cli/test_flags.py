@@ -26,3 +26,8 @@ def test_every_command_documents_the_new_spellings(capsys):
         with pytest.raises(SystemExit):
             main([command, "--help"])
         assert flag in capsys.readouterr().out
+
+
+def test_an_unknown_command_names_every_command_and_the_near_one(caplog):
+    assert main(["sesion", "--config", "x.yaml"]) == 2
+    assert "did you mean session?" in caplog.text and "fit, validate, test, predict, plugins" in caplog.text
