@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ember.errors import EmberDataError
+from ember.ops.filterbank import MAX_RATE, MIN_RATE
 
 log = logging.getLogger(__name__)
 SILENCE_PEAK = 1e-4  # peak amplitude below which a waveform counts as silent
@@ -86,12 +87,17 @@ def decode_wav(data: bytes, name: str = "audio") -> tuple[np.ndarray, int]:
         with wave.open(io.BytesIO(data), "rb") as src:
             channels, width, rate = src.getnchannels(), src.getsampwidth(), src.getframerate()
             frames = src.readframes(src.getnframes())
-    except (wave.Error, EOFError) as err:
-        raise EmberDataError(f"{name} is not a PCM WAV file ({err}): convert it, e.g. `sox in.mp3 -b 16 out.wav`") \
+    except (wave.Error, EOFError, RuntimeError) as err:  # RuntimeError: wave's seek past a chunk of damaged size
+        reason = str(err) or "a chunk runs past the end of the file"
+        raise EmberDataError(f"{name} is not a PCM WAV file ({reason}): convert it, e.g. `sox in.mp3 -b 16 out.wav`") \
             from err
     dtypes = {1: np.uint8, 2: np.dtype("<i2"), 4: np.dtype("<i4")}
     if width not in dtypes:
         raise EmberDataError(f"{name} has {8 * width}-bit samples: convert it to 16-bit PCM WAV")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise EmberDataError(f"{name} says it is sampled at {rate} Hz, not an audio rate ({MIN_RATE}-{MAX_RATE} Hz): "
+                             "the file is damaged, or convert it, e.g. `sox in.wav -r 16000 out.wav`")
+    frames = frames[: len(frames) // (width * channels) * width * channels]  # a truncated file: whole frames only
     x = np.frombuffer(frames, dtype=dtypes[width]).astype(np.float32)
     x = (x - 128.0) / 128.0 if width == 1 else x / float(2 ** (8 * width - 1))
     return x.reshape(-1, channels).mean(axis=1), rate

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,8 @@ import webdataset as wds
 
 from ember.data_modules.audio import check_audio, decode_wav, encode_wav
 from ember.data_modules.espeak import Source, example_maker
-from ember.data_modules.prosody_tasks import TASKS, ProsodyExample, TaskOrAll
-from ember.data_modules.shard_manifest import FORMAT, MANIFEST, built_folder, read_manifest
+from ember.data_modules.prosody_tasks import TASKS, ProsodyExample, TaskOrAll, check_length
+from ember.data_modules.shard_manifest import FORMAT, MANIFEST, built_folder, check_out, read_manifest
 from ember.errors import EmberDataError
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,12 @@ def prepare_prosody_shards(out: Path, size: int = 2000, seed: int = 0, task: Tas
     """
     make = example_maker(source)
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise EmberDataError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
+    check_out(out, overwrite)
     if task != "all" and task not in TASKS:
         raise EmberDataError(f"task={task!r} is unknown: use 'all' or one of {sorted(TASKS)}")
-    if size < 2 or not 0 < val_fraction < 1:
-        raise EmberDataError(f"size={size} must be >= 2 and val_fraction={val_fraction} in (0, 1)")
+    if size < 2 or not 0 < val_fraction < 1 or seed < 0:
+        raise EmberDataError(f"size={size} must be >= 2, val_fraction={val_fraction} in (0, 1) and seed={seed} >= 0")
+    check_length(seconds, sample_rate)
     n_val = max(1, int(size * val_fraction))
     with built_folder(out) as tmp:
         manifest = {"format": FORMAT, "kind": KIND, "sample_rate": sample_rate, "seconds": seconds, "seed": seed,
@@ -72,16 +73,32 @@ def read_audio_split(folder: Path, split: str, sample_rate: int = 16000) -> list
     """Every utterance of a split, checked and brought to sample_rate."""
     manifest = read_manifest(folder, KIND)
     urls = [str(folder / s) for s in manifest[split]["shards"]]
-    examples = []
-    for sample in wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None,
-                                 empty_check=False):
-        name = f"{sample['__url__']}:{sample['__key__']}"
-        if "wav" not in sample:
-            raise EmberDataError(f"{name} has no 'wav' member: rewrite the shards with `ember data prepare "
-                                 "audio-prosody`")
-        signal, rate = decode_wav(sample["wav"], name)
-        signal = check_audio(signal, rate, sample_rate, name)
-        examples.append(ProsodyExample(signal, int(sample["cls"]), sample["task"].decode()))
+    rewrite = "rewrite the shards with `ember data prepare audio-prosody --out DIR`"
+    try:
+        examples = [_example(sample, sample_rate, rewrite) for sample in wds.WebDataset(
+            urls, shardshuffle=False, nodesplitter=None, workersplitter=None, empty_check=False)]
+    except EmberDataError:
+        raise
+    except (tarfile.TarError, OSError, ValueError) as err:  # truncated or corrupt tar, or not a prosody sample
+        raise EmberDataError(f"a shard of {folder} cannot be read ({err}): {rewrite}") from err
     if not examples:
         raise EmberDataError(f"the {split} split of {folder} holds no utterances: write more with --size")
     return examples
+
+
+def _example(sample: dict, sample_rate: int, rewrite: str) -> ProsodyExample:
+    """One stored utterance, checked: its WAV decoded and brought to sample_rate, its class and task read."""
+    name = f"{sample['__url__']}:{sample['__key__']}"
+    missing = [key for key in ("wav", "cls", "task") if key not in sample]
+    if missing:
+        raise EmberDataError(f"{name} has no {missing} member: {rewrite}")
+    signal, rate = decode_wav(sample["wav"], name)
+    signal = check_audio(signal, rate, sample_rate, name)
+    try:
+        label, task = int(sample["cls"]), sample["task"].decode()
+    except ValueError as err:  # not a number, not UTF-8
+        raise EmberDataError(f"{name} has an unreadable class or task ({err}): {rewrite}") from err
+    if task not in TASKS or not 0 <= label < len(TASKS[task].classes):
+        raise EmberDataError(f"{name} is labelled class {label} of task {task!r}, which the prosody tasks "
+                             f"({sorted(TASKS)}) do not have: {rewrite}")
+    return ProsodyExample(signal, label, task)

@@ -43,6 +43,7 @@ __all__ = ["CHARS", "GOAL", "OPEN", "PATH", "START", "STYLES", "TIE_ORDER", "TOK
            "read_mazes", "shortest_path", "shortest_steps"]
 
 log = logging.getLogger(__name__)
+MAX_SIZE = 1024  # a side of more cells (a sequence of over a million) is a typo: generating it would not end
 
 
 class MazeData(PuzzleData):
@@ -95,9 +96,9 @@ class MazeData(PuzzleData):
         if min(train_size, val_size, test_size) < 1 or (eval_limit is not None and eval_limit < 1):
             raise EmberConfigError(f"train_size={train_size}, val_size={val_size}, test_size={test_size} and "
                                    f"eval_limit={eval_limit} must be >= 1 (eval_limit null reads the whole file)")
-        if size < 3 or min_path < 1 or not 0.0 <= openings <= 1.0:
-            raise EmberConfigError(f"size={size} must be >= 3, min_path={min_path} >= 1 and openings={openings} "
-                                   "in [0, 1]")
+        if not 3 <= size <= MAX_SIZE or min_path < 1 or not 0.0 <= openings <= 1.0:
+            raise EmberConfigError(f"size={size} must be in 3..{MAX_SIZE}, min_path={min_path} >= 1 and openings="
+                                   f"{openings} in [0, 1]")
         if min_path > size * size // 2:
             raise EmberConfigError(f"min_path={min_path} is longer than any path in a {size}x{size} maze "
                                    f"(at most ~{size * size // 2} moves): lower min_path or raise size")

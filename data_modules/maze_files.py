@@ -14,7 +14,7 @@ from typing import Optional
 import numpy as np
 
 from ember.data_modules.maze_paths import CHARS, TOKEN, check_maze
-from ember.data_modules.puzzles import PuzzleSet
+from ember.data_modules.puzzles import PuzzleSet, reading_text
 from ember.errors import EmberDataError
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,8 @@ def read_mazes(path: str | Path, size: int = 30, limit: Optional[int] = None) ->
         raise EmberDataError(f"maze data {file} does not exist: give a question,answer CSV or an HRM split folder "
                              "holding all__inputs.npy and all__labels.npy")
     read = _read_csv if file.is_file() and file.suffix.lower() == ".csv" else _read_npy
-    inputs, labels, places = read(file, size)
+    with reading_text(file, f"a maze file holds a question,answer header and grids of {CHARS!r}"):
+        inputs, labels, places = read(file, size)
     inputs, labels = inputs[:limit], labels[:limit]
     for k in range(len(inputs)):
         problem = check_maze(inputs[k], labels[k], size)

@@ -127,14 +127,15 @@ def generate_mazes(count: int, seed: int = 0, size: int = 30, min_path: int = 11
     make = partial(_maze_at, name=name, stream=stream, seed=seed, size=size, min_path=min_path, openings=openings,
                    style=style, wall_prob=wall_prob)
     progress = partial(tqdm, total=count, desc=f"generating {style} mazes ({stream})", disable=None, leave=False)
+    # the arrays first: a count that cannot fit fails now (MemoryError), not after hours of generating
+    inputs, labels = np.zeros((count, size * size), np.uint8), np.zeros((count, size * size), np.uint8)
     if processes > 1:
         with ProcessPoolExecutor(processes) as pool:  # fork on Linux, as DataLoader workers
-            mazes = list(progress(pool.map(make, range(count), chunksize=4)))
+            for k, (x, y) in enumerate(progress(pool.map(make, range(count), chunksize=4))):
+                inputs[k], labels[k] = x, y
     else:
-        mazes = [make(k) for k in progress(range(count))]
-    shape = (count, size * size)
-    inputs = np.stack([x for x, _ in mazes]) if mazes else np.zeros(shape, np.uint8)
-    labels = np.stack([y for _, y in mazes]) if mazes else np.zeros(shape, np.uint8)
+        for k in progress(range(count)):
+            inputs[k], labels[k] = make(k)
     if count:
         lengths = (labels == PATH).sum(1) + 1
         log.info("generated %d %dx%d %s mazes (%s, seed %d): shortest path mean %.1f, min %d, max %d moves",

@@ -20,8 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from ember.data_modules.audio_shards import read_audio_split
 from ember.data_modules.espeak import Source, example_maker
-from ember.data_modules.prosody_tasks import TASKS, ProsodyExample, TaskOrAll
-from ember.data_modules.splits import SPLITS, Split, SplitLoaders
+from ember.data_modules.prosody_tasks import TASKS, ProsodyExample, TaskOrAll, check_length
+from ember.data_modules.splits import SPLITS, Split, SplitLoaders, check_loader_args
 from ember.errors import EmberConfigError
 
 log = logging.getLogger(__name__)
@@ -122,8 +122,10 @@ class ProsodyData(SplitLoaders, LightningDataModule):
         super().__init__()
         if task != "all" and task not in TASKS:
             raise EmberConfigError(f"task={task!r} is unknown: use 'all' or one of {sorted(TASKS)}")
-        if batch_size < 1 or min(train_size, val_size, test_size) < 1 or seconds <= 0:
-            raise EmberConfigError(f"batch_size={batch_size}, the split sizes and seconds={seconds} must be positive")
+        if batch_size < 1 or min(train_size, val_size, test_size) < 1:
+            raise EmberConfigError(f"batch_size={batch_size} and the split sizes must be positive")
+        check_loader_args(batch_size, num_workers, seed)
+        check_length(seconds, sample_rate)
         example_maker(source)  # refuses an unknown source, or espeak without its binary, now
         self.task, self.path, self.source, self.seconds, self.sample_rate = task, path, source, seconds, sample_rate
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers

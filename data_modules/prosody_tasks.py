@@ -22,9 +22,12 @@ from typing import Literal, NamedTuple
 import numpy as np
 
 from ember.data_modules.voice import Prosody, Syllable, random_voice, synthesize
+from ember.errors import EmberConfigError
+from ember.ops.filterbank import MAX_RATE, MIN_RATE
 
 TaskName = Literal["question", "arousal", "confidence"]  # the keys of TASKS
 TaskOrAll = Literal["all", TaskName]  # "all": a random task per example
+MAX_SECONDS = 600.0  # the longest utterance: more is a typo, and more samples than memory holds
 
 
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -85,6 +88,14 @@ class ProsodyExample(NamedTuple):
     signal: np.ndarray  # (t,) float32 at the sample rate
     label: int  # class index within the task
     task: str
+
+
+def check_length(seconds: float, sample_rate: int):
+    """Refuse an utterance length (0 < seconds <= MAX_SECONDS) or a sample rate (MIN_RATE..MAX_RATE Hz) that no
+    utterance can have, naming the fix (NaN and infinity included)."""
+    if not 0 < seconds <= MAX_SECONDS or not MIN_RATE <= sample_rate <= MAX_RATE:
+        raise EmberConfigError(f"seconds={seconds} must be in (0, {MAX_SECONDS:g}] (one utterance) and sample_rate="
+                               f"{sample_rate} in {MIN_RATE}..{MAX_RATE} Hz")
 
 
 def make_example(rng: np.random.Generator, task: TaskOrAll = "all", seconds: float = 1.5,

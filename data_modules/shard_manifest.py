@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Optional
 
 from ember.errors import EmberDataError
-from ember.files import current_umask
+from ember.files import current_umask, replace_folder
 
 MANIFEST = "ember-shards.json"
 FORMAT = 1
@@ -25,18 +25,25 @@ FORMAT = 1
 @contextmanager
 def built_folder(out: Path) -> Iterator[Path]:
     """A temporary folder beside `out` that replaces `out` when the block succeeds and is removed if it
-    fails, so a shard folder is never half-written."""
+    fails, so a shard folder is never half-written, and a crash while it replaces `out` leaves the previous
+    folder or the new one at that name (ember.files.replace_folder)."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    tmp.chmod(0o777 & ~current_umask())  # mkdtemp's folder is private (0700): give it a new folder's usual mode
     try:
+        tmp.chmod(0o777 & ~current_umask())  # mkdtemp's folder is private (0700): give it a new folder's usual mode
         yield tmp
-        if out.exists():
-            shutil.rmtree(out)
-        tmp.rename(out)
+        replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_out(out: Path, overwrite: bool):
+    """Refuse an --out that is a file, or a folder that holds something while `overwrite` is off."""
+    if out.exists() and not out.is_dir():
+        raise EmberDataError(f"--out {out} is a file: give a folder (new or empty) for the shards")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise EmberDataError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
 
 
 def read_manifest(folder: Path, kind: Optional[str] = None) -> dict:
@@ -45,12 +52,15 @@ def read_manifest(folder: Path, kind: Optional[str] = None) -> dict:
     rewrites the folder."""
     path = folder / MANIFEST
     command = f"ember data prepare {kind or 'text'}"
+    rewrite = (f"rewrite the shards with `{command} --input ... --out ...`" if kind is None
+               else f"write the folder with `{command} --out DIR`")
     try:
         manifest = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        rewrite = (f"rewrite the shards with `{command} --input ... --out ...`" if kind is None
-                   else f"write the folder with `{command} --out DIR`")
+    except (OSError, ValueError) as err:  # ValueError: not JSON, or not UTF-8 text
         raise EmberDataError(f"{path} is not a readable shard manifest ({err}): {rewrite}") from err
+    problem = _layout_problem(manifest)
+    if problem:
+        raise EmberDataError(f"{path} is not a shard manifest Ember wrote ({problem}): {rewrite}")
     if kind is None and manifest.get("format") != FORMAT:
         raise EmberDataError(f"{path} has format {manifest.get('format')}, this Ember reads format {FORMAT}: "
                              f"rewrite the shards with `{command}`")
@@ -63,3 +73,18 @@ def read_manifest(folder: Path, kind: Optional[str] = None) -> dict:
             raise EmberDataError(f"shard folder {folder} lacks {missing[:3]} listed in its manifest: "
                                  f"copy the whole folder or rewrite it with `{command}`")
     return manifest
+
+
+def _layout_problem(manifest) -> Optional[str]:
+    """What keeps a parsed manifest from listing shards: not an object, a split without its "shards" list, or a
+    shard that is not a file name of the folder (a path elsewhere, a number); None when it lists them."""
+    if not isinstance(manifest, dict):
+        return f"it holds a JSON {type(manifest).__name__}, not an object"
+    for split in ("train", "val"):
+        shards = manifest.get(split, {}).get("shards") if isinstance(manifest.get(split), dict) else None
+        if not isinstance(shards, list):
+            return f'its "{split}" entry has no list of "shards"'
+        odd = [s for s in shards if not isinstance(s, str) or not s or Path(s).name != s or s in (".", "..")]
+        if odd:
+            return f'"{split}" lists {odd[:3]}, which are not file names in the folder'
+    return None

@@ -25,7 +25,7 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ember.data_modules.corpus import read_text_files
-from ember.data_modules.shard_manifest import FORMAT, MANIFEST, built_folder, read_manifest
+from ember.data_modules.shard_manifest import FORMAT, MANIFEST, built_folder, check_out, read_manifest
 from ember.errors import EmberDataError
 
 log = logging.getLogger(__name__)
@@ -44,8 +44,7 @@ def prepare_text_shards(inputs: list[Path], out: Path, chunk_bytes: int = 1 << 1
         if inside == holds or holds in inside.parents or inside in holds.parents:
             raise EmberDataError(f"--out {out} is, holds or lies inside the input {path}: writing it would replace the "
                                  "input. Choose an --out outside the inputs")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise EmberDataError(f"{out} exists and is not empty: choose another --out or pass --overwrite")
+    check_out(out, overwrite)
     if chunk_bytes < 1 or shard_bytes < 1:
         raise EmberDataError(f"chunk_bytes={chunk_bytes} and shard_bytes={shard_bytes} must be >= 1")
     if not 0 < val_fraction < 1:

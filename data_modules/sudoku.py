@@ -22,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from ember.data_modules.puzzles import PuzzleData, PuzzleSet, cached, file_digest
+from ember.data_modules.puzzles import PuzzleData, PuzzleSet, cached, file_digest, reading_text
 from ember.errors import EmberConfigError, EmberDataError
 
 log = logging.getLogger(__name__)
@@ -259,15 +259,6 @@ def _read_rows(file: Path) -> list[tuple[int, str, Optional[str]]]:
                 for row in reader if row]
 
 
-def _first_bad_byte(data: bytes) -> int:
-    """The offset of the first byte of data that is not UTF-8 (data is known not to decode)."""
-    try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return err.start
-    return 0
-
-
 def read_sudoku(path: str | Path, limit: Optional[int] = None) -> PuzzleSet:
     """Puzzles of a tdoku text file (one 81-char puzzle a line, '#' comments) or a CSV with header
     `puzzle,solution`; missing solutions are solved. Every puzzle must have exactly one solution.
@@ -278,14 +269,8 @@ def read_sudoku(path: str | Path, limit: Optional[int] = None) -> PuzzleSet:
     if not file.is_file():
         raise EmberDataError(f"sudoku file {file} does not exist: give a tdoku .txt file (81 chars a line) or a "
                              "CSV with header puzzle,solution")
-    try:
+    with reading_text(file, "a puzzle file holds digits, '.', commas and a header"):
         rows = _read_rows(file)[:limit]
-    except UnicodeDecodeError as err:
-        data = file.read_bytes()  # the reader decodes in blocks: find the first bad byte in the whole file
-        start = _first_bad_byte(data)
-        line = data[:start].count(b"\n") + 1
-        raise EmberDataError(f"{file}:{line}: byte {data[start]:#04x} is not text (UTF-8): a puzzle file holds "
-                             "digits, '.', commas and a header; fix or delete that line") from err
     inputs, labels = np.zeros((len(rows), 81), np.uint8), np.zeros((len(rows), 81), np.uint8)
     for k, (number, text, solution_text) in enumerate(rows):
         where = f"{file}:{number}"

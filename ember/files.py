@@ -3,7 +3,11 @@ checkpoints read without running code."""
 
 from __future__ import annotations
 
+import ctypes
+import errno as errno_codes
+import logging
 import os
+import shutil
 import stat
 import tempfile
 from collections.abc import Iterator
@@ -13,6 +17,8 @@ from pathlib import Path
 import torch
 
 from ember.errors import EmberConfigError, EmberDataError
+
+log = logging.getLogger(__name__)
 
 
 @contextmanager
@@ -36,6 +42,53 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def replace_folder(new: Path, old: Path):
+    """Put the folder `new` at the name `old` (an existing folder, or none) and delete what was there. On Linux the
+    two folders swap names in one step (renameat2 RENAME_EXCHANGE), so a crash at any moment leaves `old` whole,
+    either the previous folder or the new one; elsewhere the previous folder is renamed aside first, and put back
+    if the new one cannot take its name. Once the new folder has the name, a previous copy that cannot be deleted
+    is left beside it with a warning: the replacement itself succeeded."""
+    if not old.exists():
+        new.rename(old)
+        return
+    if _exchange(new, old):
+        _delete_previous(new, old)  # `new` now holds the previous folder
+        return
+    aside = Path(tempfile.mkdtemp(dir=old.parent, prefix=f".{old.name}.old-"))
+    old.replace(aside / old.name)
+    try:
+        new.rename(old)
+    except BaseException:
+        (aside / old.name).replace(old)
+        aside.rmdir()
+        raise
+    _delete_previous(aside, old)
+
+
+def _delete_previous(folder: Path, name: Path):
+    try:
+        shutil.rmtree(folder)
+    except OSError as err:
+        log.warning("%s is replaced, but its previous copy %s could not be deleted (%s): delete it by hand", name,
+                    folder, err)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap the names of two paths atomically (Linux renameat2 with RENAME_EXCHANGE); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    errno = ctypes.get_errno()
+    if errno in (errno_codes.EINVAL, errno_codes.ENOSYS, errno_codes.EOPNOTSUPP):  # kernel or file system lacks it
+        return False
+    raise OSError(errno, os.strerror(errno), str(b))
 
 
 def check_writable(path: str | Path, option: str):

@@ -7,8 +7,12 @@ test file alone uses stays in that file; fixtures go in the conftest.py of the f
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import os
 import sqlite3
+import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +183,88 @@ def token_by_token(model: nn.Module, tokens: Tensor) -> Tensor:
         out, state = model(tokens[:, i : i + 1], state)
         steps.append(out)
     return torch.cat(steps, 1)
+
+
+# ---- fuzzing (tests/cli/test_fuzz_*.py): seeded cases, damaged copies of a file, snapshots, the tally ------------
+FUZZ_SEED = int(os.environ.get("EMBER_FUZZ_SEED", "0"))
+FUZZ_EXAMPLES = int(os.environ.get("EMBER_FUZZ_EXAMPLES", "3"))  # cases per target: a kind of input and its reader
+FUZZ_CHEAP = 4  # targets that run no command take this many times more: kills while writing (WAV reads: 8x that)
+FUZZ_TALLY: dict[str, Counter] = {}  # kind -> cases, handled, kept: tests/cli/conftest.py prints it at the end
+DAMAGE = ("emptied", "truncated", "random", "flipped", "zeroed", "overwritten", "repeated")
+ODD_JSON = (None, 0, -1, 1.5, 2**63, "", "x", True, [], {}, [1, "a"], {"a": None})
+# `ember fit` for one step and one short validation, no MLflow run: a fuzz case that gets past construction
+ONE_STEP = ("--trainer.logger", "false", "--trainer.max_steps", "1", "--trainer.val_check_interval", "1",
+            "--trainer.limit_val_batches", "2", "--trainer.num_sanity_val_steps", "0",
+            "--trainer.enable_progress_bar", "false")
+
+
+def fuzz_rng(*names) -> np.random.Generator:
+    """The generator of one fuzz case, from EMBER_FUZZ_SEED and the case's names (target, index): a case replays
+    alone, whatever ran before it."""
+    return np.random.default_rng([FUZZ_SEED, *(zlib.crc32(str(name).encode()) for name in names)])
+
+
+def damaged(data: bytes, rng: np.random.Generator) -> tuple[str, bytes]:
+    """A damaged copy of a file's bytes and what was done to it: emptied, truncated, replaced by random bytes,
+    bits flipped, a stretch zeroed or overwritten with random bytes, or a stretch repeated."""
+    n, how = len(data), DAMAGE[int(rng.integers(len(DAMAGE)))]
+    a = int(rng.integers(0, n))
+    b = min(n, a + int(rng.integers(1, 257)))
+    if how == "emptied":
+        return how, b""
+    if how == "truncated":
+        return f"truncated to {a} of {n} bytes", data[:a]
+    if how == "random":
+        size = int(rng.integers(1, 2 * n + 2))
+        return f"{size} random bytes", rng.bytes(size)
+    if how == "flipped":
+        out, places = bytearray(data), sorted(int(i) for i in rng.integers(0, n, int(rng.integers(1, 9))))
+        for i in places:
+            out[i] ^= 1 << int(rng.integers(8))
+        return f"bits flipped at bytes {places}", bytes(out)
+    middle = {"zeroed": bytes(b - a), "overwritten": rng.bytes(b - a), "repeated": data[a:b] * 2}[how]
+    return f"bytes {a}:{b} {how}", data[:a] + middle + data[b:]
+
+
+def damaged_json(value, rng: np.random.Generator) -> tuple[str, object]:
+    """A JSON document with one node (the root or one inside it) replaced by a value of another type, or dropped
+    from its object: what a hand edit or another program's file looks like."""
+    places = [()]
+    stack = [((), value)]
+    while stack:
+        path, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+        for key, child in items:
+            places.append((*path, key))
+            stack.append(((*path, key), child))
+    path = places[int(rng.integers(len(places)))]
+    if not path:
+        new = ODD_JSON[int(rng.integers(len(ODD_JSON)))]
+        return f"the whole document replaced by {new!r}", new
+    parent = value
+    for key in path[:-1]:
+        parent = parent[key]
+    if isinstance(parent, dict) and rng.random() < 0.3:
+        del parent[path[-1]]
+        return f"{list(path)} dropped", value
+    parent[path[-1]] = ODD_JSON[int(rng.integers(len(ODD_JSON)))]
+    return f"{list(path)} set to {parent[path[-1]]!r}", value
+
+
+def snapshot(*roots: Path) -> dict[str, tuple[str, int]]:
+    """sha256 and mode of every file under the roots (files or folders)."""
+    files = [p for root in map(Path, roots) for p in ([root] if root.is_file() else sorted(root.rglob("*")))]
+    return {str(p): (hashlib.sha256(p.read_bytes()).hexdigest(), p.stat().st_mode) for p in files if p.is_file()}
+
+
+def changed(before: dict[str, tuple[str, int]]) -> list[str]:
+    """The files of a snapshot that are now gone, or hold other bytes or another mode."""
+    return [path for path, (digest, mode) in before.items() if snapshot(Path(path)).get(path) != (digest, mode)]
+
+
+def tally(kind: str, handled: bool, kept: bool, outcome: str = ""):
+    """Count one fuzz case of `kind`: handled (exit 0 or 2, no traceback or hang), kept (nothing lost), and an
+    outcome to count besides (e.g. which version a kill left)."""
+    FUZZ_TALLY.setdefault(kind, Counter()).update(cases=1, handled=int(handled), kept=int(kept))
+    if outcome:
+        FUZZ_TALLY[kind][outcome] += 1

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from ember.errors import EmberConfigError, EmberDataError
 
+MIN_RATE, MAX_RATE = 1000, 384_000  # sample rates (Hz) audio may have; others are a typo or a damaged file header
 
 def hz_to_mel(hz: Tensor) -> Tensor:
     return 2595.0 * torch.log10(1.0 + hz / 700.0)

@@ -10,7 +10,24 @@ import math
 import torch
 from torch import Tensor, nn
 
+from ember.errors import EmberConfigError, EmberDataError
 from ember.state import LayerStates
+
+MAX_LAYERS = 4096  # more layers than any model trains (GPT-3 has 96): a typo, refused before they are built
+
+
+def check_stack_args(layers: int, vocab_size: int, reserved_tokens: int, d_ff: int | None, dropout: float):
+    """Refuse the sizes of a language backbone's stack that no run can use, naming the fix: `layers` in all
+    (1..MAX_LAYERS), vocab_size >= 1, reserved_tokens >= 0, d_ff >= 1 (or null), dropout in [0, 1)."""
+    if not 1 <= layers <= MAX_LAYERS:
+        raise EmberConfigError(f"{layers} layers in all: give 1 to {MAX_LAYERS} (blocks x layers_per_block)")
+    if vocab_size < 1 or reserved_tokens < 0:
+        raise EmberConfigError(f"vocab_size={vocab_size} must be >= 1 (256 for bytes) and reserved_tokens="
+                               f"{reserved_tokens} >= 0")
+    if d_ff is not None and d_ff < 1:
+        raise EmberConfigError(f"d_ff={d_ff} must be >= 1, or null for 8/3 d_model")
+    if not 0 <= dropout < 1:
+        raise EmberConfigError(f"dropout={dropout} must be in [0, 1)")
 
 
 class TokenStack(nn.Module):
@@ -41,12 +58,25 @@ class TokenStack(nn.Module):
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, std=0.02)
 
+    @torch.compiler.disable  # never traced: run eagerly, before a compiled graph (see forward)
+    def check_ids(self, tokens: Tensor):
+        """Refuse token ids outside the embedding (data of a larger vocabulary than vocab_size + reserved_tokens)
+        with one message: an index error otherwise, on a GPU a device-side assert that ends the process. It waits
+        on the device once a call, as the model's loss check does."""
+        outside = (tokens < 0) | (tokens >= self.embed.num_embeddings)
+        if bool(outside.any()):
+            raise EmberDataError(f"the data holds token id {int(tokens[outside][0])}, outside the backbone's "
+                                 f"{self.embed.num_embeddings} ids (vocab_size + reserved_tokens): raise the "
+                                 "backbone's vocab_size to the data's (256 for bytes)")
+
     def forward(self, tokens: Tensor, state: LayerStates | None = None,
                 prefix: Tensor | None = None) -> tuple[Tensor, LayerStates]:
         """tokens: (b, n) int64; prefix: (b, p, d) latent tokens placed before them, or None.
 
         Returns logits (b, n, v) for the token positions only, and the new LayerStates.
         """
+        if not torch.compiler.is_compiling():  # a traced graph would break at the check's data-dependent branch
+            self.check_ids(tokens)
         x = self.embed(tokens)  # (b, n, d)
         if prefix is not None:
             x = torch.cat([prefix.to(x.dtype), x], dim=1)  # (b, p + n, d)

@@ -16,7 +16,7 @@ from ember.ops.attention.window import Backend
 from ember.ops.layers import NMLLayer
 from ember.ops.memory_read import MemoryReadLayer
 from ember.ops.scan import ScanKind
-from ember.ops.stack import TokenStack
+from ember.ops.stack import TokenStack, check_stack_args
 from ember.state import LayerStates, StateBase
 
 
@@ -56,6 +56,7 @@ class NMLBackbone(LanguageBackbone):
         if min(blocks, layers_per_block, d_model, heads) < 1:
             raise EmberConfigError(f"blocks={blocks}, layers_per_block={layers_per_block}, d_model={d_model} and "
                                    f"heads={heads} must be >= 1")
+        check_stack_args(blocks * layers_per_block, vocab_size, reserved_tokens, d_ff, dropout)
         self.d_model, self.vocab_size = d_model, vocab_size
         layers = []
         for _ in range(blocks):

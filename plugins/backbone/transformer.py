@@ -13,7 +13,7 @@ from ember.base import BackboneOutput, LanguageBackbone
 from ember.errors import EmberConfigError
 from ember.ops.attention.window import Backend
 from ember.ops.layers import AttentionLayer
-from ember.ops.stack import TokenStack
+from ember.ops.stack import TokenStack, check_stack_args
 from ember.state import LayerStates
 
 
@@ -41,6 +41,7 @@ class TransformerBackbone(LanguageBackbone):
         super().__init__()
         if min(d_model, layers, heads) < 1:
             raise EmberConfigError(f"d_model={d_model}, layers={layers} and heads={heads} must be >= 1")
+        check_stack_args(layers, vocab_size, reserved_tokens, d_ff, dropout)
         self.d_model, self.vocab_size, self.window = d_model, vocab_size, window
         stack = [AttentionLayer(d_model, heads, window, attn_backend, d_ff, dropout) for _ in range(layers)]
         self.stack = TokenStack(vocab_size + reserved_tokens, d_model, stack, dropout)

@@ -33,6 +33,9 @@ class LearnedNeuromodulator(Neuromodulator):
         super().__init__()
         if not 0 < target_rate < 1 or not 0 < init_decay < 1:
             raise EmberConfigError(f"target_rate={target_rate} and init_decay={init_decay} must be in (0, 1)")
+        if hidden < 1 or modulation_dim < 0 or not 0 <= budget_weight < math.inf:
+            raise EmberConfigError(f"hidden={hidden} must be >= 1, modulation_dim={modulation_dim} >= 0 and "
+                                   f"budget_weight={budget_weight} finite and >= 0")
         self.modulation_dim, self.target_rate, self.budget_weight = modulation_dim, target_rate, budget_weight
         self.net = nn.Sequential(nn.Linear(d_model + 2 + modulation_dim, hidden), nn.SiLU(), nn.Linear(hidden, 4))
         with torch.no_grad():  # start near the budget, mid strength, slow decay, moderate temperature

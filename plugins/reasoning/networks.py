@@ -24,6 +24,13 @@ from ember.base import RecursionNetwork
 from ember.errors import EmberConfigError
 from ember.ops.layers import SwiGLU
 from ember.ops.rope import apply_rope, rope_cos_sin
+from ember.ops.stack import MAX_LAYERS
+
+
+def check_network_args(layers: int, expansion: float):
+    """Refuse a network no run can use: layers in 1..MAX_LAYERS, expansion finite and > 0."""
+    if not 1 <= layers <= MAX_LAYERS or not 0 < expansion < math.inf:
+        raise EmberConfigError(f"layers={layers} must be in 1..{MAX_LAYERS} and expansion={expansion} finite and > 0")
 
 
 class MixerNetwork(RecursionNetwork):
@@ -38,6 +45,7 @@ class MixerNetwork(RecursionNetwork):
 
     def __init__(self, d_model: int, seq_len: int, layers: int = 2, expansion: float = 4.0):
         super().__init__()
+        check_network_args(layers, expansion)
         self.token_mlps = nn.ModuleList(SwiGLU(seq_len, _hidden(seq_len, expansion)) for _ in range(layers))
         self.channel_mlps = nn.ModuleList(SwiGLU(d_model, _hidden(d_model, expansion)) for _ in range(layers))
         self.norm = nn.RMSNorm(d_model, elementwise_affine=False)
@@ -73,7 +81,8 @@ class AttentionNetwork(RecursionNetwork):
     def __init__(self, d_model: int, seq_len: int, layers: int = 2, heads: int = 8, expansion: float = 4.0,
                  norm: Literal["post", "pre"] = "post", positions: Literal["1d", "2d"] = "1d"):
         super().__init__()
-        if d_model % heads or (d_model // heads) % 2:
+        check_network_args(layers, expansion)
+        if heads < 1 or d_model % heads or (d_model // heads) % 2:
             raise EmberConfigError(f"d_model={d_model} must be divisible by heads={heads} into an even head width")
         if norm not in ("post", "pre"):
             raise EmberConfigError(f"norm={norm!r} must be 'post' (the paper's) or 'pre'")

@@ -12,6 +12,7 @@ Letters: b batch, t samples, f frames, s patches (tokens), d width.
 
 from __future__ import annotations
 
+import math
 from abc import abstractmethod
 from typing import Optional
 
@@ -21,8 +22,9 @@ from torch import Tensor, nn
 from ember.base import SensoryEncoder, SensoryOutput
 from ember.errors import EmberConfigError
 from ember.ops.audio_blocks import PatchEmbed, SpikingBlock, standardise
-from ember.ops.filterbank import MelFilterbank
+from ember.ops.filterbank import MAX_RATE, MIN_RATE, MelFilterbank
 from ember.ops.lif import LIFNeuron, RateNeuron
+from ember.ops.stack import MAX_LAYERS
 
 MODULATION = ("arousal", "valence", "threat")
 
@@ -51,10 +53,18 @@ class AudioEncoder(SensoryEncoder):
                  channels: int = 16, hidden: Optional[int] = None, beta: float = 0.9, slope: float = 5.0,
                  sample_rate: int = 16000, hop_ms: float = 10.0):
         super().__init__()
+        if min(d_model, heads, bands) < 1 or (hidden is not None and hidden < 1):
+            raise EmberConfigError(f"d_model={d_model}, heads={heads}, bands={bands} and hidden={hidden} must be >= 1 "
+                                   "(hidden null: 2 * d_model)")
         if d_model % heads:
             raise EmberConfigError(f"d_model={d_model} is not divisible by heads={heads}")
-        if min(depth, patch, channels) < 1:
-            raise EmberConfigError(f"depth={depth}, patch={patch} and channels={channels} must be >= 1")
+        if min(depth, patch, channels) < 1 or depth > MAX_LAYERS:
+            raise EmberConfigError(f"depth={depth} (at most {MAX_LAYERS}), patch={patch} and channels={channels} must "
+                                   "be >= 1")
+        if not 0 < beta < 1 or not 0 < slope < math.inf or not 0 < hop_ms < math.inf:
+            raise EmberConfigError(f"beta={beta} must be in (0, 1), slope={slope} and hop_ms={hop_ms} finite and > 0")
+        if not MIN_RATE <= sample_rate <= MAX_RATE:
+            raise EmberConfigError(f"sample_rate={sample_rate} must be an audio rate, {MIN_RATE}..{MAX_RATE} Hz")
         self.d_model, self.sample_rate = d_model, sample_rate
         self.beta, self.slope = beta, slope
         hidden = hidden or 2 * d_model

@@ -9,10 +9,10 @@ import sysconfig
 from pathlib import Path
 
 import pytest
-from helpers import ROOT
 
 from ember.cli.configs import shipped
 from ember.cli.main import main
+from helpers import ROOT
 
 
 def test_every_repository_config_ships():

@@ -33,3 +33,22 @@ def test_other_sample_rates_are_resampled_or_refused():
     assert np.allclose(resample(y, SR, SR), y)
     back, rate = decode_wav(encode_wav(y, SR))
     assert rate == SR and np.abs(back - y).max() < 1e-4
+
+
+@pytest.mark.parametrize("damage", ["fmt chunk size", "truncated mid-frame", "rate zero"])
+def test_a_damaged_wav_is_refused_with_one_message(damage):
+    """Found by the fuzz suite (tests/cli/test_fuzz_data.py): these raised RuntimeError, ValueError or
+    ZeroDivisionError instead of EmberDataError."""
+    data = bytearray(encode_wav(tone(220.0, seconds=0.05), SR))
+    if damage == "fmt chunk size":
+        data[16] ^= 0x40  # the fmt chunk claims more bytes than the file holds: wave's seek raises RuntimeError
+    elif damage == "rate zero":
+        data[24:28] = bytes(4)
+    else:
+        data = data[:-1]  # half a 16-bit frame at the end
+    if damage == "truncated mid-frame":
+        x, rate = decode_wav(bytes(data))
+        assert rate == SR and len(x) == int(0.05 * SR) - 1
+        return
+    with pytest.raises(EmberDataError, match="not a PCM WAV file|not an audio rate"):
+        decode_wav(bytes(data))
