@@ -48,7 +48,7 @@ def test_cp_unknown_name_or_folder_names_the_fix(tmp_path, caplog):
 @pytest.mark.slow
 def test_wheel_install_copies_a_config_and_trains_it(tmp_path):
     """`pip install .` (a wheel, not editable) into a fresh venv that borrows the test venv's dependencies, then
-    `ember configs cp` and a 2-step fit from an empty folder: the configs travel with the package."""
+    `ember configs cp` and a 5-step fit from an empty folder: the configs travel with the package."""
     wheels, venv, empty, source = (tmp_path / name for name in ("wheels", "venv", "empty", "source"))
     # built from a copy: setuptools writes build/ beside the sources, and the checkout stays as it was
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "runs", "build", "*.egg-info", "__pycache__"))
@@ -69,8 +69,8 @@ def test_wheel_install_copies_a_config_and_trains_it(tmp_path):
                            capture_output=True, text=True).stdout
     assert str(venv) in where, f"ember imported from {where}, not the wheel"
     subprocess.run([*ember, "configs", "cp", "debug/quickstart", "q.yaml"], check=True, cwd=empty, env=env)
-    fit = subprocess.run([*ember, "fit", "--config", "q.yaml", "--trainer.max_steps", "2",
-                          "--trainer.val_check_interval", "2", "--trainer.enable_progress_bar", "false"],
+    fit = subprocess.run([*ember, "fit", "--config", "q.yaml", "--trainer.max_steps", "5",
+                          "--trainer.val_check_interval", "5", "--trainer.enable_progress_bar", "false"],
                          cwd=empty, env=env, capture_output=True, text=True, timeout=300)
     assert fit.returncode == 0, fit.stderr[-2000:]
     assert list((empty / "runs").glob("*/*/checkpoints/last.ckpt"))
