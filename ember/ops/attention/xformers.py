@@ -9,18 +9,20 @@ hide erased cache keys, so `WindowAttention` falls back to sdpa for a partially 
 from __future__ import annotations
 
 from einops import rearrange
+from lightning_utilities.core.imports import RequirementCache
 from torch import Tensor
 
 from ember.errors import EmberConfigError
 
 
+XFORMERS = RequirementCache("xformers>=0.0.28", "xformers.ops")  # pyproject's `xformers` extra
+
+
 def require_xformers():
-    """Raise an EmberConfigError naming the install when the optional extra is missing."""
-    try:
-        import xformers.ops  # noqa: F401  deferred: optional CUDA-only extra
-    except ImportError as err:
-        raise EmberConfigError("attention backend 'xformers' needs the optional extra: "
-                               "pip install 'ember[xformers]' (CUDA only), or use backend: sdpa / flex") from err
+    """Raise an EmberConfigError naming the install when the optional extra is missing (or too old)."""
+    if not XFORMERS:
+        raise EmberConfigError(f"attention backend 'xformers' needs the optional extra ({XFORMERS.message}): "
+                               "pip install 'ember[xformers]' (CUDA only), or use backend: sdpa / flex")
 
 
 def attend_xformers(q: Tensor, k: Tensor, v: Tensor, c: int, window: int | None, valid: Tensor | None) -> Tensor:
