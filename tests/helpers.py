@@ -38,6 +38,16 @@ def run_cli(*args: str) -> int:
     return main(list(args))
 
 
+def session_state(run: tuple[str, str], folder: Path, text: str) -> Path:
+    """`folder/state.mem`: the memory state of a trained run (config, checkpoint) after `ember session` streamed
+    `text` (written to `folder/text.txt`) in spans of 64 bytes."""
+    config, ckpt = run
+    (folder / "text.txt").write_text(text)
+    assert run_cli("session", "--config", config, "--ckpt_path", ckpt, "--memory_state", str(folder / "state.mem"),
+                   "--input", str(folder / "text.txt"), "--span", "64") == 0
+    return folder / "state.mem"
+
+
 def run_folder(run_dir: Path) -> Path:
     """The single <experiment>/<run> folder under run_dir."""
     (folder,) = [p for p in run_dir.glob("*/*") if (p / "checkpoints").is_dir()]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FUZZ_EXAMPLES, fuzz_rng, run_cli
+from helpers import FUZZ_EXAMPLES, fuzz_rng, session_state
 
 pytestmark = pytest.mark.slow  # session and stability load a trained model
 HUGE = [str(2**40), str(2**63)]
@@ -70,12 +70,7 @@ def case_folder(here: Path, state: Path) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def state(trained_runs, tmp_path_factory) -> Path:
-    config, ckpt = trained_runs["memory"]
-    folder = tmp_path_factory.mktemp("state")
-    (folder / "text.txt").write_text("Ada Obi's city is Lyon.\n" * 20)
-    assert run_cli("session", "--config", config, "--ckpt_path", ckpt, "--memory-state", str(folder / "state.mem"),
-                   "--input", str(folder / "text.txt"), "--span", "64") == 0
-    return folder / "state.mem"
+    return session_state(trained_runs["memory"], tmp_path_factory.mktemp("state"), "Ada Obi's city is Lyon.\n" * 20)
 
 
 @pytest.mark.parametrize("index", range(FUZZ_EXAMPLES))

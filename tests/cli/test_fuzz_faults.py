@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import FUZZ_EXAMPLES, ONE_STEP, fuzz_rng, run_cli
+from helpers import FUZZ_EXAMPLES, ONE_STEP, fuzz_rng, run_cli, session_state
 
 pytestmark = pytest.mark.slow  # the commands load a trained model or train a step
 CODES = (errno.ENOSPC, errno.EIO, errno.EACCES, errno.EROFS, errno.EDQUOT)
@@ -92,9 +92,7 @@ def start(trained_runs, tmp_path_factory) -> dict:
     """What the commands start from: a trained memory model, its memory state, a text, an ablation table."""
     config, ckpt = trained_runs["memory"]
     folder = tmp_path_factory.mktemp("start")
-    (folder / "text.txt").write_text("Ada Obi's city is Lyon. Her dog is called Rex.\n" * 40)
-    assert run_cli("session", "--config", config, "--ckpt_path", ckpt, "--memory-state", str(folder / "state.mem"),
-                   "--input", str(folder / "text.txt"), "--span", "64") == 0
+    session_state(trained_runs["memory"], folder, "Ada Obi's city is Lyon. Her dog is called Rex.\n" * 40)
     table = {"configs": [config], "extra": [], "variants": [VARIANT],
              "rows": [{"variant": "quick", "params": 1000, "steps": 1, "test/loss": 2.5}]}
     (folder / "ablation.json").write_text(json.dumps(table))
@@ -108,7 +106,7 @@ def command(name: str, start: dict, here: Path) -> tuple[list[str], list[Path], 
     shutil.copy(folder / "text.txt", here / "text.txt")
     if name == "session":
         shutil.copy(folder / "state.mem", here / "state.mem")
-        return (["session", "--config", config, "--ckpt_path", ckpt, "--memory-state", str(here / "state.mem"),
+        return (["session", "--config", config, "--ckpt_path", ckpt, "--memory_state", str(here / "state.mem"),
                  "--input", str(here / "text.txt"), "--span", "64"], [here / "state.mem"], [])
     if name == "data prepare text":
         assert run_cli("data", "prepare", "text", "--input", str(folder / "text.txt"), "--out", str(here / "shards"),

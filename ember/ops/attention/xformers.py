@@ -14,7 +14,6 @@ from torch import Tensor
 
 from ember.errors import EmberConfigError
 
-
 XFORMERS = RequirementCache("xformers>=0.0.28", "xformers.ops")  # pyproject's `xformers` extra
 
 
