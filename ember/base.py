@@ -146,11 +146,29 @@ class Consolidator(EmberPlugin):
     kind = "consolidator"
 
     @abstractmethod
-    def consolidate(self, model: LightningModule, episodes) -> dict[str, float]:
-        """Distil the memory-ON model into its memory-OFF slow weights; returns metrics."""
+    def consolidate(self, model: LightningModule, episodes: list, general: list, seed: int = 0) -> dict[str, float]:
+        """Distil the memory-ON model into its memory-OFF slow weights; returns metrics.
+
+        episodes: the lived sessions to replay (ember.sleep.Episode: bytes and the memory state they started
+        from); general: general-text byte sequences (n,) that protect what the slow weights already know (may be
+        empty); seed: the sleep's own random draws (equal seeds give equal sleeps)."""
 
 
 # ---- parts that plugins of other kinds share -------------------------------------------------
+class Anchor(ABC):
+    """A consolidator's penalty that keeps the slow weights near what they knew before a sleep (SPEC 3.7), chosen
+    by class in the consolidator's `anchor` (plugins/consolidation/anchors.py)."""
+
+    @abstractmethod
+    def prepare(self, model: nn.Module, params: dict[str, nn.Parameter], general: list[Tensor]) -> None:
+        """Before the sleep: remember the pre-sleep weights `params` (and whatever else the penalty needs; general
+        is general text, byte sequences (n,))."""
+
+    @abstractmethod
+    def penalty(self, params: dict[str, nn.Parameter]) -> Tensor:
+        """The penalty () on the current weights `params`."""
+
+
 class RecursionNetwork(nn.Module):
     """The network f of a TinyRecursiveCore: (b, s, d) -> (b, s, d), applied n + 1 times per cycle.
     Subclasses (plugins/reasoning/networks.py) take (d_model, seq_len) first."""

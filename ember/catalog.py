@@ -28,7 +28,8 @@ BUILTIN_PACKAGES = ("ember.plugins", "ember.data_modules", "ember.callbacks")
 # The kinds listed beside ember.base's PLUGIN_KINDS, by the dotted path of their base class, so `ember plugins`
 # shows every name a config can use (ember.registry.EXTRA_KINDS holds the classes themselves).
 EXTRA_KINDS = {"data": "lightning.pytorch.LightningDataModule", "callback": "lightning.pytorch.Callback",
-               "task": "ember.base.MemoryTask", "network": "ember.base.RecursionNetwork"}
+               "task": "ember.base.MemoryTask", "network": "ember.base.RecursionNetwork",
+               "anchor": "ember.base.Anchor"}
 LIGHTNING = ("lightning", "pytorch_lightning")
 
 

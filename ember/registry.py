@@ -23,7 +23,7 @@ from importlib.metadata import entry_points
 
 from lightning.pytorch import Callback, LightningDataModule
 
-from ember.base import PLUGIN_KINDS, MemoryTask, RecursionNetwork
+from ember.base import PLUGIN_KINDS, Anchor, MemoryTask, RecursionNetwork
 from ember.catalog import BUILTIN_PACKAGES, ENTRY_POINT_GROUP
 from ember.errors import EmberConfigError
 
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 # Listed beside the plugin kinds so `ember plugins` shows every name a config can use (ember.catalog.EXTRA_KINDS
 # names the same classes by their dotted paths).
 EXTRA_KINDS = {"data": LightningDataModule, "callback": Callback, "task": MemoryTask,
-               "network": RecursionNetwork}
+               "network": RecursionNetwork, "anchor": Anchor}
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,118 @@
+"""ReplayDistillation: sleep by replaying lived sessions, the memory-ON model teaching the memory-OFF one (SPEC 3.7,
+seed 001 1.5).
+
+Letters: n tokens, v vocabulary, B sequences per sleep step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+from ember.base import Anchor, Consolidator
+from ember.errors import EmberConfigError
+from ember.sleep import (
+    Episode,
+    bits_per_byte,
+    check_episodes,
+    kl_to_teacher,
+    only_training,
+    owned_parameters,
+    student_logits,
+    teacher_logits,
+)
+
+
+class ReplayDistillation(Consolidator):
+    """Replays lived sessions through the model twice and moves what the memories added into the slow weights.
+
+    The teacher is the model reading an episode with its memories ON, from the memory state the episode started
+    from; the student is the same slow weights with every memory OFF. The teacher's next-byte distributions p are
+    fixed before the first step; so are, for general text, the pre-sleep student's distributions p0 (what the slow
+    weights did before, to keep). Each of `steps` Adam steps draws B = `batch_size` sequences, each a general-text
+    one with probability r = `general_ratio` (when there is general text) and an episode otherwise, and lowers
+
+        L = 1/B sum_b KL(p_b || q_b) + anchor.penalty(theta),
+
+    q_b the student's distributions on sequence b (KL with temperature T: ember.sleep.kl_to_teacher), theta the
+    owned slow weights (`owns`; a memory's own weights never). Without an anchor and with r = 0 this is plain
+    fine-tuning on the replay, the naive baseline.
+
+    Args:
+        anchor: the penalty that keeps general competence, chosen by class (L2SP, EWC); null: none.
+        steps: optimizer steps per sleep.
+        lr: Adam learning rate of the sleep (its own optimizer, fresh each sleep).
+        batch_size: sequences per step (B).
+        general_ratio: the share r of general-text sequences in the replay (0: episodes only).
+        temperature: softening T of both distributions.
+        owns: fnmatch patterns of the slow weights the sleep may change (e.g. "backbone.stack.layers.*").
+    """
+
+    def __init__(self, anchor: Optional[Anchor] = None, steps: int = 100, lr: float = 1e-3, batch_size: int = 4,
+                 general_ratio: float = 0.25, temperature: float = 1.0, owns: Sequence[str] = ("backbone.*",)):
+        super().__init__()
+        if steps < 0 or batch_size < 1 or not lr > 0 or not temperature > 0 or not 0 <= general_ratio <= 1:
+            raise EmberConfigError(f"ReplayDistillation: steps={steps} must be >= 0, batch_size={batch_size} >= 1, "
+                                   f"lr={lr} and temperature={temperature} > 0, general_ratio={general_ratio} in "
+                                   "[0, 1]")
+        self.anchor, self.steps, self.lr, self.batch_size = anchor, steps, lr, batch_size
+        self.general_ratio, self.temperature, self.owns = general_ratio, temperature, list(owns)
+        self.curve: list[float] = []  # the last sleep's loss per step (the callback plots it)
+
+    def consolidate(self, model, episodes: list[Episode], general: list[Tensor], seed: int = 0) -> dict[str, float]:
+        check_episodes(episodes)
+        params = owned_parameters(model, self.owns)
+        with only_training(params, model), torch.enable_grad():
+            targets = [(ep.tokens, teacher_logits(model, ep)) for ep in episodes]
+            with torch.no_grad():
+                kept = [(t, student_logits(model, t)) for t in general]
+            before = self._report(model, targets, general)
+            if self.anchor is not None:
+                self.anchor.prepare(model, params, list(general))
+            self.curve = self._train(model, params, targets, kept, seed)
+            after = self._report(model, targets, general)
+        out = {f"{k}_before": v for k, v in before.items()} | {f"{k}_after": v for k, v in after.items()}
+        out["anchor"] = self._anchor_value(params)
+        out["loss_last"] = self.curve[-1] if self.curve else float("nan")
+        return out
+
+    def _train(self, model, params, targets: list, kept: list, seed: int) -> list[float]:
+        """`steps` Adam steps on the replay; returns the loss of each."""
+        opt = torch.optim.Adam(params.values(), lr=self.lr)
+        rng = torch.Generator().manual_seed(seed)
+        share = self.general_ratio if kept else 0.0
+        curve = []
+        for _ in range(self.steps):
+            loss = 0.0
+            for _ in range(self.batch_size):
+                pool = kept if torch.rand((), generator=rng).item() < share else targets
+                tokens, target = pool[int(torch.randint(len(pool), (), generator=rng))]
+                loss = loss + kl_to_teacher(target, student_logits(model, tokens), self.temperature)
+            loss = loss / self.batch_size
+            if self.anchor is not None:
+                loss = loss + self.anchor.penalty(params)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            curve.append(loss.item())
+        return curve
+
+    def _report(self, model, targets: list, general: list[Tensor]) -> dict[str, float]:
+        """The mean KL(teacher || student) over the episodes, and the general text's bits/byte with the memories on
+        and off (NaN without general text)."""
+        with torch.no_grad():
+            kl = sum(kl_to_teacher(p, student_logits(model, t), self.temperature).item() for t, p in targets)
+            report = {"kl": kl / len(targets)}
+            nan = float("nan")
+            report["general_bpb"] = bits_per_byte(model, general, memories=True) if general else nan
+            report["general_bpb_off"] = bits_per_byte(model, general, memories=False) if general else nan
+        return report
+
+    def _anchor_value(self, params) -> float:
+        if self.anchor is None:
+            return 0.0
+        with torch.no_grad():
+            return float(self.anchor.penalty(params))
