@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Optional
 
 import torch
@@ -14,25 +13,11 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch import Tensor
 
 from ember.batch import Batch
-from ember.errors import EmberConfigError, EmberDataError
-from ember.sleep import Episode
+from ember.errors import EmberConfigError
+from ember.sleep import Episode, general_sequences
 from ember.tracking import run_title, save_figure
 
 log = logging.getLogger(__name__)
-
-
-def general_sequences(path: str, count: int, length: int, seed: int) -> list[Tensor]:
-    """`count` byte sequences of `length` + 1 bytes from the text file at `path`, at offsets drawn with `seed`."""
-    file = Path(path)
-    if not file.is_file():
-        raise EmberDataError(f"general text {path} is not a file: give a text file (e.g. a corpus of "
-                             "../shared/data) or leave general_text null")
-    data = torch.tensor(list(file.read_bytes()), dtype=torch.long)
-    if data.numel() < length + 1:
-        raise EmberDataError(f"general text {path} holds {data.numel()} bytes, fewer than one sequence of "
-                             f"{length + 1}: give a longer file or a smaller general_length")
-    starts = torch.randint(data.numel() - length, (count,), generator=torch.Generator().manual_seed(seed))
-    return [data[s : s + length + 1] for s in starts.tolist()]
 
 
 class SleepConsolidation(Callback):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Sequence
+from pathlib import Path
 from contextlib import contextmanager
 from typing import Iterator, NamedTuple, Optional
 
@@ -112,6 +113,20 @@ def bits_per_byte(model, sequences: Sequence[Tensor], memories: bool) -> float:
             total += F.cross_entropy(logits, tokens[1:], reduction="sum").item()
             count += tokens.numel() - 1
     return total / max(count, 1) / LN2
+
+
+def general_sequences(path: str, count: int, length: int, seed: int) -> list[Tensor]:
+    """`count` byte sequences of `length` + 1 bytes from the text file at `path`, at offsets drawn with `seed`."""
+    file = Path(path)
+    if not file.is_file():
+        raise EmberDataError(f"general text {path} is not a file: give a text file (a plain-text corpus) or leave it "
+                             "out")
+    data = torch.frombuffer(bytearray(file.read_bytes()), dtype=torch.uint8).long()
+    if data.numel() < length + 1:
+        raise EmberDataError(f"general text {path} holds {data.numel()} bytes, fewer than one sequence of "
+                             f"{length + 1}: give a longer file or a smaller general_length")
+    starts = torch.randint(data.numel() - length, (count,), generator=torch.Generator().manual_seed(seed))
+    return [data[s : s + length + 1] for s in starts.tolist()]
 
 
 def _device(model: nn.Module) -> torch.device:

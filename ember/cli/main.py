@@ -29,6 +29,7 @@ COMMANDS = {
     "configs": "ember.cli.configs",
     "data": "ember.cli.data",
     "session": "ember.cli.session",
+    "sleep": "ember.cli.sleep",
     "stability": "ember.cli.stability",
     "ablate": "ember.cli.ablate",
     "bench": "ember.bench.command",

@@ -6,9 +6,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ember.callbacks.sleep import general_sequences
 from ember.errors import EmberDataError
 from ember.plugins.consolidation.replay import ReplayDistillation
+from ember.sleep import general_sequences
 from helpers import ROOT, fit_args, mlflow_rows, run_cli, run_folder
 
 SLEEP = str(ROOT / "configs/debug/sleep.yaml")
