@@ -12,8 +12,8 @@ from __future__ import annotations
 import fnmatch
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator, NamedTuple, Optional
 
 import torch
