@@ -55,9 +55,9 @@ def accuracy(model, examples: list, groups: int, memories: bool) -> tuple[np.nda
             else:
                 with memories_off(model):
                     logits = model.backbone(tokens[:, :-1]).logits
-            stack = lambda name: torch.from_numpy(np.stack([getattr(e, name) for e in part]))  # noqa: E731
-            stats = answer_stats(logits.argmax(-1) == tokens[:, 1:], stack("loss_mask"), stack("answer_id"),
-                                 stack("group"), groups)
+            mask, answer_id, group = (torch.from_numpy(np.stack([getattr(e, name) for e in part]))
+                                      for name in ("loss_mask", "answer_id", "group"))
+            stats = answer_stats(logits.argmax(-1) == tokens[:, 1:], mask, answer_id, group, groups)
             right, answers = right + stats["right"], answers + stats["answers"]
     return (right / answers.clamp_min(1)).numpy(), float(right.sum() / answers.sum().clamp_min(1))
 
