@@ -21,7 +21,9 @@ log = logging.getLogger(__name__)
 
 
 class SleepConsolidation(Callback):
-    """Every `every_n_steps` training steps (a day) the model sleeps: its consolidator (model.consolidator:
+    """A sleep every `every_n_steps` training steps, by the model's consolidator, on a replay buffer of sessions.
+
+    Every `every_n_steps` training steps (a day) the model sleeps: its consolidator (model.consolidator:
     ReplayDistillation, ReadoutAlignment, ...) replays the day's sessions, kept in a bounded replay buffer (the
     `buffer` most recent training sequences, each replayed from empty memories as it was lived), with general text,
     and changes the slow weights it owns. Logs `sleep/<metric>` (KL before/after, anchor, general bits/byte

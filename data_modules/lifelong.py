@@ -105,9 +105,11 @@ class _Items(Dataset):
 
 
 class LifelongData(LightningDataModule):
-    """Days of sessions for `ember fit` with `SleepConsolidation(every_n_steps=steps_per_day)`, and the quizzes of
-    every day for validation and test (eval/lifelong/acc/day<d>: answered by the slow weights alone, since a quiz
-    starts from empty memories and holds no facts).
+    """Days of open-vocabulary sessions to train on, and quizzes on every day's facts to validate and test on.
+
+    For `ember fit` with `SleepConsolidation(every_n_steps=steps_per_day)`; the quizzes report
+    eval/lifelong/acc/day<d>, answered by the slow weights alone (a quiz starts from empty memories and holds no
+    facts).
 
     Training step s serves day min(s // steps_per_day, days - 1): `batch_size` of its sessions (cycling). The days'
     own training steps also change the slow weights (keep model.init_args.lr small so the sleeps do the moving);

@@ -28,9 +28,9 @@ def ridge_update(A: Tensor, R: Tensor, G: Tensor, general_weight: float, ridge: 
 
 
 class ReadoutAlignment(Consolidator):
-    """Moves the memories' read-outs into the feed-forward output weights that follow them, in one least-squares
-    step (no gradient descent: a cheap ablation of ReplayDistillation).
+    """Sleep in one least-squares step: the memories' read-outs written into the feed-forward weights after them.
 
+    No gradient descent: a cheap ablation of ReplayDistillation.
     Each memory read (an EM's, a PM's: a `MemoryReadLayer`) adds r_t to the residual stream; with the memories off
     it adds nothing. The next feed-forward output projection W (the `down` of the SwiGLU that follows the read, in
     the model's module order) sees a_t, its input in the memory-OFF model. For each such pair the sleep keeps the

@@ -23,7 +23,9 @@ def _check_weight(weight: float, name: str):
 
 
 class L2SP(Anchor):
-    """L2-SP (Li et al. 2018): the distance to the pre-sleep weights,
+    """L2-SP: the squared distance to the pre-sleep weights.
+
+    Li et al. 2018:
         penalty = weight / 2 * sum_i (theta_i - theta0_i)^2.
 
     Args:
@@ -57,8 +59,9 @@ def diagonal_fisher(nll: Callable[[Tensor], Tensor], params: dict[str, nn.Parame
 
 
 class EWC(Anchor):
-    """Elastic weight consolidation (Kirkpatrick et al. 2017): the distance to the pre-sleep weights, each weight
-    by how much general text depends on it,
+    """Elastic weight consolidation: the distance to the pre-sleep weights, each by its Fisher information.
+
+    Kirkpatrick et al. 2017: each weight is held by how much general text depends on it,
         penalty = weight / 2 * sum_i F_i (theta_i - theta0_i)^2,
     F the empirical diagonal Fisher of the memory-OFF model's mean next-byte loss over general-text sequences
     (`diagonal_fisher`, one sequence at a time), normalised so that its mean over the owned weights is 1 (so

@@ -18,6 +18,7 @@ from ember.sleep import (
     Episode,
     bits_per_byte,
     check_episodes,
+    focus_mask,
     kl_to_teacher,
     only_training,
     owned_parameters,
@@ -37,9 +38,11 @@ class ReplayDistillation(Consolidator):
 
         L = 1/B sum_b KL(p_b || q_b) + anchor.penalty(theta),
 
-    q_b the student's distributions on sequence b (KL with temperature T: ember.sleep.kl_to_teacher), theta the
-    owned slow weights (`owns`; a memory's own weights never). Without an anchor and with r = 0 this is plain
-    fine-tuning on the replay, the naive baseline.
+    q_b the student's distributions on sequence b, KL the mean over its tokens (temperature T:
+    ember.sleep.kl_to_teacher), theta the owned slow weights (`owns`; a memory's own weights never). With
+    `focus` f < 1 an episode's KL is the mean over the share f of its tokens where teacher and student disagreed
+    most before the sleep (ember.sleep.focus_mask): what the memories added, not the text both already predict.
+    Without an anchor and with r = 0 this is plain fine-tuning on the replay, the naive baseline.
 
     Args:
         anchor: the penalty that keeps general competence, chosen by class (L2SP, EWC); null: none.
@@ -49,17 +52,20 @@ class ReplayDistillation(Consolidator):
         general_ratio: the share r of general-text sequences in the replay (0: episodes only).
         temperature: softening T of both distributions.
         owns: fnmatch patterns of the slow weights the sleep may change (e.g. "backbone.stack.layers.*").
+        focus: share f of each episode's tokens the KL reads (1: all).
     """
 
     def __init__(self, anchor: Optional[Anchor] = None, steps: int = 100, lr: float = 1e-3, batch_size: int = 4,
-                 general_ratio: float = 0.25, temperature: float = 1.0, owns: Sequence[str] = ("backbone.*",)):
+                 general_ratio: float = 0.25, temperature: float = 1.0, owns: Sequence[str] = ("backbone.*",),
+                 focus: float = 1.0):
         super().__init__()
-        if steps < 0 or batch_size < 1 or not lr > 0 or not temperature > 0 or not 0 <= general_ratio <= 1:
+        if steps < 0 or batch_size < 1 or not lr > 0 or not temperature > 0 or not 0 <= general_ratio <= 1 or \
+                not 0 < focus <= 1:
             raise EmberConfigError(f"ReplayDistillation: steps={steps} must be >= 0, batch_size={batch_size} >= 1, "
                                    f"lr={lr} and temperature={temperature} > 0, general_ratio={general_ratio} in "
-                                   "[0, 1]")
+                                   f"[0, 1], focus={focus} in (0, 1]")
         self.anchor, self.steps, self.lr, self.batch_size = anchor, steps, lr, batch_size
-        self.general_ratio, self.temperature, self.owns = general_ratio, temperature, list(owns)
+        self.general_ratio, self.temperature, self.owns, self.focus = general_ratio, temperature, list(owns), focus
         self.curve: list[float] = []  # the last sleep's loss per step (the callback plots it)
 
     def consolidate(self, model, episodes: list[Episode], general: list[Tensor], seed: int = 0) -> dict[str, float]:
@@ -68,7 +74,9 @@ class ReplayDistillation(Consolidator):
         with only_training(params, model), torch.enable_grad():
             targets = [(ep.tokens, teacher_logits(model, ep)) for ep in episodes]
             with torch.no_grad():
-                kept = [(t, student_logits(model, t)) for t in general]
+                kept = [(t, student_logits(model, t), None) for t in general]
+                targets = [(t, p, focus_mask(p, student_logits(model, t), self.focus, self.temperature))
+                           for t, p in targets]
             before = self._report(model, targets, general)
             if self.anchor is not None:
                 self.anchor.prepare(model, params, list(general))
@@ -89,8 +97,8 @@ class ReplayDistillation(Consolidator):
             loss = 0.0
             for _ in range(self.batch_size):
                 pool = kept if torch.rand((), generator=rng).item() < share else targets
-                tokens, target = pool[int(torch.randint(len(pool), (), generator=rng))]
-                loss = loss + kl_to_teacher(target, student_logits(model, tokens), self.temperature)
+                tokens, target, mask = pool[int(torch.randint(len(pool), (), generator=rng))]
+                loss = loss + kl_to_teacher(target, student_logits(model, tokens), self.temperature, mask)
             loss = loss / self.batch_size
             if self.anchor is not None:
                 loss = loss + self.anchor.penalty(params)
@@ -104,7 +112,7 @@ class ReplayDistillation(Consolidator):
         """The mean KL(teacher || student) over the episodes, and the general text's bits/byte with the memories on
         and off (NaN without general text)."""
         with torch.no_grad():
-            kl = sum(kl_to_teacher(p, student_logits(model, t), self.temperature).item() for t, p in targets)
+            kl = sum(kl_to_teacher(p, student_logits(model, t), self.temperature).item() for t, p, _ in targets)
             report = {"kl": kl / len(targets)}
             nan = float("nan")
             report["general_bpb"] = bits_per_byte(model, general, memories=True) if general else nan
