@@ -91,13 +91,31 @@ def student_logits(model, tokens: Tensor) -> Tensor:
         return model.backbone(tokens.to(_device(model))[None, :-1]).logits[0].float()
 
 
-def kl_to_teacher(teacher: Tensor, student: Tensor, temperature: float = 1.0) -> Tensor:
-    """Mean over tokens of KL(p_teacher || p_student), both softened by `temperature` (logits (n, v) each), times
+def token_kl(teacher: Tensor, student: Tensor, temperature: float = 1.0) -> Tensor:
+    """KL(p_teacher || p_student) per token (n,), both softened by `temperature` (logits (n, v) each), times
     temperature^2 so the gradient's scale does not depend on it (Hinton et al. 2015):
-        T^2 / n * sum_t sum_j p_tj (log p_tj - log q_tj),  p = softmax(teacher / T), q = softmax(student / T)."""
+        T^2 sum_j p_tj (log p_tj - log q_tj),  p = softmax(teacher / T), q = softmax(student / T)."""
     log_p = F.log_softmax(teacher / temperature, dim=-1)
     log_q = F.log_softmax(student / temperature, dim=-1)
-    return temperature**2 * (log_p.exp() * (log_p - log_q)).sum(-1).mean()
+    return temperature**2 * (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+def kl_to_teacher(teacher: Tensor, student: Tensor, temperature: float = 1.0, mask: Optional[Tensor] = None) -> Tensor:
+    """The mean of `token_kl` over the tokens, or over those where `mask` (n,) bool is set."""
+    kl = token_kl(teacher, student, temperature)
+    return kl.mean() if mask is None else kl[mask].sum() / mask.sum().clamp_min(1)
+
+
+def focus_mask(teacher: Tensor, student: Tensor, share: float, temperature: float = 1.0) -> Optional[Tensor]:
+    """(n,) bool: the `share` of the tokens where the teacher and the student disagree most (KL), at least one;
+    None for share 1 (every token). Where the memories change nothing the two agree already."""
+    if share >= 1:
+        return None
+    kl = token_kl(teacher, student, temperature)
+    keep = max(1, int(round(share * kl.numel())))
+    mask = torch.zeros_like(kl, dtype=torch.bool)
+    mask[kl.topk(keep).indices] = True
+    return mask
 
 
 def bits_per_byte(model, sequences: Sequence[Tensor], memories: bool) -> float:

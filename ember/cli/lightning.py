@@ -13,6 +13,7 @@ import sys
 
 from jsonargparse import DefaultHelpFormatter, Namespace, lazy_instance
 from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -24,6 +25,7 @@ from ember.callbacks.checkpoint import EmberCheckpoint
 from ember.callbacks.finite_guard import FiniteGuard
 from ember.callbacks.learning_curves import LearningCurves
 from ember.callbacks.memory_usage import MemoryUsage
+from ember.callbacks.progress import EmberProgressBar
 from ember.cli.checks import ShortErrorParser, check_config_names
 from ember.errors import EmberConfigError, TrainingStopped
 from ember.files import load_checkpoint
@@ -127,6 +129,16 @@ class EmberCLI(LightningCLI):
         self.model.optimizer_choice = OptimizerChoice(**{key: _as_dict(value) for key, value in chosen.items()})
         if sub == "fit" and not self.model.automatic_optimization:
             _refuse_automatic_only(type(self.model).__name__, self.trainer)
+
+    def _instantiate_trainer(self, config: dict, callbacks: list):
+        """Lightning's trainer, with EmberProgressBar (no v_num) as its bar unless the bar is off or a config brings
+        one (Lightning refuses a bar callback beside enable_progress_bar: false)."""
+        given = config.get("callbacks") or []
+        given = given if isinstance(given, list) else [given]
+        if config.get("enable_progress_bar", True) is not False and not any(
+                isinstance(c, ProgressBar) for c in [*given, *callbacks]):
+            callbacks = [*callbacks, EmberProgressBar()]
+        return super()._instantiate_trainer(config, callbacks)
 
     def before_fit(self):
         """A fit resumed from a checkpoint in a run folder continues that run, so its checkpoint callback (restored

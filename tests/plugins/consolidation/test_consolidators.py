@@ -13,7 +13,7 @@ from ember.plugins.consolidation.anchors import EWC, L2SP, diagonal_fisher
 from ember.plugins.consolidation.replay import ReplayDistillation
 from ember.plugins.memory.episodic import EpisodicStore
 from ember.plugins.neuromod.learned import LearnedNeuromodulator
-from ember.sleep import Episode, kl_to_teacher, owned_parameters, student_logits
+from ember.sleep import Episode, focus_mask, kl_to_teacher, owned_parameters, student_logits, token_kl
 
 
 def _model(seed: int = 0) -> EmberModel:
@@ -77,6 +77,17 @@ def test_kl_to_teacher_by_hand():
     assert kl_to_teacher(teacher, teacher).item() == pytest.approx(0.0, abs=1e-7)
 
 
+def test_focus_keeps_the_tokens_where_teacher_and_student_disagree_most():
+    teacher = torch.tensor([[0.0, 0.0], [5.0, 0.0], [0.0, 0.0], [0.0, 3.0]])
+    student = torch.zeros(4, 2)
+    kl = token_kl(teacher, student)
+    assert kl[0] == kl[2] == 0 and kl[1] > kl[3] > 0
+    mask = focus_mask(teacher, student, share=0.5)
+    assert mask.tolist() == [False, True, False, True]
+    assert kl_to_teacher(teacher, student, mask=mask).item() == pytest.approx(((kl[1] + kl[3]) / 2).item())
+    assert focus_mask(teacher, student, share=1.0) is None
+
+
 def test_ridge_update_solves_the_least_squares_problem():
     g = torch.Generator().manual_seed(0)
     A, R, G = (torch.randn(*shape, generator=g, dtype=torch.float64) for shape in ((12, 5), (12, 3), (7, 5)))
@@ -100,7 +111,9 @@ def _changed(before: dict, model) -> set[str]:
 
 @pytest.mark.parametrize("consolidator", [
     ReplayDistillation(anchor=L2SP(0.01), steps=15, lr=3e-3, batch_size=2, owns=["backbone.stack.layers.*"]),
-    ReadoutAlignment(keep=0.5, ridge=0.1)], ids=["replay", "alignment"])
+    ReplayDistillation(anchor=L2SP(0.01), steps=15, lr=3e-3, batch_size=2, owns=["backbone.stack.layers.*"],
+                       focus=0.25),
+    ReadoutAlignment(keep=0.5, ridge=0.1)], ids=["replay", "replay_focus", "alignment"])
 def test_one_sleep_moves_the_student_toward_the_teacher_and_only_owned_weights(consolidator):
     model = _model()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -140,6 +153,8 @@ def test_the_student_reads_without_memories_and_the_teacher_with_them():
 def test_bad_settings_and_inputs_name_the_fix():
     with pytest.raises(EmberConfigError, match="general_ratio"):
         ReplayDistillation(general_ratio=1.5)
+    with pytest.raises(EmberConfigError, match="focus"):
+        ReplayDistillation(focus=0)
     with pytest.raises(EmberConfigError, match="keep"):
         ReadoutAlignment(keep=0)
     with pytest.raises(EmberDataError, match="at least one lived session"):
