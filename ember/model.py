@@ -21,7 +21,8 @@ from typing import Literal, NamedTuple, Optional
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics import MeanMetric
 
 from ember.base import BackboneOutput, Consolidator, LanguageBackbone, ReasoningCore, SensoryEncoder
 from ember.batch import Batch
@@ -107,6 +108,9 @@ class EmberModel(LightningModule):
                                           "temperature", "memories", "test_memories_off"], logger=False)
         self.generate_tokens, self.temperature, self.memories = generate_tokens, temperature, memories
         self.test_memories_off = test_memories_off
+        # validation and test scores, each a weighted mean over the whole set and every rank (torchmetrics sums value
+        # x weight and weight across ranks before dividing); made at first use, never saved
+        self.eval_means = nn.ModuleDict()
 
     def setup(self, stage: str):
         if self.hparams.init_from:
@@ -247,10 +251,27 @@ class EmberModel(LightningModule):
         raise NonFiniteLossError.at("loss", loss.item(), self.global_step, ckpt, self.hparams.lr,
                                     "model.warmup_steps")
 
+    def _log_mean(self, name: str, value: Tensor, weight, prog_bar: bool = False):
+        """Log `name` as the `weight`-weighted mean of `value` over the epoch's batches on every rank."""
+        key = name.replace("/", "__").replace(".", "_")
+        if key not in self.eval_means:
+            self.eval_means[key] = MeanMetric().to(value.device)
+        metric = self.eval_means[key]
+        metric.update(value.detach().float(), torch.as_tensor(weight, dtype=torch.float32, device=value.device))
+        self.log(name, metric, prog_bar=prog_bar, on_step=False, on_epoch=True, add_dataloader_idx=False,
+                 metric_attribute=f"eval_means.{key}")  # made after Lightning listed the module's metrics
+
+    def _log_loss(self, prefix: str, loss: Tensor, batch: Batch, prog_bar: bool = False):
+        """<prefix>/loss and <prefix>/bpb, means over every scored token of the set (each batch by its weight)."""
+        weight = batch.weights().sum()
+        self._log_mean(f"{prefix}/loss", loss, weight, prog_bar)
+        if not prefix.startswith("eval/"):
+            self._log_mean(f"{prefix}/bpb", loss / LN2, weight, prog_bar)
+
     def validation_step(self, batch, batch_idx: int):
         batch = Batch.of(batch)
         loss, preds = self.evaluate(batch)
-        self.log_dict({"val/loss": loss, "val/bpb": loss / LN2}, prog_bar=True, sync_dist=True)
+        self._log_loss("val", loss, batch, prog_bar=True)
         self._log_answers("val", batch, preds)
 
     def test_step(self, batch, batch_idx: int, dataloader_idx: int = 0):
@@ -259,10 +280,7 @@ class EmberModel(LightningModule):
         batch = Batch.of(batch)
         loss, preds = self.evaluate(batch)
         task = self._eval_task(dataloader_idx)
-        if task is None or not batch.scores_answers:
-            self.log_dict({"test/loss": loss, "test/bpb": loss / LN2}, sync_dist=True, add_dataloader_idx=False)
-        else:
-            self.log(f"eval/{task.name}/loss", loss, sync_dist=True, add_dataloader_idx=False)
+        self._log_loss("test" if task is None or not batch.scores_answers else f"eval/{task.name}", loss, batch)
         self._log_answers("eval", batch, preds, task)
         if batch.scores_answers and self.test_memories_off and self.memories == "on" and slot_memories(self):
             with memories_off(self):
@@ -290,11 +308,9 @@ class EmberModel(LightningModule):
         totals = {k: v.sum() for k, v in stats.items()}
         for suffix, at in [("", totals)] + [(f"/{g}", {k: v[i] for k, v in stats.items()})
                                              for i, g in enumerate(groups)]:
-            if at["answers"] > 0:
-                self.log(f"{prefix}/{name}/acc{suffix}", at["right"] / at["answers"],
-                         batch_size=int(at["answers"]), sync_dist=True, add_dataloader_idx=False)
-                self.log(f"{prefix}/{name}/byte_acc{suffix}", at["right_bytes"] / at["bytes"],
-                         batch_size=int(at["bytes"]), sync_dist=True, add_dataloader_idx=False)
+            if at["answers"] > 0:  # weighted by answers and bytes: the set's share, on one rank or many
+                self._log_mean(f"{prefix}/{name}/acc{suffix}", at["right"] / at["answers"], at["answers"])
+                self._log_mean(f"{prefix}/{name}/byte_acc{suffix}", at["right_bytes"] / at["bytes"], at["bytes"])
 
     def on_validation_start(self):
         self._last_step_time = None  # the next training step's tokens/s leaves the validation out

@@ -99,3 +99,37 @@ def test_ember_test_scores_each_benchmark_again_with_the_memories_off(compare):
                     if k.startswith("eval/open_recall/acc") or k.startswith("eval/open_recall/byte_acc")}
                    if compare else set())
     assert model.memories == "on" and all(m.enabled for m in model.modules() if isinstance(m, EpisodicStore))
+
+
+def test_validation_scores_are_means_over_the_whole_set_not_over_batches():
+    """A last batch smaller than the others counts by its answers and tokens, as torchmetrics' weighted mean does
+    across ranks too: the logged scores equal the whole set's right answers / answers and mean loss per token."""
+    import torch.nn.functional as F
+
+    from ember.batch import Batch
+    from ember.data_modules.memory_task import MemoryTaskData
+    from ember.data_modules.recall import OpenRecall
+    from ember.metrics import answer_stats
+
+    torch.manual_seed(0)
+    model = EmberModel(backbone())
+    data = MemoryTaskData(OpenRecall(window=8, delays=(1,), people=2, attributes=1, seq_len=192), batch_size=2,
+                          val_size=3)
+    (logged,) = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False).validate(
+        model, datamodule=data, verbose=False)
+    data.setup("fit")
+    nll, weight, right, answers, right_bytes, nbytes = 0.0, 0.0, 0.0, 0.0, 0.0, 0.0
+    with torch.no_grad():
+        for raw in data.val_dataloader():
+            batch = Batch.of(raw)
+            logits = model(batch.inputs)[0]
+            w = batch.weights()
+            per_token = F.cross_entropy(logits.flatten(0, 1), batch.targets.flatten(), reduction="none")
+            nll += (per_token * w.flatten()).sum()
+            weight += w.sum()
+            stats = answer_stats(logits.argmax(-1) == batch.targets, batch.loss_mask, batch.answer_id, batch.group, 1)
+            right, answers = right + stats["right"].sum(), answers + stats["answers"].sum()
+            right_bytes, nbytes = right_bytes + stats["right_bytes"].sum(), nbytes + stats["bytes"].sum()
+    assert logged["val/loss"] == pytest.approx(float(nll / weight), rel=1e-5)
+    assert logged["val/open_recall/byte_acc"] == pytest.approx(float(right_bytes / nbytes), rel=1e-6)
+    assert logged["val/open_recall/acc"] == pytest.approx(float(right / answers), rel=1e-6)
