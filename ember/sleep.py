@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ember.errors import EmberConfigError, EmberDataError
+from ember.ops.memory_read import MemoryReadLayer
 from ember.ops.slot_memory import SlotMemory, memories_off
 from ember.state import StateBase
 
@@ -47,8 +48,9 @@ def check_episodes(episodes: Sequence[Episode], what: str = "episodes") -> None:
 
 def owned_parameters(model: nn.Module, patterns: Sequence[str]) -> dict[str, nn.Parameter]:
     """The slow weights a sleep may change: parameters whose name matches one of the fnmatch `patterns`, less those
-    of a plastic memory (PM, EM) and of a consolidator. Raises when nothing matches."""
-    machinery = {id(p) for module in model.modules() if isinstance(module, SlotMemory) for p in module.parameters()}
+    of a plastic memory (PM, EM) with the layer that reads it, and of a consolidator. Raises when nothing matches."""
+    machinery = {id(p) for module in model.modules() if isinstance(module, (SlotMemory, MemoryReadLayer))
+                 for p in module.parameters()}  # a memory, and the layer that reads it (its input norm)
     consolidator = getattr(model, "consolidator", None)
     if consolidator is not None:
         machinery |= {id(p) for p in consolidator.parameters()}

@@ -36,10 +36,14 @@ class ReplayDistillation(Consolidator):
     weights did before, to keep). Each of `steps` Adam steps draws B = `batch_size` sequences, each a general-text
     one with probability r = `general_ratio` (when there is general text) and an episode otherwise, and lowers
 
-        L = 1/B sum_b KL(p_b || q_b) + anchor.penalty(theta),
+        L = 1/B sum_b [KL(p_b || q_b) + mu KL(p_b || r_b)] + anchor.penalty(theta),
 
     q_b the student's distributions on sequence b, KL the mean over its tokens (temperature T:
-    ember.sleep.kl_to_teacher), theta the owned slow weights (`owns`; a memory's own weights never). With
+    ember.sleep.kl_to_teacher), theta the owned slow weights (`owns`; a memory's own weights never). r_b are the
+    sleeping model's distributions with its memories ON (from the episode's memory state; for general text, the
+    term is 0): the slow weights also feed and read the memories, and without this term (mu = `memory_weight` 0)
+    a sleep that teaches the student the facts unlearns how the memories are used (BENCHMARKS 11: after one sleep
+    the memories-ON accuracy on the next day's sessions fell from 0.35 to 0). With
     `focus` f < 1 an episode's KL is the mean over the share f of its tokens where teacher and student disagreed
     most before the sleep (ember.sleep.focus_mask): what the memories added, not the text both already predict.
     Without an anchor and with r = 0 this is plain fine-tuning on the replay, the naive baseline.
@@ -53,30 +57,31 @@ class ReplayDistillation(Consolidator):
         temperature: softening T of both distributions.
         owns: fnmatch patterns of the slow weights the sleep may change (e.g. "backbone.stack.layers.*").
         focus: share f of each episode's tokens the KL reads (1: all).
+        memory_weight: weight mu of keeping the memories-ON model as it was (0: off; costs a memories-ON pass).
     """
 
     def __init__(self, anchor: Optional[Anchor] = None, steps: int = 100, lr: float = 1e-3, batch_size: int = 4,
                  general_ratio: float = 0.25, temperature: float = 1.0, owns: Sequence[str] = ("backbone.*",),
-                 focus: float = 1.0):
+                 focus: float = 1.0, memory_weight: float = 1.0):
         super().__init__()
         if steps < 0 or batch_size < 1 or not lr > 0 or not temperature > 0 or not 0 <= general_ratio <= 1 or \
-                not 0 < focus <= 1:
+                not 0 < focus <= 1 or not memory_weight >= 0:
             raise EmberConfigError(f"ReplayDistillation: steps={steps} must be >= 0, batch_size={batch_size} >= 1, "
                                    f"lr={lr} and temperature={temperature} > 0, general_ratio={general_ratio} in "
-                                   f"[0, 1], focus={focus} in (0, 1]")
+                                   f"[0, 1], focus={focus} in (0, 1], memory_weight={memory_weight} >= 0")
         self.anchor, self.steps, self.lr, self.batch_size = anchor, steps, lr, batch_size
         self.general_ratio, self.temperature, self.owns, self.focus = general_ratio, temperature, list(owns), focus
+        self.memory_weight = memory_weight
         self.curve: list[float] = []  # the last sleep's loss per step (the callback plots it)
 
     def consolidate(self, model, episodes: list[Episode], general: list[Tensor], seed: int = 0) -> dict[str, float]:
         check_episodes(episodes)
         params = owned_parameters(model, self.owns)
         with only_training(params, model), torch.enable_grad():
-            targets = [(ep.tokens, teacher_logits(model, ep)) for ep in episodes]
             with torch.no_grad():
-                kept = [(t, student_logits(model, t), None) for t in general]
-                targets = [(t, p, focus_mask(p, student_logits(model, t), self.focus, self.temperature))
-                           for t, p in targets]
+                targets = [(ep, p, focus_mask(p, student_logits(model, ep.tokens), self.focus, self.temperature))
+                           for ep, p in ((ep, teacher_logits(model, ep)) for ep in episodes)]
+                kept = [(Episode(t), student_logits(model, t), None) for t in general]
             before = self._report(model, targets, general)
             if self.anchor is not None:
                 self.anchor.prepare(model, params, list(general))
@@ -96,9 +101,13 @@ class ReplayDistillation(Consolidator):
         for _ in range(self.steps):
             loss = 0.0
             for _ in range(self.batch_size):
-                pool = kept if torch.rand((), generator=rng).item() < share else targets
-                tokens, target, mask = pool[int(torch.randint(len(pool), (), generator=rng))]
-                loss = loss + kl_to_teacher(target, student_logits(model, tokens), self.temperature, mask)
+                general = torch.rand((), generator=rng).item() < share
+                pool = kept if general else targets
+                episode, target, mask = pool[int(torch.randint(len(pool), (), generator=rng))]
+                loss = loss + kl_to_teacher(target, student_logits(model, episode.tokens), self.temperature, mask)
+                if self.memory_weight > 0 and not general:
+                    on = model.backbone(episode.tokens[None, :-1], episode.state).logits[0].float()
+                    loss = loss + self.memory_weight * kl_to_teacher(target, on, self.temperature)
             loss = loss / self.batch_size
             if self.anchor is not None:
                 loss = loss + self.anchor.penalty(params)
@@ -112,8 +121,10 @@ class ReplayDistillation(Consolidator):
         """The mean KL(teacher || student) over the episodes, and the general text's bits/byte with the memories on
         and off (NaN without general text)."""
         with torch.no_grad():
-            kl = sum(kl_to_teacher(p, student_logits(model, t), self.temperature).item() for t, p, _ in targets)
-            report = {"kl": kl / len(targets)}
+            kl = sum(kl_to_teacher(p, student_logits(model, ep.tokens), self.temperature).item()
+                     for ep, p, _ in targets)
+            kl_on = sum(kl_to_teacher(p, teacher_logits(model, ep), self.temperature).item() for ep, p, _ in targets)
+            report = {"kl": kl / len(targets), "kl_on": kl_on / len(targets)}
             nan = float("nan")
             report["general_bpb"] = bits_per_byte(model, general, memories=True) if general else nan
             report["general_bpb_off"] = bits_per_byte(model, general, memories=False) if general else nan

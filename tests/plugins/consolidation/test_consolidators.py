@@ -161,3 +161,14 @@ def test_bad_settings_and_inputs_name_the_fix():
         ReplayDistillation().consolidate(_model(), [], [])
     with pytest.raises(EmberDataError, match="fewer than 2 bytes"):
         ReplayDistillation().consolidate(_model(), [Episode(torch.tensor([65]))], [])
+
+
+def test_keeping_the_memories_on_model_holds_it_to_the_teacher():
+    """memory_weight > 0: the sleep also keeps the memories-ON model's predictions (it must not unlearn how the
+    memories are read while teaching the memories-OFF model)."""
+    outs = []
+    for mu in (0.0, 1.0):
+        replay = ReplayDistillation(steps=10, lr=1e-2, batch_size=2, memory_weight=mu)
+        outs.append(replay.consolidate(_model(), _episodes(), [], seed=0))
+    assert outs[0]["kl_on_before"] == pytest.approx(0.0, abs=1e-6)  # before the sleep, the teacher is itself
+    assert outs[1]["kl_on_after"] < outs[0]["kl_on_after"]
