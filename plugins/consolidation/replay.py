@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ember.base import Anchor, Consolidator
 from ember.errors import EmberConfigError
+from ember.ops.slot_memory import memories_off
 from ember.sleep import (
     Episode,
     bits_per_byte,
@@ -99,16 +100,12 @@ class ReplayDistillation(Consolidator):
         share = self.general_ratio if kept else 0.0
         curve = []
         for _ in range(self.steps):
-            loss = 0.0
+            drawn = []
             for _ in range(self.batch_size):
                 general = torch.rand((), generator=rng).item() < share
                 pool = kept if general else targets
-                episode, target, mask = pool[int(torch.randint(len(pool), (), generator=rng))]
-                loss = loss + kl_to_teacher(target, student_logits(model, episode.tokens), self.temperature, mask)
-                if self.memory_weight > 0 and not general:
-                    on = model.backbone(episode.tokens[None, :-1], episode.state).logits[0].float()
-                    loss = loss + self.memory_weight * kl_to_teacher(target, on, self.temperature)
-            loss = loss / self.batch_size
+                drawn.append((*pool[int(torch.randint(len(pool), (), generator=rng))], general))
+            loss = self._replay_loss(model, drawn) / self.batch_size
             if self.anchor is not None:
                 loss = loss + self.anchor.penalty(params)
             opt.zero_grad(set_to_none=True)
@@ -116,6 +113,28 @@ class ReplayDistillation(Consolidator):
             opt.step()
             curve.append(loss.item())
         return curve
+
+    def _replay_loss(self, model, drawn: list) -> Tensor:
+        """The sum over the drawn (episode, p, mask, general) of KL(p || q), plus mu KL(p || r) for the episodes.
+        Sequences of one length run as one batch; a memories-ON batch holds the episodes that start from empty
+        memories, and an episode with a memory state of its own runs alone."""
+        total = torch.zeros(())
+        for group in _by_length(drawn):
+            tokens = torch.stack([ep.tokens for ep, *_ in group]).to(group[0][1].device)
+            with memories_off(model):
+                off = model.backbone(tokens[:, :-1]).logits.float()
+            total = total + sum(kl_to_teacher(p, off[i], self.temperature, mask)
+                                for i, (_, p, mask, _) in enumerate(group))
+            episodes = [item for item in group if not item[3]] if self.memory_weight > 0 else []
+            fresh = [item for item in episodes if item[0].state is None]
+            if fresh:
+                on = model.backbone(torch.stack([ep.tokens for ep, *_ in fresh])[:, :-1]).logits.float()
+                total = total + self.memory_weight * sum(kl_to_teacher(p, on[i], self.temperature)
+                                                         for i, (_, p, _, _) in enumerate(fresh))
+            for ep, p, _, _ in (item for item in episodes if item[0].state is not None):
+                on = model.backbone(ep.tokens[None, :-1], ep.state).logits[0].float()
+                total = total + self.memory_weight * kl_to_teacher(p, on, self.temperature)
+        return total
 
     def _report(self, model, targets: list, general: list[Tensor]) -> dict[str, float]:
         """The mean KL(teacher || student) over the episodes, and the general text's bits/byte with the memories on
@@ -135,3 +154,11 @@ class ReplayDistillation(Consolidator):
             return 0.0
         with torch.no_grad():
             return float(self.anchor.penalty(params))
+
+
+def _by_length(drawn: list) -> list[list]:
+    """The drawn items grouped by sequence length, in the order each length first appears."""
+    groups: dict[int, list] = {}
+    for item in drawn:
+        groups.setdefault(item[0].tokens.numel(), []).append(item)
+    return list(groups.values())

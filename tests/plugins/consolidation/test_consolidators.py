@@ -172,3 +172,15 @@ def test_keeping_the_memories_on_model_holds_it_to_the_teacher():
         outs.append(replay.consolidate(_model(), _episodes(), [], seed=0))
     assert outs[0]["kl_on_before"] == pytest.approx(0.0, abs=1e-6)  # before the sleep, the teacher is itself
     assert outs[1]["kl_on_after"] < outs[0]["kl_on_after"]
+
+
+def test_a_batched_replay_step_is_the_sum_of_its_sequences():
+    """Sequences of one length run as one batch (memories on and off): the loss equals their one-by-one sum."""
+    model, replay = _model(), ReplayDistillation(memory_weight=1.0, temperature=2.0)
+    episodes = _episodes(3) + _episodes(1, length=17, seed=4)
+    with torch.no_grad():
+        drawn = [(ep, model.backbone(ep.tokens[None, :-1]).logits[0].float() + 0.5 * i, None, i == 1)
+                 for i, ep in enumerate(episodes)]
+        batched = replay._replay_loss(model, drawn)
+        alone = sum(replay._replay_loss(model, [item]) for item in drawn)
+    torch.testing.assert_close(batched, alone, rtol=1e-5, atol=1e-6)
