@@ -36,7 +36,8 @@ from ember.sleep import Episode, bits_per_byte, general_sequences
 def variants(args) -> dict:
     """The consolidators compared, by name (None: no sleep)."""
     replay = dict(steps=args.steps, lr=args.lr, batch_size=args.batch_size, general_ratio=args.general_ratio,
-                  focus=args.focus, temperature=args.temperature)
+                  focus=args.focus, temperature=args.temperature, owns=args.owns.split(","),
+                  memory_weight=args.memory_weight)
     return {"replay_l2sp": lambda: ReplayDistillation(anchor=L2SP(args.anchor_weight), **replay),
             "replay_ewc": lambda: ReplayDistillation(anchor=EWC(args.anchor_weight), **replay),
             "alignment": lambda: ReadoutAlignment(),
@@ -148,6 +149,9 @@ def main(argv=None):
     p.add_argument("--batch_size", type=int, default=4, help="sequences per sleep step")
     p.add_argument("--general_ratio", type=float, default=0.25, help="share of general text in the replay")
     p.add_argument("--temperature", type=float, default=1.0, help="softening of both distributions")
+    p.add_argument("--memory_weight", type=float, default=1.0, help="weight of keeping the memories-ON model")
+    p.add_argument("--owns", default="backbone.*", help="comma list of fnmatch patterns of the weights a sleep "
+                   "may change")
     p.add_argument("--focus", type=float, default=1.0, help="share of each episode's tokens the KL reads")
     p.add_argument("--anchor_weight", type=float, default=1.0, help="L2SP / EWC weight")
     p.add_argument("--buffer", type=int, default=1000, help="replay buffer size in sessions")
