@@ -13,7 +13,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import Dataset
 
 from ember.base import Example, MemoryTask, Split
-from ember.data_modules.memory_task import ExampleBuilder
+from ember.data_modules.memory_task import ExampleBuilder, example_tensors
 from ember.data_modules.recall import OpenRecall
 from ember.data_modules.resumable import ResumableLoader
 from ember.errors import EmberConfigError
@@ -101,7 +101,7 @@ class _Items(Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         if not 0 <= index < self.length:
             raise IndexError(f"example {index} of {self.length}")
-        return {name: torch.from_numpy(np.asarray(v)) for name, v in self.make(index)._asdict().items()}
+        return example_tensors(self.make(index))
 
 
 class LifelongData(LightningDataModule):

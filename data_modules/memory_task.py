@@ -90,6 +90,11 @@ class TextSource:
         return self.data[start : start + length]
 
 
+def example_tensors(ex: Example) -> dict[str, torch.Tensor]:
+    """An Example as the dict of tensors a batch is collated from (tokens, loss_mask, answer_id, group)."""
+    return {name: torch.from_numpy(np.asarray(value)) for name, value in ex._asdict().items()}
+
+
 class TaskExamples(Dataset):
     """`length` examples of a task; example i of a split is task.sample(rng(seed, split, i))."""
 
@@ -104,7 +109,7 @@ class TaskExamples(Dataset):
         if not 0 <= index < self.length:  # plain iteration stops here (every index would sample an example)
             raise IndexError(f"example {index} of {self.length}")
         ex = self.task.sample(np.random.default_rng([self.seed, SPLITS[self.split], index]), self.split)
-        item = {name: torch.from_numpy(np.asarray(value)) for name, value in ex._asdict().items()}
+        item = example_tensors(ex)
         if self.context_weight:  # the loss also reads the other tokens, the answers keep weight 1
             item["loss_weight"] = torch.where(item["loss_mask"], 1.0, self.context_weight)
         return item

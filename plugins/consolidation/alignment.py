@@ -60,11 +60,12 @@ class ReadoutAlignment(Consolidator):
             raise EmberConfigError("ReadoutAlignment writes memory read-outs into the feed-forward layer after each "
                                    "read, and this model has no memory followed by one: use ReplayDistillation")
         with torch.no_grad():
-            targets = [(ep.tokens, teacher_logits(model, ep)) for ep in episodes]
-            before = self._kl(model, targets)
+            # one teacher pass gives the targets and the read-outs, one student pass the KL before and the inputs
+            reads, _, teacher = _capture(model, episodes, [r for r, _ in pairs], [], memories=True)
+            _, inputs, student = _capture(model, episodes, [], [d for _, d in pairs], memories=False)
+            targets = [(ep.tokens, p) for ep, p in zip(episodes, teacher)]
+            before = sum(kl_to_teacher(p, q).item() for p, q in zip(teacher, student)) / len(targets)
             bpb_before = bits_per_byte(model, general, memories=True) if general else float("nan")
-            reads = _capture(model, episodes, [r for r, _ in pairs], [d for _, d in pairs], memories=True)[0]
-            inputs = _capture(model, episodes, [], [d for _, d in pairs], memories=False)[1]
             kept_general = _capture(model, [Episode(t) for t in general], [], [d for _, d in pairs], False)[1]
             moved = 0.0
             for i, (_, down) in enumerate(pairs):
@@ -97,22 +98,18 @@ def _read_then_down(model: nn.Module) -> list[tuple[MemoryReadLayer, nn.Linear]]
 
 
 def _capture(model, episodes: Sequence[Episode], reads: list[nn.Module], downs: list[nn.Linear],
-             memories: bool) -> tuple[list[Tensor], list[Tensor]]:
+             memories: bool) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
     """Run the episodes (memories on from their states, or off) and collect, over all their tokens, each read
-    layer's read-out (tokens, d) and each down projection's input (tokens, f)."""
+    layer's read-out (tokens, d) and each down projection's input (tokens, f); also each episode's logits (n - 1, v)."""
     got_r, got_a = [[] for _ in reads], [[] for _ in downs]
     hooks = [r.register_forward_hook(lambda m, args, out, i=i: got_r[i].append((out[0] - args[0])[0]))
              for i, r in enumerate(reads)]
     hooks += [d.register_forward_pre_hook(lambda m, args, i=i: got_a[i].append(args[0][0]))
               for i, d in enumerate(downs)]
     try:
-        for ep in episodes:
-            if memories:
-                teacher_logits(model, ep)
-            else:
-                student_logits(model, ep.tokens)
+        logits = [teacher_logits(model, ep) if memories else student_logits(model, ep.tokens) for ep in episodes]
     finally:
         for h in hooks:
             h.remove()
     cat = lambda parts: [torch.cat(p, 0).float() for p in parts]  # noqa: E731
-    return cat(got_r), cat(got_a)
+    return cat(got_r), cat(got_a), logits

@@ -80,8 +80,8 @@ class ReplayDistillation(Consolidator):
         params = owned_parameters(model, self.owns)
         with only_training(params, model), torch.enable_grad():
             with torch.no_grad():
-                targets = [(ep, p, focus_mask(p, student_logits(model, ep.tokens), self.focus, self.temperature))
-                           for ep, p in ((ep, teacher_logits(model, ep)) for ep in episodes)]
+                targets = [(ep, p, self._focus(model, ep, p)) for ep, p in ((ep, teacher_logits(model, ep))
+                                                                          for ep in episodes)]
                 kept = [(Episode(t), student_logits(model, t), None) for t in general]
             before = self._report(model, targets, general)
             if self.anchor is not None:
@@ -92,6 +92,12 @@ class ReplayDistillation(Consolidator):
         out["anchor"] = self._anchor_value(params)
         out["loss_last"] = self.curve[-1] if self.curve else float("nan")
         return out
+
+    def _focus(self, model, episode: Episode, teacher: Tensor) -> Optional[Tensor]:
+        """The episode's focus mask (None with focus 1: no student pass is needed for that)."""
+        if self.focus >= 1:
+            return None
+        return focus_mask(teacher, student_logits(model, episode.tokens), self.focus, self.temperature)
 
     def _train(self, model, params, targets: list, kept: list, seed: int) -> list[float]:
         """`steps` Adam steps on the replay; returns the loss of each."""
