@@ -75,6 +75,10 @@ def test_kl_to_teacher_by_hand():
     expected = (p * (p / q).log()).sum()
     assert kl_to_teacher(teacher, student).item() == pytest.approx(expected.item(), rel=1e-6)
     assert kl_to_teacher(teacher, teacher).item() == pytest.approx(0.0, abs=1e-7)
+    # at T = 2 both are softened, and the KL is scaled by T^2: q = softmax([0, log 3] / 2) = [1, sqrt 3] / (1 + sqrt 3)
+    q2 = torch.tensor([1.0, 3.0**0.5]) / (1 + 3.0**0.5)
+    assert kl_to_teacher(teacher, student, temperature=2.0).item() == pytest.approx(
+        (4 * (p * (p / q2).log()).sum()).item(), rel=1e-5)
 
 
 def test_focus_keeps_the_tokens_where_teacher_and_student_disagree_most():
