@@ -10,13 +10,16 @@ Letters: b batch, n tokens, s sensory tokens, p prefix tokens, d width, v vocabu
 
 from __future__ import annotations
 
+import inspect
 from abc import ABC, abstractmethod
 from typing import ClassVar, Literal, NamedTuple, Optional
 
 import numpy as np
 from lightning.pytorch import LightningModule
+from lightning.pytorch.utilities.parsing import AttributeDict, save_hyperparameters
 from torch import Tensor, nn
 
+from ember.errors import EmberConfigError
 from ember.state import StateBase
 
 
@@ -25,6 +28,19 @@ class EmberPlugin(LightningModule, ABC):
 
     kind: ClassVar[str] = "plugin"
 
+    def save_own_hyperparameters(self, ignore: list[str]) -> None:
+        """`save_hyperparameters` of this plugin's own __init__ arguments, not logged; call it from __init__.
+
+        While LightningCLI builds a model, Lightning's takes the arguments LightningCLI hands that model, whichever
+        module calls it: a plugin built for an EmberModel slot would save the EmberModel's arguments as its own
+        (TinyRecursiveCore then lost n_sup and crashed in the composite). Those are kept only when they are this
+        plugin's (the plugin trained alone: LightningCLI reloads its checkpoints by them)."""
+        frame = inspect.currentframe().f_back
+        self.save_hyperparameters(ignore=ignore, frame=frame, logger=False)
+        built = self.hparams.get("_class_path")
+        if built is not None and built.rsplit(".", 1)[-1] != type(self).__name__:
+            self._hparams = AttributeDict()  # another model's arguments: this plugin's own, from its __init__
+            save_hyperparameters(self, ignore=ignore, frame=frame)
 
 class BackboneOutput(NamedTuple):
     logits: Tensor  # (b, n, v) float
@@ -42,6 +58,12 @@ class LanguageBackbone(EmberPlugin):
     def forward(self, tokens: Tensor, state: StateBase | None = None,
                 prefix: Tensor | None = None) -> BackboneOutput:
         """tokens (b, n) int64; state from the previous chunk or None; prefix (b, p, d) or None."""
+
+    def modulate(self, state: StateBase | None, modulation: Tensor) -> StateBase | None:
+        """The state with the stream's external signals `modulation` (b, k) (sensory arousal/valence/threat) handed
+        to every plastic memory, whose neuromodulators read them in each span summary from then on (a fresh state
+        is made for None). The default, for backbones without memories: the state unchanged."""
+        return state
 
     def end_session(self, state: StateBase) -> StateBase:
         """A session ends: plastic memories commit their open spans. No-op without memories."""
@@ -63,6 +85,15 @@ class SensoryOutput(NamedTuple):
     modulation: Tensor  # (b, k) arousal/valence/threat-like signals for the neuromodulators
 
 
+class SensoryRequest(NamedTuple):
+    """A view of the signal that a round of active perception asks the L-module for (SPEC 3.6, seed 002: "a different
+    frequency range or a longer window"). The default is the whole signal."""
+
+    start: float = 0.0  # seconds into the signal where the view begins
+    seconds: Optional[float] = None  # its length in seconds; None: to the end of the signal
+    bands: tuple[float, float] = (0.0, 1.0)  # the share of the frequency bands kept, low to high, within [0, 1]
+
+
 class SensoryEncoder(EmberPlugin):
     """L-module: raw signal -> latent tokens + modulation signals (SPEC 3.4)."""
 
@@ -73,11 +104,21 @@ class SensoryEncoder(EmberPlugin):
     def forward(self, signal: Tensor) -> SensoryOutput:
         """signal: (b, samples) waveform at the encoder's sample rate."""
 
+    def sense(self, signal: Tensor, request: SensoryRequest) -> SensoryOutput:
+        """The view of `signal` that `request` asks for. An encoder that can serve other views (a time window, a
+        frequency band) overrides this; the default serves the whole signal only."""
+        if request != SensoryRequest():
+            raise EmberConfigError(f"{type(self).__name__} serves the whole signal only, not {request}: use an audio "
+                                   "encoder (SpikingAudioEncoder, RateAudioEncoder, PretrainedAudioEncoder), or set "
+                                   "model.init_args.max_rounds 1")
+        return self(signal)
+
 
 class ReasoningOutput(NamedTuple):
     answer: Tensor  # (b, s, d) latent answer tokens y
     halt: Tensor  # (b,) halting probability
     more_sensing: Tensor  # (b,) probability that another sensory round would help
+    latent: Optional[Tensor] = None  # (b, s, d) latent z, where the core has one: a later round continues from it
 
 
 class ReasoningCore(EmberPlugin):
@@ -87,8 +128,9 @@ class ReasoningCore(EmberPlugin):
     d_model: int
 
     @abstractmethod
-    def forward(self, x: Tensor) -> ReasoningOutput:
-        """x: (b, s, d) input tokens (sensory tokens in the composite)."""
+    def forward(self, x: Tensor, start: Optional[ReasoningOutput] = None) -> ReasoningOutput:
+        """x: (b, s, d) input tokens (sensory tokens in the composite); start: the previous round's output (active
+        perception: y and z carry across rounds while x is a new view), None for a fresh start."""
 
 
 class ProceduralMemory(EmberPlugin):

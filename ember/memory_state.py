@@ -21,8 +21,9 @@ from ember.errors import EmberConfigError, EmberDataError
 from ember.files import atomic_path
 from ember.state import StateBase
 
-# 2: slot-memory states carry `recent`, the past of their short convolution
-FORMAT = "2"
+# 2: slot-memory states carry `recent`, the past of their short convolution; 3: and `modulation`, the stream's
+# external signals
+FORMAT = "3"
 
 
 def model_hash(model) -> str:

@@ -3,6 +3,7 @@
     signal -> SensoryEncoder -> tokens e, modulation m
     e -> ReasoningCore -> latent answer tokens y
     bytes + [y ; e] prefix -> LanguageBackbone (PM/EM inside) -> logits
+    m -> every PM/EM neuromodulator's span summary (the stream's arousal/valence/threat)
 
 Training is truncated BPTT by manual optimization: each sequence is cut into chunks, the
 backbone state is carried from chunk to chunk and detached between them, gradients from all
@@ -24,7 +25,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from ember.base import BackboneOutput, Consolidator, LanguageBackbone, ReasoningCore, SensoryEncoder
+from ember.base import BackboneOutput, Consolidator, LanguageBackbone, ReasoningCore, SensoryEncoder, SensoryRequest
 from ember.batch import Batch
 from ember.errors import CheckpointMismatchError, EmberConfigError, NonFiniteLossError
 from ember.init_from import copy_matching_weights
@@ -45,6 +46,30 @@ class Chunk(NamedTuple):
     logits: Tensor
     state: object
     share: float
+
+
+class View(NamedTuple):
+    """One round of active perception: what the backbone would read after it."""
+
+    prefix: Tensor  # (b, p, d) [y ; e], or e without a reasoning core
+    modulation: Tensor  # (b, k) the round's sensory modulation
+    more: Tensor | None  # (b,) the reasoning core's more-sensing probability (None without a core)
+
+
+def check_rounds(max_rounds: int, view_seconds: float | None, round_cost: float, sensory, reasoning):
+    """Refuse an active-perception setting that cannot run, naming the fix."""
+    if max_rounds < 1:
+        raise EmberConfigError(f"max_rounds={max_rounds} counts rounds of sensing: use 1 (one view) or more")
+    if view_seconds is not None and not 0 < view_seconds < math.inf:
+        raise EmberConfigError(f"view_seconds={view_seconds} must be a length in seconds > 0, or null (whole signal)")
+    if not 0 <= round_cost < math.inf:
+        raise EmberConfigError(f"round_cost={round_cost} must be finite and >= 0 (nats a round must save)")
+    if max_rounds > 1 and (sensory is None or reasoning is None or view_seconds is None):
+        raise EmberConfigError(f"max_rounds={max_rounds} needs a sensory slot, a reasoning core (its more-sensing flag "
+                               f"decides each round) and view_seconds (each round's window); this model has sensory="
+                               f"{type(sensory).__name__ if sensory else None}, reasoning="
+                               f"{type(reasoning).__name__ if reasoning else None}, view_seconds={view_seconds}: fill "
+                               "them, or set max_rounds 1")
 
 
 class EmberModel(LightningModule):
@@ -76,6 +101,18 @@ class EmberModel(LightningModule):
         test_memories_off: `ember test` scores every benchmark a second time with the memories off, beside
             the first (eval/<task>/memories_off/...), so one test shows what the memories add; not saved with
             the checkpoint.
+        modulate_memories: the sensory slot's modulation m (arousal/valence/threat) reaches every memory's
+            neuromodulator, which reads it at each commit (a LearnedNeuromodulator with modulation_dim 3); false
+            (the modulation ablation, configs/ablate/no_modulation.yaml) leaves them reading zeros.
+        max_rounds: active perception (SPEC 3.6): rounds of sensing the reasoning core may take. Round r sees the
+            signal's window [r view_seconds, (r + 1) view_seconds) (`SensoryEncoder.sense`), with the core's y and z
+            carried from the round before; an example stops after the first round whose more-sensing flag is below
+            0.5, or after max_rounds. 1: one view, no loop. More than 1 needs a reasoning core and whole-sequence
+            training (tbptt_chunk null or at least the sequence).
+        view_seconds: length of each round's window of the signal; null: the whole signal (max_rounds 1 only).
+        round_cost: nats of answer loss another round must save to be worth taking: the more-sensing flag of round
+            r is trained (binary cross-entropy) towards "round r + 1's answer loss is lower by more than this".
+            Training runs every round and averages their answer losses, so each round's answer is taught.
     """
 
     def __init__(self, backbone: LanguageBackbone, sensory: Optional[SensoryEncoder] = None,
@@ -85,7 +122,9 @@ class EmberModel(LightningModule):
                  tbptt_chunk: Optional[int] = None, generate_tokens: int = 200, temperature: float = 0.8,
                  init_from: Optional[str] = None,
                  compile_periods: Optional[Literal["default", "reduce-overhead", "max-autotune"]] = None,
-                 memories: Literal["on", "off"] = "on", test_memories_off: bool = True):
+                 memories: Literal["on", "off"] = "on", test_memories_off: bool = True,
+                 modulate_memories: bool = True, max_rounds: int = 1, view_seconds: Optional[float] = None,
+                 round_cost: float = 0.01):
         super().__init__()
         if tbptt_chunk is not None and tbptt_chunk < 1:
             raise EmberConfigError(f"tbptt_chunk={tbptt_chunk} must be >= 1 (or null for whole sequences)")
@@ -97,6 +136,12 @@ class EmberModel(LightningModule):
             if slot is not None and getattr(slot, "d_model", backbone.d_model) != backbone.d_model:
                 raise EmberConfigError(f"{name}.d_model={slot.d_model} must equal backbone.d_model="
                                        f"{backbone.d_model}: the {name} tokens are the backbone's prefix")
+        check_rounds(max_rounds, view_seconds, round_cost, sensory, reasoning)
+        readers = [m for m in slot_memories(backbone) if m.modulation_dim]
+        if readers and sensory is None:
+            raise EmberConfigError(f"{len(readers)} memory neuromodulator(s) read modulation_dim="
+                                   f"{readers[0].modulation_dim} signals, but the model has no sensory slot to give "
+                                   "them: set the neuromodulators' modulation_dim to 0, or fill model.sensory")
         self.backbone, self.sensory, self.reasoning, self.consolidator = backbone, sensory, reasoning, consolidator
         self.automatic_optimization = False
         # sampling settings and the memory switch are not hyper-parameters: LightningCLI restores a checkpoint's
@@ -126,19 +171,58 @@ class EmberModel(LightningModule):
     def forward(self, tokens: Tensor, state=None, signal: Tensor | None = None) -> BackboneOutput:
         """tokens (b, n) int64; state: backbone state or None; signal: raw sensory input or None.
 
-        Returns BackboneOutput(logits (b, n, v), state) (carries state).
+        With a signal, its sensory tokens (and the reasoning core's answer, after the rounds each example takes) are
+        the prefix, and its modulation goes to the memories (modulate_memories). Returns BackboneOutput(logits
+        (b, n, v), state) (carries state).
         """
         with memories_off(self) if self.memories == "off" else nullcontext():
-            return self.backbone(tokens, state, self.encode_prefix(signal))
+            prefix, modulation = self.perceive(signal)
+            return self.backbone(tokens, self._modulated(state, modulation), prefix)
 
-    def encode_prefix(self, signal: Tensor | None) -> Tensor | None:
-        """[y ; e] prefix tokens (b, p, d) from the sensory and reasoning slots, or None."""
+    def _modulated(self, state, modulation: Tensor | None):
+        if modulation is None or not self.hparams.get("modulate_memories", True):
+            return state
+        return self.backbone.modulate(state, modulation)
+
+    def perceive(self, signal: Tensor | None) -> tuple[Tensor | None, Tensor | None]:
+        """The prefix tokens (b, p, d) and the sensory modulation (b, k) of each example's last round (see
+        `rounds`); (None, None) without a signal or a sensory slot."""
+        views = self.rounds(signal)
+        if not views:
+            return None, None
+        pick = self._stop_round(views)  # (b,)
+        prefix, modulation = (torch.stack(v, 0)[pick, torch.arange(pick.shape[0])]
+                              for v in zip(*[(view.prefix, view.modulation) for view in views]))
+        return prefix, modulation
+
+    def rounds(self, signal: Tensor | None) -> list[View]:
+        """Every round of active perception: round r's view of the signal through the sensory slot, refined by the
+        reasoning core from round r - 1's y and z. [] without a signal or a sensory slot."""
         if signal is None or self.sensory is None:
-            return None
-        sensed = self.sensory(signal).tokens  # (b, s, d)
-        if self.reasoning is None:
-            return sensed
-        return torch.cat([self.reasoning(sensed).answer, sensed], dim=1)
+            return []
+        hp = self.hparams
+        views, thought = [], None
+        for r in range(hp.get("max_rounds", 1)):
+            seconds = hp.get("view_seconds")
+            request = SensoryRequest() if seconds is None else SensoryRequest(r * seconds, seconds)
+            sensed = self.sensory.sense(signal, request) if seconds is not None else self.sensory(signal)
+            if self.reasoning is None:
+                views.append(View(sensed.tokens, sensed.modulation, None))
+                continue
+            thought = self.reasoning(sensed.tokens, thought)
+            views.append(View(torch.cat([thought.answer, sensed.tokens], dim=1), sensed.modulation,
+                              thought.more_sensing))
+        return views
+
+    @staticmethod
+    def _stop_round(views: list[View]) -> Tensor:
+        """(b,) int64: the round each example stops after, the first whose more-sensing flag is below 0.5 (the last
+        round where none is)."""
+        last = len(views) - 1
+        if last == 0:
+            return torch.zeros(views[0].prefix.shape[0], dtype=torch.long, device=views[0].prefix.device)
+        stops = torch.stack([v.more < 0.5 for v in views[:-1]] + [torch.ones_like(views[-1].more, dtype=torch.bool)])
+        return stops.float().argmax(0)  # (R, b) -> the first True
 
     # ---- training --------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -171,6 +255,9 @@ class EmberModel(LightningModule):
         so a backward pass holds one chunk's graph at a time. Each target counts by `Batch.weights`: a generated
         benchmark's answers only (loss_mask), or its answers and, lighter, their context (loss_weight).
         """
+        if batch.signal is not None and self.sensory is not None and self.hparams.get("max_rounds", 1) > 1:
+            yield self._rounds_chunk(batch)
+            return
         inputs, targets = batch.inputs, batch.targets  # (b, n)
         weight = batch.weights()
         total_weight = weight.sum().clamp_min(1.0)
@@ -185,6 +272,40 @@ class EmberModel(LightningModule):
             loss = (per_token * weight[:, start:stop].flatten()).sum() / total_weight
             yield Chunk(loss, logits, state, (stop - start) / n)
             state = state.detach()
+
+    def _rounds_chunk(self, batch: Batch) -> Chunk:
+        """Active perception over the whole sequence: every round's prefix runs as one backbone batch (R b streams).
+
+        Training: the mean of the rounds' answer losses, plus the more-sensing flags' binary cross-entropy towards
+        "the next round's loss is lower by more than round_cost". Evaluation: each example's loss and logits at the
+        round it stops after. Logs <stage>/rounds, the mean rounds taken.
+        """
+        inputs, targets, weight = batch.inputs, batch.targets, batch.weights()  # (b, n)
+        b, n = inputs.shape
+        if (self.hparams.tbptt_chunk or n) < n:
+            raise EmberConfigError(f"max_rounds={self.hparams.max_rounds} trains whole sequences, but tbptt_chunk="
+                                   f"{self.hparams.tbptt_chunk} cuts these {n} tokens: set model.init_args.tbptt_chunk "
+                                   "null")
+        views = self.rounds(batch.signal)
+        r = len(views)
+        prefix = torch.cat([v.prefix for v in views])  # (R b, p, d)
+        state = self._modulated(None, torch.cat([v.modulation for v in views]))
+        logits, state = self.backbone(inputs.repeat(r, 1), state, prefix)  # (R b, n, v)
+        per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.repeat(r, 1).flatten(),
+                                    reduction="none").view(r, b, n) * weight  # (R, b, n)
+        per_example = per_token.sum(-1) / weight.sum(-1).clamp_min(1.0)  # (R, b) mean nats per scored target
+        stop = self._stop_round(views)  # (b,)
+        at_stop = lambda t: t[stop, torch.arange(b)]  # noqa: E731  (R, b, ...) -> (b, ...)
+        if self.training:
+            loss = per_token.sum() / (r * weight.sum().clamp_min(1.0))
+            more = torch.stack([v.more for v in views[:-1]]).float()  # (R - 1, b)
+            helped = (per_example[1:] + self.hparams.round_cost < per_example[:-1]).float().detach()
+            loss = loss + F.binary_cross_entropy(more.clamp(1e-6, 1 - 1e-6), helped)
+        else:
+            loss = at_stop(per_token).sum() / weight.sum().clamp_min(1.0)
+        if self._trainer is not None:
+            self._log_mean(f"{self._stage()}/rounds", (stop + 1).float().mean(), b)
+        return Chunk(loss, at_stop(logits.view(r, b, n, -1)), state, 1.0)
 
     def _memory_aux(self, state) -> list[Tensor]:
         """The controllers' losses (commit budgets) of the last chunk, one per memory instance."""

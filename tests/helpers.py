@@ -112,8 +112,8 @@ class ToyReasoning(ReasoningCore):
         self.f = nn.Sequential(nn.Linear(d_model, d_model), nn.GELU(), nn.Linear(d_model, d_model))
         self.halt = nn.Linear(d_model, 1)
 
-    def forward(self, x: Tensor) -> ReasoningOutput:
-        y = self.f(x)
+    def forward(self, x: Tensor, start: ReasoningOutput | None = None) -> ReasoningOutput:
+        y = self.f(x if start is None else x + start.answer)
         h = torch.sigmoid(self.halt(y.mean(1))).squeeze(-1)
         return ReasoningOutput(y, h, 1 - h)
 

@@ -21,7 +21,7 @@ def test_full_composite_feeds_answer_and_sensory_tokens_as_prefix():
     logits, _ = model(tokens, signal=signal)
     assert logits.shape == (2, 10, 264)
     assert not torch.allclose(logits, model(tokens)[0])
-    assert model.encode_prefix(signal).shape == (2, 4, 32)  # [y ; e]: 2 answer + 2 sensory tokens
+    assert model.perceive(signal)[0].shape == (2, 4, 32)  # [y ; e]: 2 answer + 2 sensory tokens
 
 
 def test_slot_width_mismatch_names_the_fix():

@@ -24,6 +24,7 @@ passed to its constructor (plugins/memory/procedural.py and episodic.py define t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import types
 from abc import ABC, abstractmethod
@@ -51,7 +52,9 @@ class SlotMemoryState(StateBase):
     tokens: () tokens since the last boundary (shared by the batch: boundaries are batch-wide);
     commit_rate: (b,) mean gate of the boundaries of the last call (for logging);
     aux_loss: () training loss of the last call's controller (e.g. the commit budget) and rule;
-    recent: (b, conv - 1, 3d) the last projected queries, keys and values, the short convolution's past.
+    recent: (b, conv - 1, 3d) the last projected queries, keys and values, the short convolution's past;
+    modulation: (b, k) the stream's external signals (sensory arousal/valence/threat; k = the controller's
+    modulation_dim, 0 for a controller that reads none), part of every span summary (`SlotMemory.modulate`).
     """
 
     K: Tensor
@@ -64,6 +67,7 @@ class SlotMemoryState(StateBase):
     commit_rate: Tensor
     aux_loss: Tensor
     recent: Tensor
+    modulation: Tensor
 
 
 def segment_onehot(bounds: list[tuple[int, int]], like: Tensor) -> Tensor:
@@ -175,12 +179,31 @@ class SlotMemory(nn.Module):
         self._compiled_step = None if mode is None else _compiled_step(type(self), mode)
 
     # ---- the loop -------------------------------------------------------------------------
+    @property
+    def modulation_dim(self) -> int:
+        """Size k of the external modulation the controller reads (0: none)."""
+        return getattr(self.controller, "modulation_dim", 0)
+
     def init_state(self, batch: int, device, dtype) -> SlotMemoryState:
         z = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
         b, m, d = batch, self.slots, self.d_model
         return SlotMemoryState(z(b, m, d), z(b, m, d), z(b, m), self.rule.init_candidates(b, device, dtype), z(b, d),
                                z(b), torch.zeros((), dtype=torch.long, device=device), z(b), z(()),
-                               z(b, self.conv - 1, 3 * d))
+                               z(b, self.conv - 1, 3 * d), z(b, self.modulation_dim))
+
+    def modulate(self, state: SlotMemoryState | None, modulation: Tensor) -> SlotMemoryState:
+        """The state (a fresh one for None) with the stream's external signals set to `modulation` (b, k):
+        every later span summary carries them to the controller, until the next `modulate`. A controller that
+        reads none (modulation_dim 0) keeps its (b, 0) signals; any other k must be the controller's."""
+        b, k = modulation.shape
+        st = state if state is not None else self.init_state(b, modulation.device, modulation.dtype)
+        if self.modulation_dim == 0:
+            return st
+        if k != self.modulation_dim:
+            raise EmberConfigError(f"the sensory slot gives {k} modulation signals but this memory's controller "
+                                   f"reads modulation_dim={self.modulation_dim}: set the neuromodulator's "
+                                   f"modulation_dim to {k} (or 0 to read none)")
+        return dataclasses.replace(st, modulation=modulation.to(st.K.dtype))
 
     def segments(self, n: int, tokens: int) -> list[tuple[int, int]]:
         """Split n new tokens at the boundaries, given `tokens` already in the open span: [(start, stop), ...]."""
@@ -245,7 +268,7 @@ class SlotMemory(nn.Module):
             step = self._compiled_step if whole and self._compiled_step is not None else period_step
             tokens += size
             read, K, V, s, pooled, surprise, g, step_aux = step(self, K, V, s, cands[i], q_seg[i], v_seg[i],
-                                                                x_sums[i], pooled, surprise, tokens,
+                                                                x_sums[i], pooled, surprise, st.modulation, tokens,
                                                                 tokens == self.period)
             reads.append(read)
             if g is not None:
@@ -256,14 +279,16 @@ class SlotMemory(nn.Module):
         cand = cands[-1] if tokens else self.rule.init_candidates(x.shape[0], x.device, x.dtype)
         rate = torch.stack(gates, 1).mean(1) if gates else st.commit_rate
         new = SlotMemoryState(K, V, s, cand, pooled, surprise, torch.tensor(tokens, device=x.device), rate, aux,
-                              recent)
+                              recent, st.modulation)
         return torch.cat(reads, dim=1), new
 
     def boundary(self, K: Tensor, V: Tensor, s: Tensor, cand: StateBase, pooled: Tensor, surprise: Tensor,
-                 tokens: int) -> tuple[Tensor, Tensor, Tensor, Modulation]:
-        """A plasticity boundary: the controller reads the span's mean input, mean surprise and the occupancy,
-        and the rule commits the candidates. pooled (b, d), surprise (b,) are sums over the span's `tokens`."""
-        mod = self.controller(SpanSummary(pooled / tokens, surprise / tokens, s.mean(-1)))
+                 modulation: Tensor, tokens: int) -> tuple[Tensor, Tensor, Tensor, Modulation]:
+        """A plasticity boundary: the controller reads the span's mean input, mean surprise, the occupancy and the
+        stream's modulation (b, k), and the rule commits the candidates. pooled (b, d), surprise (b,) are sums over
+        the span's `tokens`."""
+        mod = self.controller(SpanSummary(pooled / tokens, surprise / tokens, s.mean(-1),
+                                          modulation if modulation.shape[-1] else None))
         K, V, s = self.rule.commit(K, V, s, cand, mod)
         return K, V, s, mod
 
@@ -272,19 +297,22 @@ class SlotMemory(nn.Module):
         tokens = int(state.tokens)
         if tokens == 0 or not self.enabled:
             return state
-        K, V, s, mod = self.boundary(state.K, state.V, state.s, state.cand, state.pooled, state.surprise, tokens)
+        K, V, s, mod = self.boundary(state.K, state.V, state.s, state.cand, state.pooled, state.surprise,
+                                     state.modulation, tokens)
         z = torch.zeros_like
         b = state.s.shape[0]
         return SlotMemoryState(K, V, s, self.rule.init_candidates(b, K.device, K.dtype), z(state.pooled),
-                               z(state.surprise), z(state.tokens), mod.g, z(state.aux_loss), state.recent)
+                               z(state.surprise), z(state.tokens), mod.g, z(state.aux_loss), state.recent,
+                               state.modulation)
 
 
 def period_step(memory: SlotMemory, K: Tensor, V: Tensor, s: Tensor, cand: StateBase, q: Tensor, v: Tensor,
-                x_sum: Tensor, pooled: Tensor, surprise: Tensor, tokens: int, commit: bool):
+                x_sum: Tensor, pooled: Tensor, surprise: Tensor, modulation: Tensor, tokens: int, commit: bool):
     """One segment of a plasticity period, whole or partial: read its queries q (b, t, d) against the slots
     (fixed within the period), add its surprise (against its values v) and its summed input x_sum (b, d) to
     the open span's sums pooled (b, d) and surprise (b,), and, when it closes the period (`commit`; the span
-    then holds `tokens` tokens), let the controller read the span and commit the candidates.
+    then holds `tokens` tokens), let the controller read the span (and the stream's modulation (b, k)) and commit
+    the candidates.
 
     In one function so that `compile_plasticity` can compile a whole period into a few dozen kernels instead
     of some 400 small ops (forward and backward). Returns the reads (b, t, d), the new K, V, s, pooled and
@@ -295,7 +323,7 @@ def period_step(memory: SlotMemory, K: Tensor, V: Tensor, s: Tensor, cand: State
     pooled = pooled + x_sum
     if not commit:
         return read, K, V, s, pooled, surprise, None, x_sum.new_zeros(())
-    K, V, s, mod = memory.boundary(K, V, s, cand, pooled, surprise, tokens)
+    K, V, s, mod = memory.boundary(K, V, s, cand, pooled, surprise, modulation, tokens)
     aux = mod.aux_loss if mod.aux_loss is not None else x_sum.new_zeros(())
     return read, K, V, s, torch.zeros_like(pooled), torch.zeros_like(surprise), mod.g, aux
 

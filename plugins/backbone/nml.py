@@ -5,6 +5,7 @@ Letters: b batch, n tokens, p prefix tokens, d width, v vocabulary.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from typing import Optional
 
@@ -13,7 +14,7 @@ from torch import Tensor
 from ember.base import BackboneOutput, EpisodicMemory, LanguageBackbone, ProceduralMemory
 from ember.errors import EmberConfigError
 from ember.ops.attention.window import Backend
-from ember.ops.layers import NMLLayer
+from ember.ops.layers import NMLLayer, NMLLayerState
 from ember.ops.memory_read import MemoryReadLayer
 from ember.ops.scan import ScanKind
 from ember.ops.stack import TokenStack, check_stack_args
@@ -78,6 +79,18 @@ class NMLBackbone(LanguageBackbone):
             BackboneOutput(logits (b, n, v + reserved), state (LayerStates, carries state)).
         """
         return BackboneOutput(*self.stack(tokens, state, prefix))
+
+    def modulate(self, state: LayerStates | None, modulation: Tensor) -> LayerStates:
+        """The state with `modulation` (b, k) handed to every PM and EM (see LanguageBackbone.modulate). For a
+        fresh stream (None) only the memories' states are made; the other layers make theirs at the first call."""
+        states = [None] * len(self.stack.layers) if state is None else list(state.layers)
+        for i, layer in enumerate(self.stack.layers):
+            if isinstance(layer, MemoryReadLayer):
+                states[i] = layer.memory.modulate(states[i], modulation)
+            elif layer.pm is not None:
+                held = states[i] if states[i] is not None else NMLLayerState(None, None, None)
+                states[i] = dataclasses.replace(held, pm=layer.pm.memory.modulate(held.pm, modulation))
+        return LayerStates(states)
 
     def end_session(self, state: LayerStates) -> LayerStates:
         """Session end: every PM and EM commits its open span (SPEC 3.2)."""

@@ -156,7 +156,7 @@ class TinyRecursiveCore(ReasoningCore):
         check_optimizer_args(lr, weight_decay, betas, warmup_steps, min_lr_ratio)
         # eval_steps and halt_prob are not hyper-parameters: LightningCLI would restore them from the checkpoint over
         # the command line, and test-time thinking must stay settable (`ember test ... --model.init_args.eval_steps 32`)
-        self.save_hyperparameters(ignore=["network", "eval_steps", "halt_prob"], logger=False)
+        self.save_own_hyperparameters(ignore=["network", "eval_steps", "halt_prob"])
         self._eval_steps, self.halt_prob = eval_steps, halt_prob
         self.d_model, self.vocab_size, self.seq_len = d_model, vocab_size, seq_len
         self.embed = nn.Embedding(vocab_size, d_model)
@@ -185,14 +185,19 @@ class TinyRecursiveCore(ReasoningCore):
         y, z = deep_recursion(self.net, x, y, z, self.hparams.n, self.hparams.T, self.hparams.one_step_gradient)
         return y, z, self.answer_head(y), self.halt_head(y.mean(dim=1)).squeeze(-1)
 
-    def forward(self, x: Tensor) -> ReasoningOutput:
-        """Composite use. x: (b, s, d) input tokens (sensory tokens). Runs eval_steps supervision
-        steps without halting; returns the answer tokens y (b, s, d), the halting probability (b,)
-        and the "more sensing?" probability (b,) of the last step."""
-        y, z = self.initial(x)
+    def forward(self, x: Tensor, start: Optional[ReasoningOutput] = None) -> ReasoningOutput:
+        """Composite use. x: (b, s, d) input tokens (sensory tokens); start: the previous round's output, whose y
+        and z this round refines further (active perception), or None. Runs eval_steps supervision steps without
+        halting; returns the answer tokens y (b, s, d), the halting probability (b,), the "more sensing?"
+        probability (b,) of the last step and the latent z (b, s, d)."""
+        if x.shape[1] != self.seq_len:
+            raise EmberConfigError(f"the reasoning core is sized for seq_len={self.seq_len} positions but is given "
+                                   f"{x.shape[1]} tokens (the sensory slot's tokens in the composite): set "
+                                   f"model.init_args.reasoning.init_args.seq_len {x.shape[1]}")
+        y, z = self.initial(x) if start is None or start.latent is None else (start.answer, start.latent)
         for _ in range(self.eval_steps):
             y, z, _, halt = self.supervision_step(x, y, z)
-        return ReasoningOutput(y, torch.sigmoid(halt), torch.sigmoid(self.sense_head(y.mean(dim=1)).squeeze(-1)))
+        return ReasoningOutput(y, torch.sigmoid(halt), torch.sigmoid(self.sense_head(y.mean(dim=1)).squeeze(-1)), z)
 
     @property
     def eval_steps(self) -> int:

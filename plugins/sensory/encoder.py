@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 from torch import Tensor, nn
 
-from ember.base import SensoryEncoder, SensoryOutput
+from ember.base import SensoryEncoder, SensoryOutput, SensoryRequest
 from ember.errors import EmberConfigError
 from ember.ops.audio_blocks import PatchEmbed, SpikingBlock, standardise
 from ember.ops.filterbank import MAX_RATE, MIN_RATE, MelFilterbank
@@ -79,9 +79,10 @@ class AudioEncoder(SensoryEncoder):
     def make_neuron(self, channels: int) -> nn.Module:
         """A (..., n, c) -> (..., n, c) neuron layer with `channels` channels."""
 
-    def embed(self, signal: Tensor) -> Tensor:
-        """signal: (b, t) float waveform at sample_rate -> patch tokens (b, s, d) with positions."""
-        return self.embed_patches(standardise(self.filterbank(signal)))
+    def embed(self, signal: Tensor, bands: tuple[float, float] = (0.0, 1.0)) -> Tensor:
+        """signal: (b, t) float waveform at sample_rate -> patch tokens (b, s, d) with positions; `bands` keeps that
+        share of the mel bands (low to high) and silences the others."""
+        return self.embed_patches(keep_bands(standardise(self.filterbank(signal)), bands))
 
     def encode(self, tokens: Tensor) -> Tensor:
         """tokens: (b, s, d) patch tokens (all, or the visible ones in time order) -> (b, s, d) embeddings."""
@@ -100,11 +101,41 @@ class AudioEncoder(SensoryEncoder):
         tokens = self.encode(self.embed(signal))
         return SensoryOutput(tokens, self.modulate(tokens))
 
+    def sense(self, signal: Tensor, request: SensoryRequest) -> SensoryOutput:
+        """The view `request` asks for: its time window of `signal` (b, t), its share of the mel bands."""
+        tokens = self.encode(self.embed(window(signal, request, self.sample_rate), request.bands))
+        return SensoryOutput(tokens, self.modulate(tokens))
+
     def spike_rate(self) -> Tensor:
         """Mean output of every neuron layer in the last forward (spikes per neuron per step), a scalar."""
         rates = [m.last_rate for m in self.modules() if isinstance(m, (LIFNeuron, RateNeuron))
                  and m.last_rate is not None]
         return torch.stack(rates).mean() if rates else torch.tensor(float("nan"))
+
+
+def window(signal: Tensor, request: SensoryRequest, sample_rate: int) -> Tensor:
+    """The samples of `signal` (b, t) inside the request's time window [start, start + seconds)."""
+    length = signal.shape[1] / sample_rate
+    stop = length if request.seconds is None else request.start + request.seconds
+    if not 0 <= request.start < stop <= length + 1e-9:
+        raise EmberConfigError(f"the request for {request.start:g}..{stop:g} s lies outside the {length:g} s signal: "
+                               "lower model.init_args.max_rounds or view_seconds, or give longer signals")
+    return signal[:, round(request.start * sample_rate):round(stop * sample_rate)]
+
+
+def keep_bands(frames: Tensor, bands: tuple[float, float]) -> Tensor:
+    """frames (b, f, j) with the mel bands outside the share `bands` = (low, high) of the j bands set to zero."""
+    low, high = bands
+    j = frames.shape[-1]
+    first, last = round(low * j), round(high * j)
+    if not 0 <= first < last <= j:
+        raise EmberConfigError(f"bands={tuple(bands)} must be shares 0 <= low < high <= 1 of the {j} mel bands, "
+                               "keeping at least one")
+    if (first, last) == (0, j):
+        return frames
+    keep = torch.zeros(j, dtype=frames.dtype, device=frames.device)
+    keep[first:last] = 1
+    return frames * keep
 
 
 class SpikingAudioEncoder(AudioEncoder):

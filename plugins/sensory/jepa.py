@@ -66,7 +66,7 @@ class AudioJEPA(SensoryEncoder):
             raise EmberConfigError(f"predictor_depth={predictor_depth} must be in 1..{MAX_LAYERS} and "
                                    f"collapse_threshold={collapse_threshold} finite and >= 0")
         check_optimizer_args(lr, weight_decay, warmup_steps=warmup_steps)
-        self.save_hyperparameters(ignore=["encoder"], logger=False)
+        self.save_own_hyperparameters(ignore=["encoder"])
         self.encoder = encoder
         self.target_encoder = copy.deepcopy(encoder).requires_grad_(False)
         self.predictor = JEPAPredictor(encoder.d_model, predictor_width, predictor_depth, predictor_heads)

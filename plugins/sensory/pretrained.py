@@ -21,10 +21,10 @@ from typing import Literal, Optional
 import torch
 from torch import Tensor
 
-from ember.base import SensoryEncoder, SensoryOutput
+from ember.base import SensoryEncoder, SensoryOutput, SensoryRequest
 from ember.errors import CheckpointMismatchError, EmberConfigError
 from ember.files import load_checkpoint
-from ember.plugins.sensory.encoder import AudioEncoder
+from ember.plugins.sensory.encoder import AudioEncoder, window
 
 log = logging.getLogger(__name__)
 JEPA_ENCODERS = ("encoder", "target_encoder")
@@ -58,8 +58,13 @@ class PretrainedAudioEncoder(SensoryEncoder):
 
     def forward(self, signal: Tensor) -> SensoryOutput:
         """signal: (b, t) waveform -> SensoryOutput(tokens (b, s, d), modulation (b, 3)); no state."""
+        return self.sense(signal, SensoryRequest())
+
+    def sense(self, signal: Tensor, request: SensoryRequest) -> SensoryOutput:
+        """The view `request` asks for (a time window, a share of the bands), as the wrapped encoder serves it."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze):
-            tokens = self.encoder.encode(self.encoder.embed(signal))  # (b, s, d)
+            view = window(signal, request, self.encoder.sample_rate)
+            tokens = self.encoder.encode(self.encoder.embed(view, request.bands))  # (b, s, d)
         return SensoryOutput(tokens, self.encoder.modulate(tokens))
 
     def spike_rate(self) -> Tensor:
