@@ -9,10 +9,13 @@ theta_t are the target encoder's parameters, theta_o the online (context) encode
 schedule length. m_k is a pure function of k, so a resumed run continues exactly. Only the
 target encoder changes; unlike Lightning's whole-model weight averaging, nothing else is averaged.
 With gradient accumulation the update runs once per optimizer step, not per micro-batch.
+The two encoders may sit in a submodule (an AudioJEPA in EmberModel's sensory slot): `part` names it,
+or the callback finds the one module that holds both.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Optional
 
@@ -22,6 +25,8 @@ from torch import nn
 
 from ember.errors import EmberConfigError
 
+log = logging.getLogger(__name__)
+
 
 def ema_momentum(step: int, total: int, start: float = 0.996, end: float = 1.0) -> float:
     """m_k for optimizer step k = `step` of a cosine schedule of `total` steps from start to end."""
@@ -30,7 +35,7 @@ def ema_momentum(step: int, total: int, start: float = 0.996, end: float = 1.0) 
 
 
 class EMATargetUpdate(Callback):
-    """Moves `pl_module.<target>` towards `pl_module.<online>` once per optimizer step (see the module docstring).
+    """Moves `<part>.<target>` towards `<part>.<online>` once per optimizer step (see the module docstring).
 
     Logs the momentum as jepa/ema_momentum.
 
@@ -39,29 +44,36 @@ class EMATargetUpdate(Callback):
         end: momentum at the end of the schedule and after it.
         max_steps: schedule length K in optimizer steps; None for the trainer's max_steps (or its
             estimated total when max_steps is unset).
-        online: attribute of the LightningModule holding the trained encoder.
+        online: attribute of the part (see below) holding the trained encoder.
         target: attribute holding its EMA copy (parameters with requires_grad=False).
+        part: dotted path of the module holding both, inside the LightningModule (e.g. "sensory" for an
+            AudioJEPA in EmberModel's sensory slot, "sensory.jepa" deeper); None to search: the
+            LightningModule itself if it holds both, else its only submodule that does.
     """
 
     moves_target_encoder = True  # AudioJEPA warns when no callback on the trainer carries this flag
 
     def __init__(self, start: float = 0.996, end: float = 1.0, max_steps: Optional[int] = None,
-                 online: str = "encoder", target: str = "target_encoder"):
+                 online: str = "encoder", target: str = "target_encoder", part: Optional[str] = None):
         if not 0.0 <= start <= end <= 1.0:
             raise EmberConfigError(f"EMATargetUpdate needs 0 <= start={start} <= end={end} <= 1")
         if max_steps is not None and max_steps < 1:
             raise EmberConfigError(f"EMATargetUpdate max_steps={max_steps} must be >= 1, or null for the trainer's")
         self.start, self.end, self.max_steps = start, end, max_steps
-        self.online, self.target = online, target
+        self.online, self.target, self.part = online, target, part
         self._last_step: Optional[int] = None
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str):
-        online, target = self._modules(pl_module)
+        path = self.locate(pl_module)
+        online, target = self._modules(pl_module, path)
+        where = ".".join([type(pl_module).__name__] + ([path] if path else []))
+        if path:
+            log.info("EMATargetUpdate moves %s.%s towards %s.%s", where, self.target, where, self.online)
         if [n for n, _ in online.named_parameters()] != [n for n, _ in target.named_parameters()]:
-            raise EmberConfigError(f"{type(pl_module).__name__}.{self.target} does not mirror .{self.online} "
+            raise EmberConfigError(f"{where}.{self.target} does not mirror .{self.online} "
                                    "(different parameters): make the target a copy.deepcopy of the online encoder")
         if any(p.requires_grad for p in target.parameters()):
-            raise EmberConfigError(f"{type(pl_module).__name__}.{self.target} has trainable parameters: freeze it "
+            raise EmberConfigError(f"{where}.{self.target} has trainable parameters: freeze it "
                                    "with requires_grad_(False), only EMATargetUpdate may change it")
 
     def total_steps(self, trainer: Trainer) -> int:
@@ -83,7 +95,7 @@ class EMATargetUpdate(Callback):
             return
         self._last_step = step
         m = self.momentum(step - 1, trainer)
-        online, target = self._modules(pl_module)
+        online, target = self._modules(pl_module, self.locate(pl_module))
         self.update_target(target, online, m)
         pl_module.log("jepa/ema_momentum", m)
 
@@ -96,9 +108,41 @@ class EMATargetUpdate(Callback):
             if buf_t.is_floating_point():
                 buf_t.copy_(buf_o)
 
-    def _modules(self, pl_module: LightningModule) -> tuple[nn.Module, nn.Module]:
-        online, target = getattr(pl_module, self.online, None), getattr(pl_module, self.target, None)
-        if not isinstance(online, nn.Module) or not isinstance(target, nn.Module):
-            raise EmberConfigError(f"EMATargetUpdate needs modules {type(pl_module).__name__}.{self.online} and "
-                                   f".{self.target}: use it with AudioJEPA, or set online/target to their names")
-        return online, target
+    def locate(self, pl_module: LightningModule) -> str:
+        """Dotted path of the module holding `online` and `target` ("" for pl_module itself): `part`, or searched."""
+        if self.part is not None:
+            return self._check_part(pl_module)
+        if self._holds_both(pl_module):
+            return ""
+        name = type(pl_module).__name__
+        found = [path for path, module in pl_module.named_modules() if path and self._holds_both(module)]
+        if not found:
+            raise EmberConfigError(f"no module of {name} holds both `{self.online}` and `{self.target}`: set "
+                                   "EMATargetUpdate's part to the dotted path of the JEPA (e.g. sensory), set "
+                                   "online/target to the encoders' attribute names, or remove the callback")
+        if len(found) > 1:
+            raise EmberConfigError(f"several modules of {name} hold both `{self.online}` and `{self.target}` "
+                                   f"({', '.join(found)}): set EMATargetUpdate's part to the one it should update")
+        return found[0]
+
+    def _check_part(self, pl_module: LightningModule) -> str:
+        name = type(pl_module).__name__
+        try:
+            holder = pl_module.get_submodule(self.part)
+        except AttributeError:
+            children = ", ".join(n for n, _ in pl_module.named_children()) or "none"
+            raise EmberConfigError(f"EMATargetUpdate part={self.part!r} is not a module of {name} (its top-level "
+                                   f"modules: {children}): fix the dotted path, or set part to null to "
+                                   "search") from None
+        if not self._holds_both(holder):
+            raise EmberConfigError(f"{name}.{self.part} does not hold both modules `{self.online}` and "
+                                   f"`{self.target}`: point EMATargetUpdate's part at the JEPA, or set part to null "
+                                   "to search")
+        return self.part
+
+    def _holds_both(self, module: nn.Module) -> bool:
+        return all(isinstance(getattr(module, a, None), nn.Module) for a in (self.online, self.target))
+
+    def _modules(self, pl_module: LightningModule, path: str) -> tuple[nn.Module, nn.Module]:
+        holder = pl_module.get_submodule(path)
+        return getattr(holder, self.online), getattr(holder, self.target)

@@ -23,15 +23,15 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
-from torchmetrics import MeanMetric
 
-from ember.base import BackboneOutput, Consolidator, LanguageBackbone, ReasoningCore, SensoryEncoder, SensoryRequest
+from ember.base import BackboneOutput, Consolidator, LanguageBackbone, ReasoningCore, SensoryEncoder
 from ember.batch import Batch
 from ember.errors import CheckpointMismatchError, EmberConfigError, NonFiniteLossError
 from ember.init_from import copy_matching_weights
-from ember.metrics import answer_stats
+from ember.model_logs import ModelLogs
 from ember.ops.slot_memory import SlotMemoryState, compile_plasticity, memories_off, slot_memories
 from ember.optim import adamw_with_schedule, check_optimizer_args
+from ember.perception import View, check_rounds, rounds_loss, sense_rounds, stop_round
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2.0)
@@ -48,31 +48,7 @@ class Chunk(NamedTuple):
     share: float
 
 
-class View(NamedTuple):
-    """One round of active perception: what the backbone would read after it."""
-
-    prefix: Tensor  # (b, p, d) [y ; e], or e without a reasoning core
-    modulation: Tensor  # (b, k) the round's sensory modulation
-    more: Tensor | None  # (b,) the reasoning core's more-sensing probability (None without a core)
-
-
-def check_rounds(max_rounds: int, view_seconds: float | None, round_cost: float, sensory, reasoning):
-    """Refuse an active-perception setting that cannot run, naming the fix."""
-    if max_rounds < 1:
-        raise EmberConfigError(f"max_rounds={max_rounds} counts rounds of sensing: use 1 (one view) or more")
-    if view_seconds is not None and not 0 < view_seconds < math.inf:
-        raise EmberConfigError(f"view_seconds={view_seconds} must be a length in seconds > 0, or null (whole signal)")
-    if not 0 <= round_cost < math.inf:
-        raise EmberConfigError(f"round_cost={round_cost} must be finite and >= 0 (nats a round must save)")
-    if max_rounds > 1 and (sensory is None or reasoning is None or view_seconds is None):
-        raise EmberConfigError(f"max_rounds={max_rounds} needs a sensory slot, a reasoning core (its more-sensing flag "
-                               f"decides each round) and view_seconds (each round's window); this model has sensory="
-                               f"{type(sensory).__name__ if sensory else None}, reasoning="
-                               f"{type(reasoning).__name__ if reasoning else None}, view_seconds={view_seconds}: fill "
-                               "them, or set max_rounds 1")
-
-
-class EmberModel(LightningModule):
+class EmberModel(ModelLogs, LightningModule):
     """Composite model: a language backbone plus optional sensory, reasoning and consolidation slots.
 
     Args:
@@ -190,39 +166,17 @@ class EmberModel(LightningModule):
         views = self.rounds(signal)
         if not views:
             return None, None
-        pick = self._stop_round(views)  # (b,)
+        pick = stop_round(views)  # (b,)
         prefix, modulation = (torch.stack(v, 0)[pick, torch.arange(pick.shape[0])]
                               for v in zip(*[(view.prefix, view.modulation) for view in views]))
         return prefix, modulation
 
     def rounds(self, signal: Tensor | None) -> list[View]:
-        """Every round of active perception: round r's view of the signal through the sensory slot, refined by the
-        reasoning core from round r - 1's y and z. [] without a signal or a sensory slot."""
+        """Every round of active perception (ember.perception.sense_rounds); [] without a signal or sensory slot."""
         if signal is None or self.sensory is None:
             return []
-        hp = self.hparams
-        views, thought = [], None
-        for r in range(hp.get("max_rounds", 1)):
-            seconds = hp.get("view_seconds")
-            request = SensoryRequest() if seconds is None else SensoryRequest(r * seconds, seconds)
-            sensed = self.sensory.sense(signal, request) if seconds is not None else self.sensory(signal)
-            if self.reasoning is None:
-                views.append(View(sensed.tokens, sensed.modulation, None))
-                continue
-            thought = self.reasoning(sensed.tokens, thought)
-            views.append(View(torch.cat([thought.answer, sensed.tokens], dim=1), sensed.modulation,
-                              thought.more_sensing))
-        return views
-
-    @staticmethod
-    def _stop_round(views: list[View]) -> Tensor:
-        """(b,) int64: the round each example stops after, the first whose more-sensing flag is below 0.5 (the last
-        round where none is)."""
-        last = len(views) - 1
-        if last == 0:
-            return torch.zeros(views[0].prefix.shape[0], dtype=torch.long, device=views[0].prefix.device)
-        stops = torch.stack([v.more < 0.5 for v in views[:-1]] + [torch.ones_like(views[-1].more, dtype=torch.bool)])
-        return stops.float().argmax(0)  # (R, b) -> the first True
+        return sense_rounds(self.sensory, self.reasoning, signal, self.hparams.get("max_rounds", 1),
+                            self.hparams.get("view_seconds"))
 
     # ---- training --------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -274,12 +228,8 @@ class EmberModel(LightningModule):
             state = state.detach()
 
     def _rounds_chunk(self, batch: Batch) -> Chunk:
-        """Active perception over the whole sequence: every round's prefix runs as one backbone batch (R b streams).
-
-        Training: the mean of the rounds' answer losses, plus the more-sensing flags' binary cross-entropy towards
-        "the next round's loss is lower by more than round_cost". Evaluation: each example's loss and logits at the
-        round it stops after. Logs <stage>/rounds, the mean rounds taken.
-        """
+        """Active perception over the whole sequence: every round's prefix runs as one backbone batch (R b streams);
+        the loss is ember.perception.rounds_loss's. Logs <stage>/rounds, the mean rounds taken, and per group."""
         inputs, targets, weight = batch.inputs, batch.targets, batch.weights()  # (b, n)
         b, n = inputs.shape
         if (self.hparams.tbptt_chunk or n) < n:
@@ -288,24 +238,13 @@ class EmberModel(LightningModule):
                                    "null")
         views = self.rounds(batch.signal)
         r = len(views)
-        prefix = torch.cat([v.prefix for v in views])  # (R b, p, d)
         state = self._modulated(None, torch.cat([v.modulation for v in views]))
-        logits, state = self.backbone(inputs.repeat(r, 1), state, prefix)  # (R b, n, v)
+        logits, state = self.backbone(inputs.repeat(r, 1), state, torch.cat([v.prefix for v in views]))
         per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.repeat(r, 1).flatten(),
                                     reduction="none").view(r, b, n) * weight  # (R, b, n)
-        per_example = per_token.sum(-1) / weight.sum(-1).clamp_min(1.0)  # (R, b) mean nats per scored target
-        stop = self._stop_round(views)  # (b,)
-        at_stop = lambda t: t[stop, torch.arange(b)]  # noqa: E731  (R, b, ...) -> (b, ...)
-        if self.training:
-            loss = per_token.sum() / (r * weight.sum().clamp_min(1.0))
-            more = torch.stack([v.more for v in views[:-1]]).float()  # (R - 1, b)
-            helped = (per_example[1:] + self.hparams.round_cost < per_example[:-1]).float().detach()
-            loss = loss + F.binary_cross_entropy(more.clamp(1e-6, 1 - 1e-6), helped)
-        else:
-            loss = at_stop(per_token).sum() / weight.sum().clamp_min(1.0)
-        if self._trainer is not None:
-            self._log_mean(f"{self._stage()}/rounds", (stop + 1).float().mean(), b)
-        return Chunk(loss, at_stop(logits.view(r, b, n, -1)), state, 1.0)
+        loss, stop = rounds_loss(per_token, weight, views, self.hparams.round_cost, self.training)
+        self._log_rounds(stop, batch)
+        return Chunk(loss, logits.view(r, b, n, -1)[stop, torch.arange(b)], state, 1.0)
 
     def _memory_aux(self, state) -> list[Tensor]:
         """The controllers' losses (commit budgets) of the last chunk, one per memory instance."""
@@ -334,60 +273,12 @@ class EmberModel(LightningModule):
         self._log_memory(state)
         self._log_spike_rate(batch.signal)
 
-    def _stage(self) -> str:
-        return "train" if self.training else ("test" if self.trainer.testing else "val")
-
-    def _log_memory(self, state):
-        """Commit rate and occupancy of each memory instance over the last chunk, and their means:
-        mem/<stage>/<pm|em>_L<layer>/{commit_rate,occupancy} and mem/<stage>_commit_rate."""
-        if self._trainer is None:
-            return
-        stage = self._stage()
-        rates = []
-        for name, memory in self.backbone.memory_report(state).items():
-            if not isinstance(memory, SlotMemoryState):
-                continue
-            rates.append(memory.commit_rate.float().mean())
-            self.log(f"mem/{stage}/{name}/commit_rate", rates[-1])
-            self.log(f"mem/{stage}/{name}/occupancy", memory.s.float().mean())
-        if rates:
-            self.log(f"mem/{stage}_commit_rate", torch.stack(rates).mean())
-
-    def _log_spike_rate(self, signal: Tensor | None):
-        """Mean neuron output of a spiking sensory encoder on this batch: sensory/spike_rate in training
-        (as in AudioJEPA), val/spike_rate, test/spike_rate. Encoders without neurons log nothing."""
-        rate = getattr(self.sensory, "spike_rate", None)
-        if self._trainer is None or signal is None or rate is None:
-            return
-        value = rate()
-        if torch.isfinite(value):
-            stage = self._stage()
-            self.log("sensory/spike_rate" if stage == "train" else f"{stage}/spike_rate", value,
-                     add_dataloader_idx=False)
-
     def _check_finite(self, loss: Tensor):
         if torch.isfinite(loss):
             return
         ckpt = getattr(self.trainer.checkpoint_callback, "last_model_path", "")
         raise NonFiniteLossError.at("loss", loss.item(), self.global_step, ckpt, self.hparams.lr,
                                     "model.warmup_steps")
-
-    def _log_mean(self, name: str, value: Tensor, weight, prog_bar: bool = False):
-        """Log `name` as the `weight`-weighted mean of `value` over the epoch's batches on every rank."""
-        key = name.replace("/", "__").replace(".", "_")
-        if key not in self.eval_means:
-            self.eval_means[key] = MeanMetric().to(value.device)
-        metric = self.eval_means[key]
-        metric.update(value.detach().float(), torch.as_tensor(weight, dtype=torch.float32, device=value.device))
-        self.log(name, metric, prog_bar=prog_bar, on_step=False, on_epoch=True, add_dataloader_idx=False,
-                 metric_attribute=f"eval_means.{key}")  # made after Lightning listed the module's metrics
-
-    def _log_loss(self, prefix: str, loss: Tensor, batch: Batch, prog_bar: bool = False):
-        """<prefix>/loss and <prefix>/bpb, means over every scored token of the set (each batch by its weight)."""
-        weight = batch.weights().sum()
-        self._log_mean(f"{prefix}/loss", loss, weight, prog_bar)
-        if not prefix.startswith("eval/"):
-            self._log_mean(f"{prefix}/bpb", loss / LN2, weight, prog_bar)
 
     def validation_step(self, batch, batch_idx: int):
         batch = Batch.of(batch)
@@ -407,31 +298,6 @@ class EmberModel(LightningModule):
             with memories_off(self):
                 _, preds_off = self.evaluate(batch)
             self._log_answers("eval", batch, preds_off, task, variant="/memories_off")
-
-    def _eval_task(self, dataloader_idx: int):
-        """The benchmark task behind a test loader: datamodule.eval_tasks[i] (None = text) or eval_task."""
-        dm = getattr(self.trainer, "datamodule", None)
-        tasks = getattr(dm, "eval_tasks", None)
-        if tasks is not None:
-            return tasks[dataloader_idx]
-        return getattr(dm, "eval_task", None)
-
-    def _log_answers(self, prefix: str, batch: Batch, preds: Tensor, task=None, variant: str = ""):
-        """Benchmark batches (with answer_id): <prefix>/<task><variant>/{acc,byte_acc}[/<group>], overall and
-        per group."""
-        if not batch.scores_answers:
-            return
-        task = task if task is not None else self._eval_task(0)
-        name, groups = (task.name, list(task.group_names)) if task is not None else ("task", ["all"])
-        name += variant
-        correct = preds == batch.targets
-        stats = answer_stats(correct, batch.loss_mask, batch.answer_id, batch.group, len(groups))
-        totals = {k: v.sum() for k, v in stats.items()}
-        for suffix, at in [("", totals)] + [(f"/{g}", {k: v[i] for k, v in stats.items()})
-                                             for i, g in enumerate(groups)]:
-            if at["answers"] > 0:  # weighted by answers and bytes: the set's share, on one rank or many
-                self._log_mean(f"{prefix}/{name}/acc{suffix}", at["right"] / at["answers"], at["answers"])
-                self._log_mean(f"{prefix}/{name}/byte_acc{suffix}", at["right_bytes"] / at["bytes"], at["bytes"])
 
     def on_validation_start(self):
         self._last_step_time = None  # the next training step's tokens/s leaves the validation out

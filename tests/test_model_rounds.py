@@ -8,7 +8,8 @@ from torch import Tensor
 
 from ember.base import SensoryOutput, SensoryRequest
 from ember.errors import EmberConfigError
-from ember.model import EmberModel, View
+from ember.model import EmberModel
+from ember.perception import View, stop_round
 from ember.plugins.backbone.nml import NMLBackbone
 from ember.plugins.sensory.encoder import SpikingAudioEncoder, window
 from helpers import ToyReasoning, ToySensory
@@ -49,7 +50,7 @@ def test_each_example_stops_after_the_first_round_whose_flag_is_low():
     prefix, mod = torch.zeros(4, 1, 1), torch.zeros(4, 3)
     flags = [torch.tensor([0.2, 0.9, 0.9, 0.6]), torch.tensor([0.9, 0.1, 0.9, 0.4]), torch.tensor([0.0, 0.0, 0.9, 0.0])]
     views = [View(prefix, mod, f) for f in flags]
-    assert EmberModel._stop_round(views).tolist() == [0, 1, 2, 1]
+    assert stop_round(views).tolist() == [0, 1, 2, 1]
 
 
 def per_round_losses(m: EmberModel, raw: dict) -> Tensor:
@@ -80,7 +81,7 @@ def test_evaluation_scores_each_example_at_the_round_it_stops_after():
     m.eval()
     with torch.no_grad():
         reference = per_round_losses(m, raw)
-        stop = m._stop_round(m.rounds(raw["signal"]))
+        stop = stop_round(m.rounds(raw["signal"]))
         loss, preds = m.evaluate(raw)
         prefix, _ = m.perceive(raw["signal"])
         one_pass = m.backbone(raw["tokens"][:, :-1], None, prefix)[0]

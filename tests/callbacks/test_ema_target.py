@@ -9,6 +9,9 @@ from torch import nn
 
 from ember.callbacks.ema_target import EMATargetUpdate, ema_momentum
 from ember.errors import EmberConfigError
+from ember.plugins.sensory.encoder import SpikingAudioEncoder
+from ember.plugins.sensory.jepa import AudioJEPA
+from helpers import TINY_AUDIO_ENCODER as TINY
 
 
 def test_momentum_schedule_exact_values():
@@ -88,3 +91,73 @@ def test_ema_callback_refuses_a_trainable_target(tmp_path):
                       default_root_dir=tmp_path)
     with pytest.raises(EmberConfigError, match="requires_grad_"):
         trainer.fit(model)
+
+
+# ---- a JEPA nested inside the LightningModule (an AudioJEPA in EmberModel's sensory slot) ----------------------
+def tiny_jepa() -> AudioJEPA:
+    return AudioJEPA(SpikingAudioEncoder(**TINY), predictor_width=32, predictor_depth=1, mask_blocks=2, block_len=3)
+
+
+class NestedJEPA(LightningModule):
+    """A wrapper holding an AudioJEPA as `sensory`; SGD with lr 0 keeps the online encoder fixed."""
+
+    def __init__(self, *extra: str):
+        super().__init__()
+        self.sensory = tiny_jepa()
+        for name in extra:  # more JEPAs, to make the search ambiguous
+            setattr(self, name, tiny_jepa())
+
+    def training_step(self, batch, batch_idx):
+        return self.sensory(batch).tokens.sum()
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.randn(4, 1600), batch_size=2)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.sensory.encoder.parameters(), lr=0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("part", [None, "sensory"])
+def test_ema_callback_moves_a_nested_jepa_target_as_the_equation_says(tmp_path, part):
+    model = NestedJEPA()
+    with torch.no_grad():
+        for p in model.sensory.target_encoder.parameters():
+            p.copy_(torch.randn_like(p))
+    online = [p.clone() for p in model.sensory.encoder.parameters()]
+    before = [p.clone() for p in model.sensory.target_encoder.parameters()]
+    ema = RecordingEMA(max_steps=4, part=part)
+    Trainer(max_steps=2, callbacks=[ema], logger=False, enable_progress_bar=False, enable_model_summary=False,
+            enable_checkpointing=False, default_root_dir=tmp_path).fit(model)
+    assert ema.seen == [ema_momentum(0, 4), ema_momentum(1, 4)]
+    m0, m1 = ema.seen  # theta_t <- m1 (m0 theta_t + (1 - m0) theta_o) + (1 - m1) theta_o, theta_o fixed
+    for theta_t, t0, theta_o in zip(model.sensory.target_encoder.parameters(), before, online):
+        assert torch.allclose(theta_t, m1 * (m0 * t0 + (1 - m0) * theta_o) + (1 - m1) * theta_o)
+    assert all(torch.equal(p, o) for p, o in zip(model.sensory.encoder.parameters(), online))
+
+
+def test_ema_callback_finds_the_nested_jepa_or_the_top_level_pair():
+    assert EMATargetUpdate().locate(NestedJEPA()) == "sensory"
+    assert EMATargetUpdate(part="sensory").locate(NestedJEPA()) == "sensory"
+    assert EMATargetUpdate().locate(EMAToy()) == ""
+
+
+def test_ema_callback_without_a_pair_names_the_fix():
+    with pytest.raises(EmberConfigError, match=r"no module of Linear holds both `encoder` and `target_encoder`: "
+                                               r"set EMATargetUpdate's part .* or remove the callback"):
+        EMATargetUpdate().locate(nn.Linear(2, 2))
+
+
+def test_ema_callback_with_several_pairs_asks_for_part():
+    with pytest.raises(EmberConfigError, match=r"several modules of NestedJEPA .* \(sensory, second\): set "
+                                               r"EMATargetUpdate's part"):
+        EMATargetUpdate().locate(NestedJEPA("second"))
+    assert EMATargetUpdate(part="second").locate(NestedJEPA("second")) == "second"
+
+
+def test_ema_callback_with_a_bad_part_lists_the_top_level_modules():
+    with pytest.raises(EmberConfigError, match=r"part='sensory.jepa' is not a module of NestedJEPA \(its top-level "
+                                               r"modules: sensory\)"):
+        EMATargetUpdate(part="sensory.jepa").locate(NestedJEPA())
+    with pytest.raises(EmberConfigError, match=r"NestedJEPA.sensory.encoder does not hold both modules"):
+        EMATargetUpdate(part="sensory.encoder").locate(NestedJEPA())
