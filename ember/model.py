@@ -83,12 +83,15 @@ class EmberModel(ModelLogs, LightningModule):
         max_rounds: active perception (SPEC 3.6): rounds of sensing the reasoning core may take. Round r sees the
             signal's window [r view_seconds, (r + 1) view_seconds) (`SensoryEncoder.sense`), with the core's y and z
             carried from the round before; an example stops after the first round whose more-sensing flag is below
-            0.5, or after max_rounds. 1: one view, no loop. More than 1 needs a reasoning core and whole-sequence
-            training (tbptt_chunk null or at least the sequence).
+            sense_threshold, or after max_rounds. 1: one view, no loop. More than 1 needs a reasoning core and
+            whole-sequence training (tbptt_chunk null or at least the sequence). Not saved with the checkpoint:
+            `ember test ... --model.init_args.max_rounds 4` tests with more rounds than trained.
         view_seconds: length of each round's window of the signal; null: the whole signal (max_rounds 1 only).
         round_cost: nats of answer loss another round must save to be worth taking: the more-sensing flag of round
             r is trained (binary cross-entropy) towards "round r + 1's answer loss is lower by more than this".
             Training runs every round and averages their answer losses, so each round's answer is taught.
+        sense_threshold: an example stops after the first round whose more-sensing flag is below this: 0 takes every
+            round (the "always the most rounds" comparison), 1 only the first. Not saved with the checkpoint.
     """
 
     def __init__(self, backbone: LanguageBackbone, sensory: Optional[SensoryEncoder] = None,
@@ -100,7 +103,7 @@ class EmberModel(ModelLogs, LightningModule):
                  compile_periods: Optional[Literal["default", "reduce-overhead", "max-autotune"]] = None,
                  memories: Literal["on", "off"] = "on", test_memories_off: bool = True,
                  modulate_memories: bool = True, max_rounds: int = 1, view_seconds: Optional[float] = None,
-                 round_cost: float = 0.01):
+                 round_cost: float = 0.01, sense_threshold: float = 0.5):
         super().__init__()
         if tbptt_chunk is not None and tbptt_chunk < 1:
             raise EmberConfigError(f"tbptt_chunk={tbptt_chunk} must be >= 1 (or null for whole sequences)")
@@ -112,7 +115,7 @@ class EmberModel(ModelLogs, LightningModule):
             if slot is not None and getattr(slot, "d_model", backbone.d_model) != backbone.d_model:
                 raise EmberConfigError(f"{name}.d_model={slot.d_model} must equal backbone.d_model="
                                        f"{backbone.d_model}: the {name} tokens are the backbone's prefix")
-        check_rounds(max_rounds, view_seconds, round_cost, sensory, reasoning)
+        check_rounds(max_rounds, view_seconds, round_cost, sense_threshold, sensory, reasoning)
         readers = [m for m in slot_memories(backbone) if m.modulation_dim]
         if readers and sensory is None:
             raise EmberConfigError(f"{len(readers)} memory neuromodulator(s) read modulation_dim="
@@ -126,8 +129,10 @@ class EmberModel(ModelLogs, LightningModule):
         # logger=False: the run's params are the resolved config's (MLflowSaveConfig: model.*, data.*); these again
         # would show every model setting twice, plus LightningCLI's `_instantiator`
         self.save_hyperparameters(ignore=["backbone", "sensory", "reasoning", "consolidator", "generate_tokens",
-                                          "temperature", "memories", "test_memories_off"], logger=False)
+                                          "temperature", "memories", "test_memories_off", "max_rounds",
+                                          "sense_threshold"], logger=False)
         self.generate_tokens, self.temperature, self.memories = generate_tokens, temperature, memories
+        self.max_rounds, self.sense_threshold = max_rounds, sense_threshold
         self.test_memories_off = test_memories_off
         # validation and test scores, each a weighted mean over the whole set and every rank (torchmetrics sums value
         # x weight and weight across ranks before dividing); made at first use, never saved
@@ -166,7 +171,7 @@ class EmberModel(ModelLogs, LightningModule):
         views = self.rounds(signal)
         if not views:
             return None, None
-        pick = stop_round(views)  # (b,)
+        pick = stop_round(views, self.sense_threshold)  # (b,)
         prefix, modulation = (torch.stack(v, 0)[pick, torch.arange(pick.shape[0])]
                               for v in zip(*[(view.prefix, view.modulation) for view in views]))
         return prefix, modulation
@@ -175,8 +180,7 @@ class EmberModel(ModelLogs, LightningModule):
         """Every round of active perception (ember.perception.sense_rounds); [] without a signal or sensory slot."""
         if signal is None or self.sensory is None:
             return []
-        return sense_rounds(self.sensory, self.reasoning, signal, self.hparams.get("max_rounds", 1),
-                            self.hparams.get("view_seconds"))
+        return sense_rounds(self.sensory, self.reasoning, signal, self.max_rounds, self.hparams.get("view_seconds"))
 
     # ---- training --------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -209,7 +213,7 @@ class EmberModel(ModelLogs, LightningModule):
         so a backward pass holds one chunk's graph at a time. Each target counts by `Batch.weights`: a generated
         benchmark's answers only (loss_mask), or its answers and, lighter, their context (loss_weight).
         """
-        if batch.signal is not None and self.sensory is not None and self.hparams.get("max_rounds", 1) > 1:
+        if batch.signal is not None and self.sensory is not None and self.max_rounds > 1:
             yield self._rounds_chunk(batch)
             return
         inputs, targets = batch.inputs, batch.targets  # (b, n)
@@ -233,7 +237,7 @@ class EmberModel(ModelLogs, LightningModule):
         inputs, targets, weight = batch.inputs, batch.targets, batch.weights()  # (b, n)
         b, n = inputs.shape
         if (self.hparams.tbptt_chunk or n) < n:
-            raise EmberConfigError(f"max_rounds={self.hparams.max_rounds} trains whole sequences, but tbptt_chunk="
+            raise EmberConfigError(f"max_rounds={self.max_rounds} trains whole sequences, but tbptt_chunk="
                                    f"{self.hparams.tbptt_chunk} cuts these {n} tokens: set model.init_args.tbptt_chunk "
                                    "null")
         views = self.rounds(batch.signal)
@@ -242,7 +246,8 @@ class EmberModel(ModelLogs, LightningModule):
         logits, state = self.backbone(inputs.repeat(r, 1), state, torch.cat([v.prefix for v in views]))
         per_token = F.cross_entropy(logits.flatten(0, 1).float(), targets.repeat(r, 1).flatten(),
                                     reduction="none").view(r, b, n) * weight  # (R, b, n)
-        loss, stop = rounds_loss(per_token, weight, views, self.hparams.round_cost, self.training)
+        loss, stop = rounds_loss(per_token, weight, views, self.hparams.round_cost, self.training,
+                                 self.sense_threshold)
         self._log_rounds(stop, batch)
         return Chunk(loss, logits.view(r, b, n, -1)[stop, torch.arange(b)], state, 1.0)
 

@@ -4,8 +4,8 @@ L-module ... iterate 2-4 times").
 Round r asks the sensory slot for the signal's window [r w, (r + 1) w) (w = view_seconds; `SensoryEncoder.sense`),
 and the reasoning core refines its answer y and latent z from round r - 1's with the new view as x. After each
 round the core's more-sensing flag says whether another would help; an example stops after the first round whose
-flag is below 0.5, or after max_rounds. The flag of round r is trained towards "round r + 1's answer loss is lower
-by more than round_cost" (binary cross-entropy, targets detached).
+flag is below sense_threshold (0.5), or after max_rounds. The flag of round r is trained towards "round r + 1's
+answer loss is lower by more than round_cost" (binary cross-entropy, targets detached).
 
 Letters: R rounds, b batch, n targets, p prefix tokens, d width, k modulation signals.
 """
@@ -31,8 +31,12 @@ class View(NamedTuple):
     more: Optional[Tensor]  # (b,) the reasoning core's more-sensing probability (None without a core)
 
 
-def check_rounds(max_rounds: int, view_seconds: Optional[float], round_cost: float, sensory, reasoning):
+def check_rounds(max_rounds: int, view_seconds: Optional[float], round_cost: float, sense_threshold: float, sensory,
+                 reasoning):
     """Refuse an active-perception setting that cannot run, naming the fix."""
+    if not 0 <= sense_threshold <= 1:
+        raise EmberConfigError(f"sense_threshold={sense_threshold} is a probability: use a value in [0, 1] (0: every "
+                               "round, 1: the first only)")
     if max_rounds < 1:
         raise EmberConfigError(f"max_rounds={max_rounds} counts rounds of sensing: use 1 (one view) or more")
     if view_seconds is not None and not 0 < view_seconds < math.inf:
@@ -65,26 +69,26 @@ def sense_rounds(sensory: SensoryEncoder, reasoning: Optional[ReasoningCore], si
     return views
 
 
-def stop_round(views: list[View]) -> Tensor:
-    """(b,) int64: the round each example stops after, the first whose more-sensing flag is below 0.5 (the last round
-    where none is)."""
+def stop_round(views: list[View], threshold: float = 0.5) -> Tensor:
+    """(b,) int64: the round each example stops after, the first whose more-sensing flag is below `threshold` (the
+    last round where none is)."""
     if len(views) == 1:
         return torch.zeros(views[0].prefix.shape[0], dtype=torch.long, device=views[0].prefix.device)
-    stops = torch.stack([v.more < 0.5 for v in views[:-1]] + [torch.ones_like(views[-1].more, dtype=torch.bool)])
+    stops = torch.stack([v.more < threshold for v in views[:-1]] + [torch.ones_like(views[-1].more, dtype=torch.bool)])
     return stops.float().argmax(0)  # (R, b) -> the first True
 
 
-def rounds_loss(per_token: Tensor, weight: Tensor, views: list[View], round_cost: float,
-                training: bool) -> tuple[Tensor, Tensor]:
+def rounds_loss(per_token: Tensor, weight: Tensor, views: list[View], round_cost: float, training: bool,
+                threshold: float = 0.5) -> tuple[Tensor, Tensor]:
     """The loss of a batch seen after every round, and where each example stops.
 
     per_token: (R, b, n) weighted next-byte losses (nats) after each round's prefix; weight: (b, n) the targets'
     weights. Training: the mean over rounds (each round's answer is taught) plus the flags' binary cross-entropy
     towards "the next round's mean loss per target is lower by more than round_cost". Evaluation: each example's
-    loss at the round it stops after. Returns the loss () and the stop rounds (b,).
+    loss at the round it stops after (`stop_round` at `threshold`). Returns the loss () and the stop rounds (b,).
     """
     r, b, _ = per_token.shape
-    stop = stop_round(views)
+    stop = stop_round(views, threshold)
     total = weight.sum().clamp_min(1.0)
     if not training:
         return per_token[stop, torch.arange(b)].sum() / total, stop

@@ -51,6 +51,8 @@ def test_each_example_stops_after_the_first_round_whose_flag_is_low():
     flags = [torch.tensor([0.2, 0.9, 0.9, 0.6]), torch.tensor([0.9, 0.1, 0.9, 0.4]), torch.tensor([0.0, 0.0, 0.9, 0.0])]
     views = [View(prefix, mod, f) for f in flags]
     assert stop_round(views).tolist() == [0, 1, 2, 1]
+    assert stop_round(views, threshold=0.0).tolist() == [2, 2, 2, 2]  # every round
+    assert stop_round(views, threshold=1.0).tolist() == [0, 0, 0, 0]  # the first only
 
 
 def per_round_losses(m: EmberModel, raw: dict) -> Tensor:
@@ -108,7 +110,8 @@ def test_audio_encoders_serve_a_later_window_and_a_band():
     (dict(max_rounds=2, reasoning=None), "needs a sensory slot, a reasoning core"),
     (dict(max_rounds=2, view_seconds=None), "view_seconds=None"),
     (dict(view_seconds=0.0), "view_seconds=0.0 must be"),
-], ids=["no-rounds", "no-reasoning", "no-window", "empty-window"])
+    (dict(sense_threshold=1.5), "sense_threshold=1.5 is a probability"),
+], ids=["no-rounds", "no-reasoning", "no-window", "empty-window", "threshold"])
 def test_settings_that_cannot_run_name_the_fix(kwargs, match):
     args = dict(sensory=WindowSensory(), reasoning=ToyReasoning(), view_seconds=1.0) | kwargs
     with pytest.raises(EmberConfigError, match=match):
