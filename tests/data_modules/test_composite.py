@@ -6,7 +6,7 @@ import torch
 
 from ember.data_modules.composite import BASE_HZ, CompositeData, CompositeTask
 from ember.errors import EmberConfigError
-from helpers import ROOT, run_cli
+from helpers import ROOT, fit_args, load_script, run_cli, run_folder
 
 
 def test_an_example_asks_a_tone_question_and_a_recall_question_with_their_groups():
@@ -58,9 +58,19 @@ def test_the_debug_composite_fits_from_yaml_with_every_part(tmp_path):
     """TinyRecursiveCore in the composite from YAML (it crashed: issue 32), with sensory, PM, EM, learned
     neuromodulators reading the modulation and two rounds of sensing."""
     config = str(ROOT / "configs/debug/composite.yaml")
-    assert run_cli("fit", "--config", config, "--trainer.logger.init_args.run_dir", str(tmp_path / "runs"),
-                   "--checkpoint.dirpath", str(tmp_path / "ckpt"), "--trainer.max_steps", "2") == 0
-    state = torch.load(tmp_path / "ckpt/last.ckpt", map_location="cpu", weights_only=False)
+    assert run_cli(*fit_args(tmp_path / "runs", "--trainer.max_steps", "2", config=config)) == 0
+    run = run_folder(tmp_path / "runs")
+    state = torch.load(run / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
     slots = state["ember"]["slots"]
     assert slots["sensory"] == "SpikingAudioEncoder" and slots["reasoning"] == "TinyRecursiveCore"
     assert state["hyper_parameters"]["view_seconds"] == 0.5  # max_rounds is not saved: settable at test time
+    # the analysis script reads the run: rounds 1..2, every round, modulation off
+    table = tmp_path / "table.md"
+    assert load_script("benchmarks/analysis/composite.py").main(
+        ["--config", str(run / "config.yaml"), "--ckpt_path", str(run / "checkpoints/last.ckpt"), "--limit", "2",
+         "--out", str(table)]) == 0
+    rows = table.read_text().splitlines()[2:]
+    assert [r.split(" | ")[0] for r in rows] == [
+        "| max_rounds 1, learned flag", "| max_rounds 2, learned flag", "| max_rounds 2, every round",
+        "| max_rounds 2, modulation off at test"]
+    assert rows[2].split(" | ")[5:7] == ["2.00", "2.00"]  # every round taken
