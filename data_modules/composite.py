@@ -3,12 +3,14 @@ needed, generated offline.
 
     signal  `windows` windows of `view_seconds`, each a harmonic tone whose pitch codes a digit 0..digits-1, in pink
             noise; the whole signal is calm (steady) or alarmed (a fast tremolo, brighter): the session's arousal
-    text    "Tavo Rimel's code is KT-5081. Brasi Kon's code is MW-2210.\\n<distractor of delay x W bytes>\\n
-             Q: first tone? A: 2\\n Q: Brasi Kon's code? A: MW-2210\\n"
+    text    "first tone? 2\\nTavo Rimel's code is KT-5081. Brasi Kon's code is MW-2210.\\n<distractor of delay x W
+             bytes>\\nQ: Brasi Kon's code? A: MW-2210\\n"
 
 Two questions per session, scored on their answers, each in a report group:
     first            "first tone?": the first window's digit (decidable from the first view)
     sum              "tone sum?": the digits' sum modulo `digits` (needs every window: a later view)
+The tone question comes first, right after the sensory prefix, so that its answer lies within the working-memory
+window of the prefix tokens (a question after the distractor would test the memories' hold on sound, not hearing).
     recall_calm      "<name>'s code?" in a calm session: the value said before the distractor (memory)
     recall_alarmed   the same in an alarmed session
 
@@ -97,7 +99,7 @@ class CompositeTask:
     def longest_text(self) -> int:
         """Bytes of the longest session text (a bound: the longest names and codes the vocabularies draw)."""
         fact = 2 * 24 + len("'s code is . ") + len("Q: 's code? A: \n")
-        return self.people * fact + self.delay * self.window + 2 + len("Q: first tone? A: 0\n") + 2
+        return self.people * fact + self.delay * self.window + 2 + len("first tone? 0\n") + 2
 
     def chance(self) -> float:
         """Exact-answer accuracy without the sound or the session: the tone questions at 1 / digits, recall 0."""
@@ -113,15 +115,15 @@ class CompositeTask:
                                             OpenRecall.NAME.draw(rng, split, self.people))]
         codes = OPEN_ATTRIBUTES["code"].draw(rng, split, self.people)
         ex = ExampleBuilder()
-        ex.add(" ".join(f"{n}'s code is {c}." for n, c in zip(names, codes)).encode() + b"\n")
-        ex.add(self.text.slice(rng, self.delay * self.window))
-        ex.add(b"\n")
         tone_group = int(rng.integers(2))  # 0 first, 1 sum
-        ex.add(b"Q: first tone? A: " if tone_group == 0 else b"Q: tone sum? A: ")
+        ex.add(b"first tone? " if tone_group == 0 else b"tone sum? ")
         answer = int(digits[0]) if tone_group == 0 else int(digits.sum()) % self.digits
         ex.answer(str(answer).encode(), tone_group)
+        ex.add(b"\n" + " ".join(f"{n}'s code is {c}." for n, c in zip(names, codes)).encode() + b"\n")
+        ex.add(self.text.slice(rng, self.delay * self.window))
+        ex.add(b"\n")
         asked = int(rng.integers(self.people))
-        ex.add(f"\nQ: {names[asked]}'s code? A: ".encode())
+        ex.add(f"Q: {names[asked]}'s code? A: ".encode())
         ex.answer(codes[asked].encode(), 3 if alarmed else 2)
         ex.add(b"\n")
         built = ex.build(self.seq_len, filler=self.text.slice(rng, self.seq_len + 1))

@@ -72,8 +72,8 @@ def score(model: EmberModel, data: CompositeData, limit: int, rounds: int, thres
         if seen >= limit:
             break
     mean = lambda xs: float(torch.cat(xs).float().mean()) if xs else float("nan")  # noqa: E731
-    return (right / answers.clamp_min(1)).tolist(), (taken / counted.clamp_min(1)).tolist(), mean(gate[False]), \
-        mean(gate[True])
+    ratio = lambda a, b: [x / y if y else float("nan") for x, y in zip(a.tolist(), b.tolist())]  # noqa: E731
+    return ratio(right, answers), ratio(taken, counted), mean(gate[False]), mean(gate[True])
 
 
 def main(argv: list[str] | None = None) -> int:

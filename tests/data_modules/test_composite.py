@@ -17,7 +17,7 @@ def test_an_example_asks_a_tone_question_and_a_recall_question_with_their_groups
         groups = item["group"][item["loss_mask"]].unique().tolist()
         answer = bytes(item["tokens"][1:][item["loss_mask"]].tolist()).decode()
         assert len(groups) == 2 and groups[0] in (0, 1) and groups[1] == (3 if item["alarmed"] else 2)
-        assert (b"Q: first tone? A: " in text) == (groups[0] == 0) and (b"Q: tone sum? A: " in text) == (groups[0] == 1)
+        assert text.startswith(b"first tone? " if groups[0] == 0 else b"tone sum? ")
         code = answer[1:]
         assert f"'s code is {code}.".encode() in text  # the asked code was said in the session
         assert item["signal"].shape == (16000,)
@@ -73,4 +73,4 @@ def test_the_debug_composite_fits_from_yaml_with_every_part(tmp_path):
     assert [r.split(" | ")[0] for r in rows] == [
         "| max_rounds 1, learned flag", "| max_rounds 2, learned flag", "| max_rounds 2, every round",
         "| max_rounds 2, modulation off at test"]
-    assert rows[2].split(" | ")[5:7] == ["2.00", "2.00"]  # every round taken
+    assert set(rows[2].split(" | ")[5:7]) <= {"2.00", "nan"} and "2.00" in rows[2]  # every round taken
