@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import ClassVar, Literal, NamedTuple, Optional
 
 import numpy as np
@@ -131,6 +132,11 @@ class ReasoningCore(EmberPlugin):
     def forward(self, x: Tensor, start: Optional[ReasoningOutput] = None) -> ReasoningOutput:
         """x: (b, s, d) input tokens (sensory tokens in the composite); start: the previous round's output (active
         perception: y and z carry across rounds while x is a new view), None for a fresh start."""
+
+    def steps(self, x: Tensor, start: Optional[ReasoningOutput] = None) -> Iterator[ReasoningOutput]:
+        """The output after each supervision step of one `forward` (deep supervision in the composite scores each);
+        the last is forward's. The default, for a core without steps: forward's output alone."""
+        yield self(x, start)
 
 
 class ProceduralMemory(EmberPlugin):

@@ -90,6 +90,10 @@ class EmberModel(ModelLogs, LightningModule):
         round_cost: nats of answer loss another round must save to be worth taking: the more-sensing flag of round
             r is trained (binary cross-entropy) towards "round r + 1's answer loss is lower by more than this".
             Training runs every round and averages their answer losses, so each round's answer is taught.
+        deep_supervision: score every supervision step of the reasoning core, not only its last (TRM's deep
+            supervision inside the composite, `ReasoningCore.steps`): each step's prefix runs through the backbone
+            (one batch of all steps), the losses are averaged, and y and z are detached between steps. Needs the
+            sensory and reasoning slots and whole-sequence training.
         sense_threshold: an example stops after the first round whose more-sensing flag is below this: 0 takes every
             round (the "always the most rounds" comparison), 1 only the first. Not saved with the checkpoint.
     """
@@ -103,7 +107,7 @@ class EmberModel(ModelLogs, LightningModule):
                  compile_periods: Optional[Literal["default", "reduce-overhead", "max-autotune"]] = None,
                  memories: Literal["on", "off"] = "on", test_memories_off: bool = True,
                  modulate_memories: bool = True, max_rounds: int = 1, view_seconds: Optional[float] = None,
-                 round_cost: float = 0.01, sense_threshold: float = 0.5):
+                 round_cost: float = 0.01, deep_supervision: bool = False, sense_threshold: float = 0.5):
         super().__init__()
         if tbptt_chunk is not None and tbptt_chunk < 1:
             raise EmberConfigError(f"tbptt_chunk={tbptt_chunk} must be >= 1 (or null for whole sequences)")
@@ -116,6 +120,9 @@ class EmberModel(ModelLogs, LightningModule):
                 raise EmberConfigError(f"{name}.d_model={slot.d_model} must equal backbone.d_model="
                                        f"{backbone.d_model}: the {name} tokens are the backbone's prefix")
         check_rounds(max_rounds, view_seconds, round_cost, sense_threshold, sensory, reasoning)
+        if deep_supervision and (sensory is None or reasoning is None):
+            raise EmberConfigError("deep_supervision scores the reasoning core's steps on the sensory prefix: it needs "
+                                   "model.sensory and model.reasoning, or set it false")
         readers = [m for m in slot_memories(backbone) if m.modulation_dim]
         if readers and sensory is None:
             raise EmberConfigError(f"{len(readers)} memory neuromodulator(s) read modulation_dim="
@@ -173,14 +180,16 @@ class EmberModel(ModelLogs, LightningModule):
             return None, None
         pick = stop_round(views, self.sense_threshold)  # (b,)
         prefix, modulation = (torch.stack(v, 0)[pick, torch.arange(pick.shape[0])]
-                              for v in zip(*[(view.prefix, view.modulation) for view in views]))
+                              for v in zip(*[(view.prefix, view.modulation) for view in views if view.final]))
         return prefix, modulation
 
     def rounds(self, signal: Tensor | None) -> list[View]:
         """Every round of active perception (ember.perception.sense_rounds); [] without a signal or sensory slot."""
         if signal is None or self.sensory is None:
             return []
-        return sense_rounds(self.sensory, self.reasoning, signal, self.max_rounds, self.hparams.get("view_seconds"))
+        deep = self.training and self.hparams.get("deep_supervision", False)
+        return sense_rounds(self.sensory, self.reasoning, signal, self.max_rounds, self.hparams.get("view_seconds"),
+                            deep)
 
     # ---- training --------------------------------------------------------------------------
     def training_step(self, batch, batch_idx: int) -> Tensor:
@@ -213,7 +222,8 @@ class EmberModel(ModelLogs, LightningModule):
         so a backward pass holds one chunk's graph at a time. Each target counts by `Batch.weights`: a generated
         benchmark's answers only (loss_mask), or its answers and, lighter, their context (loss_weight).
         """
-        if batch.signal is not None and self.sensory is not None and self.max_rounds > 1:
+        if batch.signal is not None and self.sensory is not None and (
+                self.max_rounds > 1 or self.hparams.get("deep_supervision", False)):
             yield self._rounds_chunk(batch)
             return
         inputs, targets = batch.inputs, batch.targets  # (b, n)
@@ -249,7 +259,8 @@ class EmberModel(ModelLogs, LightningModule):
         loss, stop = rounds_loss(per_token, weight, views, self.hparams.round_cost, self.training,
                                  self.sense_threshold)
         self._log_rounds(stop, batch)
-        return Chunk(loss, logits.view(r, b, n, -1)[stop, torch.arange(b)], state, 1.0)
+        finals = torch.tensor([i for i, view in enumerate(views) if view.final], device=logits.device)
+        return Chunk(loss, logits.view(r, b, n, -1)[finals[stop], torch.arange(b)], state, 1.0)
 
     def _memory_aux(self, state) -> list[Tensor]:
         """The controllers' losses (commit budgets) of the last chunk, one per memory instance."""

@@ -29,6 +29,7 @@ class View(NamedTuple):
     prefix: Tensor  # (b, p, d) [y ; e], or e without a reasoning core
     modulation: Tensor  # (b, k) the round's sensory modulation
     more: Optional[Tensor]  # (b,) the reasoning core's more-sensing probability (None without a core)
+    final: bool = True  # the round's last supervision step (deep supervision scores the earlier ones too)
 
 
 def check_rounds(max_rounds: int, view_seconds: Optional[float], round_cost: float, sense_threshold: float, sensory,
@@ -52,9 +53,10 @@ def check_rounds(max_rounds: int, view_seconds: Optional[float], round_cost: flo
 
 
 def sense_rounds(sensory: SensoryEncoder, reasoning: Optional[ReasoningCore], signal: Tensor, max_rounds: int,
-                 view_seconds: Optional[float]) -> list[View]:
+                 view_seconds: Optional[float], deep: bool = False) -> list[View]:
     """Every round: round r's view of `signal` (b, t) through `sensory`, refined by `reasoning` from round r - 1's y
-    and z. view_seconds None: one view of the whole signal."""
+    and z. view_seconds None: one view of the whole signal. deep: a view after every supervision step of the core
+    (`ReasoningCore.steps`), the round's last one `final`; else the final ones only."""
     views, thought = [], None
     for r in range(max_rounds):
         if view_seconds is None:
@@ -64,14 +66,17 @@ def sense_rounds(sensory: SensoryEncoder, reasoning: Optional[ReasoningCore], si
         if reasoning is None:
             views.append(View(sensed.tokens, sensed.modulation, None))
             continue
-        thought = reasoning(sensed.tokens, thought)
-        views.append(View(torch.cat([thought.answer, sensed.tokens], dim=1), sensed.modulation, thought.more_sensing))
+        outputs = list(reasoning.steps(sensed.tokens, thought)) if deep else [reasoning(sensed.tokens, thought)]
+        for k, thought in enumerate(outputs):
+            views.append(View(torch.cat([thought.answer, sensed.tokens], dim=1), sensed.modulation,
+                              thought.more_sensing, k == len(outputs) - 1))
     return views
 
 
 def stop_round(views: list[View], threshold: float = 0.5) -> Tensor:
     """(b,) int64: the round each example stops after, the first whose more-sensing flag is below `threshold` (the
-    last round where none is)."""
+    last round where none is). Rounds are the `final` views."""
+    views = [v for v in views if v.final]
     if len(views) == 1:
         return torch.zeros(views[0].prefix.shape[0], dtype=torch.long, device=views[0].prefix.device)
     stops = torch.stack([v.more < threshold for v in views[:-1]] + [torch.ones_like(views[-1].more, dtype=torch.bool)])
@@ -80,20 +85,24 @@ def stop_round(views: list[View], threshold: float = 0.5) -> Tensor:
 
 def rounds_loss(per_token: Tensor, weight: Tensor, views: list[View], round_cost: float, training: bool,
                 threshold: float = 0.5) -> tuple[Tensor, Tensor]:
-    """The loss of a batch seen after every round, and where each example stops.
+    """The loss of a batch seen after every view, and where each example stops.
 
-    per_token: (R, b, n) weighted next-byte losses (nats) after each round's prefix; weight: (b, n) the targets'
-    weights. Training: the mean over rounds (each round's answer is taught) plus the flags' binary cross-entropy
-    towards "the next round's mean loss per target is lower by more than round_cost". Evaluation: each example's
-    loss at the round it stops after (`stop_round` at `threshold`). Returns the loss () and the stop rounds (b,).
+    per_token: (V, b, n) weighted next-byte losses (nats) after each view's prefix; weight: (b, n) the targets'
+    weights. Training: the mean over views (each round's answer, and with deep supervision each step's, is taught)
+    plus the flags' binary cross-entropy towards "the next round's mean loss per target is lower by more than
+    round_cost". Evaluation: each example's loss at the round it stops after (`stop_round` at `threshold`). Returns
+    the loss () and the stop rounds (b,).
     """
-    r, b, _ = per_token.shape
+    v, b, _ = per_token.shape
     stop = stop_round(views, threshold)
+    finals = torch.tensor([i for i, view in enumerate(views) if view.final], device=per_token.device)
     total = weight.sum().clamp_min(1.0)
     if not training:
-        return per_token[stop, torch.arange(b)].sum() / total, stop
-    per_example = per_token.sum(-1) / weight.sum(-1).clamp_min(1.0)  # (R, b)
-    more = torch.stack([v.more for v in views[:-1]]).float()  # (R - 1, b)
+        return per_token[finals[stop], torch.arange(b)].sum() / total, stop
+    loss = per_token.sum() / (v * total)
+    if len(finals) == 1:
+        return loss, stop
+    per_example = per_token[finals].sum(-1) / weight.sum(-1).clamp_min(1.0)  # (R, b)
+    more = torch.stack([view.more for view in views if view.final][:-1]).float()  # (R - 1, b)
     helped = (per_example[1:] + round_cost < per_example[:-1]).float().detach()
-    flag = F.binary_cross_entropy(more.clamp(1e-6, 1 - 1e-6), helped)
-    return per_token.sum() / (r * total) + flag, stop
+    return loss + F.binary_cross_entropy(more.clamp(1e-6, 1 - 1e-6), helped), stop

@@ -11,6 +11,7 @@ from ember.errors import EmberConfigError
 from ember.model import EmberModel
 from ember.perception import View, stop_round
 from ember.plugins.backbone.nml import NMLBackbone
+from ember.plugins.reasoning.trm import TinyRecursiveCore
 from ember.plugins.sensory.encoder import SpikingAudioEncoder, window
 from helpers import ToyReasoning, ToySensory
 
@@ -125,3 +126,33 @@ def test_a_request_the_encoder_cannot_serve_and_cut_sequences_are_refused():
         m.evaluate(batch())
     with pytest.raises(EmberConfigError, match="set model.init_args.tbptt_chunk null"):
         model(max_rounds=2, tbptt_chunk=4).evaluate(batch())
+
+
+def trm_model(**kwargs) -> EmberModel:
+    torch.manual_seed(0)
+    core = TinyRecursiveCore(vocab_size=11, seq_len=2, d_model=32, T=1, n=1, n_sup=3)
+    return EmberModel(NMLBackbone(d_model=32, layers_per_block=1, heads=4, window=8), sensory=WindowSensory(),
+                      reasoning=core, view_seconds=1.0, **kwargs)
+
+
+def test_deep_supervision_scores_every_step_of_the_core_and_detaches_between_them():
+    m, raw = trm_model(deep_supervision=True), batch()
+    m.train()
+    tokens = m.sensory(raw["signal"][:, :RATE]).tokens
+    steps = list(m.reasoning.steps(tokens))
+    assert len(steps) == 3
+    assert torch.autograd.grad(steps[1].answer.sum(), steps[0].answer, allow_unused=True)[0] is None
+    reference = []
+    for step in steps:
+        logits, _ = m.backbone(raw["tokens"][:, :-1], m.backbone.modulate(None, m.sensory(raw["signal"][:, :RATE])[1]),
+                               torch.cat([step.answer, tokens], 1))
+        reference.append(F.cross_entropy(logits.transpose(1, 2).float(), raw["tokens"][:, 1:]))
+    torch.testing.assert_close(m.evaluate(raw)[0], torch.stack(reference).mean(), rtol=1e-4, atol=1e-5)
+    m.eval()  # evaluation reads the last step, as forward does
+    with torch.no_grad():
+        torch.testing.assert_close(m.evaluate(raw)[0], trm_model().eval().evaluate(raw)[0])
+
+
+def test_deep_supervision_needs_the_core_and_the_senses():
+    with pytest.raises(EmberConfigError, match="deep_supervision .* needs model.sensory and model.reasoning"):
+        EmberModel(NMLBackbone(d_model=32, layers_per_block=1, heads=4, window=8), deep_supervision=True)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import NamedTuple, Optional
 
 import torch
@@ -198,6 +198,16 @@ class TinyRecursiveCore(ReasoningCore):
         for _ in range(self.eval_steps):
             y, z, _, halt = self.supervision_step(x, y, z)
         return ReasoningOutput(y, torch.sigmoid(halt), torch.sigmoid(self.sense_head(y.mean(dim=1)).squeeze(-1)), z)
+
+    def steps(self, x: Tensor, start: Optional[ReasoningOutput] = None) -> Iterator[ReasoningOutput]:
+        """Deep supervision in the composite: the output after each of the eval_steps supervision steps, with y and z
+        detached between steps while training (each step's loss reaches that step only, as in `training_step`)."""
+        y, z = self.initial(x) if start is None or start.latent is None else (start.answer, start.latent)
+        for _ in range(self.eval_steps):
+            y, z, _, halt = self.supervision_step(x, y, z)
+            yield ReasoningOutput(y, torch.sigmoid(halt), torch.sigmoid(self.sense_head(y.mean(dim=1)).squeeze(-1)), z)
+            if torch.is_grad_enabled():
+                y, z = y.detach(), z.detach()
 
     @property
     def eval_steps(self) -> int:
