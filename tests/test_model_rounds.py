@@ -156,3 +156,10 @@ def test_deep_supervision_scores_every_step_of_the_core_and_detaches_between_the
 def test_deep_supervision_needs_the_core_and_the_senses():
     with pytest.raises(EmberConfigError, match="deep_supervision .* needs model.sensory and model.reasoning"):
         EmberModel(NMLBackbone(d_model=32, layers_per_block=1, heads=4, window=8), deep_supervision=True)
+
+
+def test_a_reasoning_core_sized_for_other_sensory_tokens_names_the_fix():
+    core = TinyRecursiveCore(vocab_size=11, seq_len=5, d_model=32, T=1, n=1, n_sup=1)
+    m = EmberModel(NMLBackbone(d_model=32, layers_per_block=1, heads=4, window=8), sensory=ToySensory(), reasoning=core)
+    with pytest.raises(EmberConfigError, match="seq_len=5 positions but is given 2 tokens.*seq_len 2"):
+        m.evaluate(batch())
