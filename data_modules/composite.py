@@ -36,7 +36,7 @@ from ember.data_modules.memory_task import ExampleBuilder, TextSource
 from ember.data_modules.prosody import add_noise, check_snr
 from ember.data_modules.prosody_tasks import check_length
 from ember.data_modules.recall import OPEN_ATTRIBUTES, OpenRecall
-from ember.data_modules.splits import SPLITS, Split
+from ember.data_modules.splits import SPLITS, Split, SplitLoaders
 from ember.errors import EmberConfigError
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ class CompositeExamples(Dataset):
         return self.task.sample(np.random.default_rng([self.seed, SPLITS[self.split], index]), self.split)
 
 
-class CompositeData(LightningDataModule):
+class CompositeData(SplitLoaders, LightningDataModule):
     """The composite task (see the module docstring) for `ember fit` / `ember test` of the full composite.
 
     Batches are dicts: tokens (b, n + 1) int64, loss_mask (b, n) bool, answer_id and group (b, n) int64, signal
@@ -189,16 +189,8 @@ class CompositeData(LightningDataModule):
     def dataset(self, split: Split) -> CompositeExamples:
         return CompositeExamples(self.task, split, self.sizes[split], self.seed)
 
-    def _loader(self, split: Split, generator: Optional[torch.Generator] = None) -> DataLoader:
+    def _loader(self, split: Split) -> DataLoader:
         train = split == "train"
         return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=train, drop_last=train,
-                          generator=generator, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", torch.Generator().manual_seed(self.seed))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
+                          generator=torch.Generator().manual_seed(self.seed) if train else None,
+                          num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
