@@ -29,12 +29,22 @@ from ember.metrics import answer_stats
 from ember.model import EmberModel
 from ember.perception import stop_round
 
+KINDS = ("pm", "em")
+
+
+def memory_kind(name: str) -> str:
+    """"em" for a neuromodulator of an episodic store (a block's own MemoryReadLayer), else "pm" (a layer's PM)."""
+    return "pm" if ".pm." in name else "em"
+
 
 @contextmanager
-def gates_of(model: EmberModel, into: list[torch.Tensor]):
-    """Collect the commit gate g (one value per stream) of every neuromodulator call inside the block."""
-    hooks = [m.register_forward_hook(lambda _m, _i, out: into.append(out.g.detach()))
-             for m in model.modules() if isinstance(m, Neuromodulator)]
+def gates_of(model: EmberModel, into: list[tuple[str, torch.Tensor]]):
+    """Collect (memory kind, commit gate g per stream) of every neuromodulator call inside the block."""
+    def keep(kind: str):
+        return lambda _module, _inputs, out: into.append((kind, out.g.detach()))
+
+    hooks = [m.register_forward_hook(keep(memory_kind(name))) for name, m in model.named_modules()
+             if isinstance(m, Neuromodulator)]
     try:
         yield
     finally:
@@ -43,17 +53,18 @@ def gates_of(model: EmberModel, into: list[torch.Tensor]):
 
 
 def score(model: EmberModel, data: CompositeData, limit: int, rounds: int, threshold: float, modulate: bool):
-    """Accuracy per group, mean rounds per group, mean commit gate on calm and alarmed sessions."""
+    """Accuracy per group, mean rounds per group, and the mean commit gate of each memory kind on calm and alarmed
+    sessions ({(kind, alarmed): gate})."""
     model.max_rounds, model.sense_threshold = rounds, threshold
     model.hparams.modulate_memories = modulate
     groups = data.task.group_names
     right, answers = torch.zeros(len(groups)), torch.zeros(len(groups))
     taken, counted = torch.zeros(len(groups)), torch.zeros(len(groups))
-    gate = {False: [], True: []}
+    gate = {(kind, flag): [] for kind in KINDS for flag in (False, True)}
     seen = 0
     for raw in data.test_dataloader():
         batch = Batch.of(raw)
-        gates: list[torch.Tensor] = []
+        gates: list[tuple[str, torch.Tensor]] = []
         with torch.no_grad(), gates_of(model, gates):
             _, preds = model.evaluate(batch)
             views = model.rounds(batch.signal)
@@ -64,16 +75,16 @@ def score(model: EmberModel, data: CompositeData, limit: int, rounds: int, thres
             has = (batch.group == i).any(1)
             taken[i], counted[i] = taken[i] + steps[has].sum(), counted[i] + has.sum()
         alarmed = raw["alarmed"].bool()
-        for g in gates:  # (R b,) or (b,) per call: the streams repeat the batch once per round
+        for kind, g in gates:  # (R b,) or (b,) per call: the streams repeat the batch once per round
             arousal = alarmed.repeat(g.shape[0] // alarmed.shape[0])
             for flag in (False, True):
-                gate[flag].append(g[arousal == flag])
+                gate[kind, flag].append(g[arousal == flag])
         seen += batch.tokens.shape[0]
         if seen >= limit:
             break
     mean = lambda xs: float(torch.cat(xs).float().mean()) if xs else float("nan")  # noqa: E731
     ratio = lambda a, b: [x / y if y else float("nan") for x, y in zip(a.tolist(), b.tolist())]  # noqa: E731
-    return ratio(right, answers), ratio(taken, counted), mean(gate[False]), mean(gate[True])
+    return ratio(right, answers), ratio(taken, counted), {key: mean(values) for key, values in gate.items()}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,16 +104,17 @@ def main(argv: list[str] | None = None) -> int:
     groups = data.task.group_names
     trained_rounds = model.max_rounds
     lines = ["| setting | " + " | ".join(f"acc {g}" for g in groups) + " | rounds first | rounds sum "
-             "| gate calm | gate alarmed |", "|---|" + "---|" * (len(groups) + 4)]
+             "| PM gate calm / alarmed | EM gate calm / alarmed |", "|---|" + "---|" * (len(groups) + 4)]
     settings = [(r, 0.5, True, f"max_rounds {r}, learned flag") for r in range(1, data.task.windows + 1)]
     settings += [(data.task.windows, 0.0, True, f"max_rounds {data.task.windows}, every round"),
                  (trained_rounds, 0.5, False, f"max_rounds {trained_rounds}, modulation off at test")]
     for rounds, threshold, modulate, name in settings:
         if rounds > 1 and model.reasoning is None:
             continue
-        acc, taken, calm, alarmed = score(model, data, args.limit, rounds, threshold, modulate)
+        acc, taken, gate = score(model, data, args.limit, rounds, threshold, modulate)
+        gates = " | ".join(f"{gate[kind, False]:.3f} / {gate[kind, True]:.3f}" for kind in KINDS)
         lines.append(f"| {name} | " + " | ".join(f"{a:.3f}" for a in acc) +
-                     f" | {taken[0]:.2f} | {taken[1]:.2f} | {calm:.3f} | {alarmed:.3f} |")
+                     f" | {taken[0]:.2f} | {taken[1]:.2f} | {gates} |")
         print(lines[-1], flush=True)
     text = "\n".join(lines)
     print(text)
