@@ -62,9 +62,10 @@ class EMATargetUpdate(Callback):
         self.start, self.end, self.max_steps = start, end, max_steps
         self.online, self.target, self.part = online, target, part
         self._last_step: Optional[int] = None
+        self._path: Optional[str] = None  # where setup found the encoders; every step reuses it
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str):
-        path = self.locate(pl_module)
+        path = self._path = self.locate(pl_module)
         online, target = self._modules(pl_module, path)
         where = ".".join([type(pl_module).__name__] + ([path] if path else []))
         if path:
@@ -95,7 +96,8 @@ class EMATargetUpdate(Callback):
             return
         self._last_step = step
         m = self.momentum(step - 1, trainer)
-        online, target = self._modules(pl_module, self.locate(pl_module))
+        path = self._path if self._path is not None else self.locate(pl_module)
+        online, target = self._modules(pl_module, path)
         self.update_target(target, online, m)
         pl_module.log("jepa/ema_momentum", m)
 
