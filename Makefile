@@ -8,6 +8,9 @@ TORCH_CONSTRAINT ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,constraints
 PIP_C := $(if $(TORCH_CONSTRAINT),-c $(TORCH_CONSTRAINT),)
 CONFIG ?= configs/quickstart.yaml
 RUNS ?= runs
+# `make ui`: the address the MLflow server listens on (http://$(UI_HOST):$(UI_PORT))
+UI_HOST ?= 127.0.0.1
+UI_PORT ?= 5000
 # `make bench`: the tiny twins of configs/bench/ (configs/debug/bench_*.yaml) at CPU-sized contexts, about a minute
 # on a CPU. The GPU comparison: make bench BENCH_CONFIGS='configs/bench/*.yaml' BENCH_ARGS=
 BENCH_CONFIGS ?= configs/debug/bench_*.yaml
@@ -62,7 +65,9 @@ ui:  ## browse runs in the MLflow UI (the full MLflow server, the client's versi
 	the store from an environment of your own: mlflow ui --backend-store-uri sqlite:///$(abspath $(RUNS))/mlflow.db"; \
 		exit 2; }; \
 	fi
-	.venv-ui/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUNS))/mlflow.db
+	@echo "open http://$(UI_HOST):$(UI_PORT)/#/experiments/1/runs?workflowType=machine_learning (Ember's first \
+	experiment, in MLflow's model-training view; the experiment list is http://$(UI_HOST):$(UI_PORT)/#/experiments)"
+	.venv-ui/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUNS))/mlflow.db --host $(UI_HOST) --port $(UI_PORT)
 
 lint:  ## ruff (installs the dev extra on first use)
 	@$(BIN)/python -m ruff --version >/dev/null 2>&1 || $(BIN)/pip install -q $(PIP_C) -e '.[dev]'

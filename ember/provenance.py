@@ -66,6 +66,19 @@ def provenance_tags(trainer, pl_module, argv: Optional[list[str]] = None) -> dic
     return tags
 
 
+def run_description(stage: str, pl_module, datamodule, tags: dict[str, str]) -> str:
+    """The run's description on its MLflow page (the `mlflow.note.content` tag): what ran on what, and the command.
+
+    "fit of EmberModel (NMLBackbone) on TextBytes, 64,341 parameters" and the command line in code style."""
+    model = type(pl_module).__name__
+    parts = [type(getattr(pl_module, slot)).__name__ for slot in ("backbone", "sensory", "reasoning")
+             if getattr(pl_module, slot, None) is not None]
+    what = f"{model} ({' + '.join(parts)})" if parts else model
+    data = f" on {type(datamodule).__name__}" if datamodule is not None else ""
+    return (f"{stage} of {what}{data}, {int(tags['ember.parameters']):,} parameters\n\n"
+            f"`{tags['ember.command']}`")
+
+
 def dataset_input(datamodule, settings: dict[str, Any]) -> Optional[DatasetInput]:
     """The data module as an MLflow dataset input: its class, the source (its `path`, or "generated"), and a digest
     of its settings and of the source's files (name, size, mtime), so two runs on the same data share a digest."""

@@ -19,7 +19,7 @@ from mlflow.exceptions import MlflowException
 
 from ember.errors import EmberConfigError
 from ember.files import atomic_write_text
-from ember.provenance import checkpoint_run_id, dataset_input, provenance_tags, run_name
+from ember.provenance import checkpoint_run_id, dataset_input, provenance_tags, run_description, run_name
 
 log = logging.getLogger(__name__)
 PSUTIL = RequirementCache("psutil>=5.9")  # the optional system-metrics dependency
@@ -195,6 +195,7 @@ class EmberMLFlowLogger(MLFlowLogger):
         tags = provenance_tags(trainer, pl_module, command)
         name = run_name(config_files, stage)
         parent = checkpoint_run_id(ckpt_path) if stage != "fit" else None
+        tags["mlflow.note.content"] = run_description(stage, pl_module, trainer.datamodule, tags)
         if ckpt_path:
             tags["ember.checkpoint"] = str(Path(ckpt_path).resolve())
         if parent and parent != run_id:
@@ -232,7 +233,16 @@ class EmberMLFlowLogger(MLFlowLogger):
             return f"open {uri}"
         runs = Path(uri[len("sqlite:///"):]).parent
         return (f"make ui RUNS={runs}   (from the Ember checkout), or with a full mlflow: "
-                f"mlflow ui --backend-store-uri {uri}")
+                f"mlflow ui --backend-store-uri {uri}; then open {ui_address(self._experiment_id)}")
+
+
+def ui_address(experiment_id: Optional[str], base: str = "http://127.0.0.1:5000") -> str:
+    """The MLflow UI's page for an experiment's runs in its model-training view. MLflow 3 opens an experiment in its
+    GenAI view whatever the experiment's `mlflow.experimentKind` tag says unless the address asks for the other
+    (`workflowType=machine_learning`); without an experiment, the list of experiments."""
+    if experiment_id is None:
+        return f"{base}/#/experiments"
+    return f"{base}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 class MLflowSaveConfig(SaveConfigCallback):

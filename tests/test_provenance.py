@@ -50,6 +50,9 @@ def test_two_fits_with_one_seed_get_two_names_and_a_test_run_links_to_its_traini
     assert tags["ember.version"] and tags["ember.command"].startswith("ember fit --config")
     assert int(tags["ember.parameters"]) > 0 and tags["ember.trainer.max_steps"] == "2"
     assert ("ember.git_commit" in tags) == bool(git_state())
+    description = tags["mlflow.note.content"]  # the run page's description
+    assert description.startswith("fit of EmberModel (") and " on TextBytes, " in description
+    assert f"`{tags['ember.command']}`" in description
     params = {k for (k,) in mlflow_rows(first, "select key from params")}
     assert "model.lr" in params and not {"lr", "_instantiator"} & params  # each setting once, under its section
     assert mlflow_rows(first, "select name from datasets") == [("TextBytes",)]
@@ -62,6 +65,7 @@ def test_two_fits_with_one_seed_get_two_names_and_a_test_run_links_to_its_traini
     assert test_name == f"test-{names[0]}"
     assert _tags(first, test_id)["mlflow.parentRunId"] == trained.name
     assert _tags(first, test_id)["ember.checkpoint"] == str(trained / "checkpoints/last.ckpt")
+    assert _tags(first, test_id)["mlflow.note.content"].startswith("test of EmberModel (")
 
 
 @pytest.mark.slow
