@@ -28,7 +28,8 @@ class ModelLogs:
 
     def _log_memory(self, state):
         """Commit rate and occupancy of each memory instance over the last chunk, and their means:
-        mem/<stage>/<pm|em>_L<layer>/{commit_rate,occupancy} and mem/<stage>_commit_rate."""
+        mem/<stage>/<pm|em>_L<layer>/{commit_rate,occupancy} and mem/<stage>_commit_rate, each averaged over the
+        ranks (sync_dist) under data parallelism."""
         if self._trainer is None:
             return
         stage = self._stage()
@@ -37,10 +38,10 @@ class ModelLogs:
             if not isinstance(memory, SlotMemoryState):
                 continue
             rates.append(memory.commit_rate.float().mean())
-            self.log(f"mem/{stage}/{name}/commit_rate", rates[-1])
-            self.log(f"mem/{stage}/{name}/occupancy", memory.s.float().mean())
+            self.log(f"mem/{stage}/{name}/commit_rate", rates[-1], sync_dist=True)  # means over every rank
+            self.log(f"mem/{stage}/{name}/occupancy", memory.s.float().mean(), sync_dist=True)
         if rates:
-            self.log(f"mem/{stage}_commit_rate", torch.stack(rates).mean())
+            self.log(f"mem/{stage}_commit_rate", torch.stack(rates).mean(), sync_dist=True)
 
     def _log_spike_rate(self, signal: Tensor | None):
         """Mean neuron output of a spiking sensory encoder on this batch: sensory/spike_rate in training
@@ -52,7 +53,7 @@ class ModelLogs:
         if torch.isfinite(value):
             stage = self._stage()
             self.log("sensory/spike_rate" if stage == "train" else f"{stage}/spike_rate", value,
-                     add_dataloader_idx=False)
+                     add_dataloader_idx=False, sync_dist=True)
 
     def _log_mean(self, name: str, value: Tensor, weight, prog_bar: bool = False):
         """Log `name` as the `weight`-weighted mean of `value` over the epoch's batches on every rank."""

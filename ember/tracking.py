@@ -106,7 +106,8 @@ class EmberMLFlowLogger(MLFlowLogger):
     Args:
         experiment_name: MLflow experiment.
         run_name: MLflow run name (MLflow picks one when null).
-        run_dir: local folder for the sqlite store, artifacts and checkpoints.
+        run_dir: local folder for the sqlite store, artifacts and checkpoints; default (null) the trainer's
+            `default_root_dir` under `ember` commands (itself `runs` unless set), `runs` otherwise.
         tracking_uri: explicit URI; default $MLFLOW_TRACKING_URI, else sqlite:///<run_dir>/mlflow.db.
         log_model: log checkpoints as artifacts: true (at the end), "all" (each save) or false.
         tags: extra run tags.
@@ -116,13 +117,14 @@ class EmberMLFlowLogger(MLFlowLogger):
 
     _continued = False  # continue_run() found the run
 
-    def __init__(self, experiment_name: str = "ember", run_name: Optional[str] = None, run_dir: str = "runs",
+    def __init__(self, experiment_name: str = "ember", run_name: Optional[str] = None, run_dir: Optional[str] = None,
                  tracking_uri: Optional[str] = None, log_model: bool | str = True,
                  tags: Optional[dict[str, Any]] = None, system_metrics: bool = False):
         if system_metrics and not PSUTIL:
             raise EmberConfigError(f"system_metrics: true needs psutil ({PSUTIL.message}): pip install "
                                    "'ember[system-metrics]', or set trainer.logger.init_args.system_metrics false")
         self._system_metrics, self._monitor = system_metrics, None
+        run_dir = "runs" if run_dir is None else run_dir
         self._run_dir = str(Path(run_dir).resolve())
         uri = resolve_tracking_uri(run_dir, tracking_uri)
         check_writable_store(self._run_dir, uri)

@@ -133,3 +133,20 @@ def test_validation_scores_are_means_over_the_whole_set_not_over_batches():
     assert logged["val/loss"] == pytest.approx(float(nll / weight), rel=1e-5)
     assert logged["val/open_recall/byte_acc"] == pytest.approx(float(right_bytes / nbytes), rel=1e-6)
     assert logged["val/open_recall/acc"] == pytest.approx(float(right / answers), rel=1e-6)
+
+
+def test_memory_statistics_are_averaged_over_ranks(monkeypatch):
+    """mem/* (and the spike rate) log with sync_dist: under DDP each rank's value alone would be logged by rank 0."""
+    from types import SimpleNamespace
+
+    from helpers import DEBUG, build_model
+
+    model = build_model(DEBUG)
+    logged = {}
+    monkeypatch.setattr(model, "log", lambda name, value, **kw: logged.__setitem__(name, kw))
+    model._trainer = SimpleNamespace(testing=False)
+    _, state = model(torch.randint(0, 256, (2, 32)), None)
+    model._log_memory(state)
+    memory = {name: kw for name, kw in logged.items() if name.startswith("mem/")}
+    assert "mem/train_commit_rate" in memory and len(memory) > 2
+    assert all(kw.get("sync_dist") for kw in memory.values())

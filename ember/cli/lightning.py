@@ -8,6 +8,7 @@ learning curves, slot-usage plots) and a closing summary.
 from __future__ import annotations
 
 import logging
+import pydoc
 import signal
 import sys
 
@@ -101,6 +102,8 @@ class EmberCLI(LightningCLI):
         """Say which model settings a --ckpt_path replaced: LightningCLI restores the checkpoint's hyper-parameters
         over the config and the command line, silently."""
         sub = self.config.get("subcommand")
+        if sub:
+            _run_dir_follows_root(self.config[sub]["trainer"])
         if not sub or not self.config[sub].get("ckpt_path"):
             self._refuse_untrained(sub)
             return
@@ -218,6 +221,18 @@ def stopped(trainer, what: str, resume: str) -> TrainingStopped:
     if not last:
         return TrainingStopped(f"{said}; no checkpoint saved", 128 + signum)
     return TrainingStopped(f"{said}; last checkpoint {last}" + (f". {resume}" if resume else ""), 128 + signum)
+
+
+def _run_dir_follows_root(trainer) -> None:
+    """An Ember logger without a run_dir writes where the trainer's default_root_dir says (`runs` by default), so
+    `--trainer.default_root_dir /shared/job7` puts the store, run folders, checkpoints and plots there."""
+    loggers = trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if not isinstance(logger, Namespace) or logger.get("init_args") is None:
+            continue
+        cls = pydoc.locate(logger["class_path"]) if isinstance(logger.get("class_path"), str) else None
+        if isinstance(cls, type) and issubclass(cls, EmberMLFlowLogger) and logger["init_args"].get("run_dir") is None:
+            logger["init_args"]["run_dir"] = trainer.get("default_root_dir") or "runs"
 
 
 def _refuse_automatic_only(name: str, trainer):

@@ -78,3 +78,16 @@ def test_every_debug_config_fits_a_few_steps(config, tmp_path):
     assert run_cli(*fit_args(tmp_path, "--trainer.max_steps", "3", "--trainer.val_check_interval", "3",
                              config=str(config))) == 0
     assert (run_folder(tmp_path) / "checkpoints/last.ckpt").is_file()
+
+
+@pytest.mark.slow
+def test_default_root_dir_decides_where_the_run_goes_and_nothing_lands_in_the_working_folder(tmp_path, monkeypatch):
+    here, job = tmp_path / "here", tmp_path / "shared" / "job7"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    assert run_cli("fit", "--config", str(ROOT / "configs/debug/quickstart.yaml"), "--trainer.max_steps", "2",
+                   "--trainer.val_check_interval", "2", "--trainer.default_root_dir", str(job)) == 0
+    folder = run_folder(job)
+    assert (job / "mlflow.db").is_file() and (folder / "checkpoints/last.ckpt").is_file()
+    assert (folder / "config.yaml").is_file() and (folder / "learning_curves.png").is_file()
+    assert list(here.iterdir()) == []
