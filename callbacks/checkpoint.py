@@ -41,9 +41,11 @@ class EmberCheckpoint(ModelCheckpoint):
     the state at the latest validation, as `save_last` promises. Runs validate at their last step
     when `val_check_interval` divides `max_steps`; otherwise last.ckpt is the last validation's state.
 
-    SIGINT (Ctrl+C) and SIGTERM stop training at the end of the batch (or of the validation) under way, through
-    Lightning's SIGTERM path, and last.ckpt is saved at that step; `stopped_by` names the signal (`ember fit`
-    prints how to resume and exits 128 + its number). A second Ctrl+C stops at once and saves nothing more.
+    SIGINT (Ctrl+C), SIGTERM and SIGUSR1 (SLURM's preemption warning; unless Lightning's SLURM auto-requeue holds
+    it) stop training at the end of the batch (or of the validation) under way, through Lightning's SIGTERM path
+    (under DDP, rank 0 passes the signal to the other ranks), and last.ckpt is saved at that step; `stopped_by`
+    names the signal (`ember fit` prints how to resume and exits 128 + its number). A second Ctrl+C stops at once
+    and saves nothing more.
     Checkpoints are written through AtomicCheckpointIO unless the trainer was given another CheckpointIO.
     """
 
@@ -65,8 +67,8 @@ class EmberCheckpoint(ModelCheckpoint):
             super().load_state_dict(state_dict)
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Catch SIGINT and SIGTERM for this fit and pass them on to Lightning's SIGTERM handler, which stops the
-        loops between batches (its teardown puts the previous handlers back)."""
+        """Catch SIGINT, SIGTERM and SIGUSR1 for this fit and pass them on to Lightning's SIGTERM handler, which stops
+        the loops between batches (its teardown puts the previous handlers back)."""
         lightning = signal.getsignal(signal.SIGTERM)  # registered by the trainer for this fit
         if not callable(lightning) or threading.current_thread() is not threading.main_thread():
             return
@@ -85,6 +87,11 @@ class EmberCheckpoint(ModelCheckpoint):
 
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
+        # SIGUSR1, SLURM's warning before preemption (sbatch --signal=USR1@90): the same stop, unless Lightning
+        # claimed it (SLURMEnvironment's auto-requeue registers its own handler)
+        usr1 = getattr(signal, "SIGUSR1", None)
+        if usr1 is not None and signal.getsignal(usr1) in (signal.SIG_DFL, None):
+            signal.signal(usr1, stop)
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)

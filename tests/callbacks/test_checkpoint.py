@@ -80,13 +80,14 @@ def fit_until_signalled(tmp_path, signaller: SignalAt) -> EmberCheckpoint:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1], ids=lambda s: s.name)
 def test_a_stop_signal_ends_training_between_batches_with_last_saved_at_that_step(sig, tmp_path):
     checkpoint = fit_until_signalled(tmp_path, SignalAt(6, [sig]))
     assert checkpoint.stopped_by == sig
     assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 6
     assert torch.load(tmp_path / "best.ckpt", weights_only=False)["global_step"] == 4  # best stays the best
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
 
 
 @pytest.mark.slow

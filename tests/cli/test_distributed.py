@@ -4,10 +4,13 @@ Lightning's `ddp` strategy re-runs sys.argv in each child, so the job runs as a 
 """
 
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import torch
 
 from helpers import DEBUG, ROOT, mlflow_rows, run_folder
 
@@ -23,3 +26,57 @@ def test_ddp_two_cpu_processes(tmp_path):
     assert "Training finished." in done.stderr
     assert (run_folder(tmp_path) / "checkpoints/last.ckpt").is_file()
     assert mlflow_rows(tmp_path, "select count(*) from runs")[0][0] == 1  # rank 0 alone tracks the run
+
+
+def _ddp_fit(run_dir, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "ember.cli.main", "fit", "--config", DEBUG, "--trainer.strategy", "ddp",
+            "--trainer.devices", "2", "--trainer.val_check_interval", "3", "--trainer.enable_progress_bar", "false",
+            "--trainer.logger.init_args.run_dir", str(run_dir), *extra]
+
+
+def _weights(ckpt) -> dict:
+    return torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+
+
+@pytest.mark.slow
+def test_a_preempted_ddp_fit_resumes_as_if_never_stopped(tmp_path):
+    """SIGUSR1 (SLURM's preemption warning) to a 2-process DDP fit: last.ckpt at the step reached, exit 138; the
+    resumed fit ends where an uninterrupted one does (optimizer, schedule, data position per rank restored)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
+    steps = "12"
+    whole = subprocess.run(_ddp_fit(tmp_path / "whole", "--trainer.max_steps", steps), cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+
+    runs, log = tmp_path / "stopped", tmp_path / "stopped.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen(_ddp_fit(runs, "--trainer.max_steps", steps), cwd=tmp_path, env=env, stdout=out,
+                                stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 240
+        while not list(runs.glob("*/*/checkpoints/last.ckpt")):  # the first validation (step 3) is done
+            assert proc.poll() is None, log.read_text()[-3000:]
+            assert time.monotonic() < deadline, "no last.ckpt"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGUSR1)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log.read_text()
+    assert code == 128 + signal.SIGUSR1 and "Traceback" not in text, text[-3000:]
+    folder = run_folder(runs)
+    stopped_at = torch.load(folder / "checkpoints/last.ckpt", weights_only=False)["global_step"]
+    assert 3 <= stopped_at < int(steps), text[-2000:]
+
+    resumed = subprocess.run(_ddp_fit(runs, "--trainer.max_steps", steps, "--ckpt_path",
+                                      str(folder / "checkpoints/last.ckpt")),
+                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert run_folder(runs) == folder and mlflow_rows(runs, "select status from runs") == [("FINISHED",)]
+    mine, reference = _weights(folder / "checkpoints/last.ckpt"), _weights(run_folder(tmp_path / "whole") /
+                                                                           "checkpoints/last.ckpt")
+    assert torch.load(folder / "checkpoints/last.ckpt", weights_only=False)["global_step"] == int(steps)
+    for name, value in reference.items():
+        torch.testing.assert_close(mine[name], value, rtol=1e-5, atol=1e-6, msg=name)

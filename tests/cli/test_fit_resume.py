@@ -67,7 +67,7 @@ def wait_for(pattern: str, root, proc, log, timeout: float = 180):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=lambda s: s.name)
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1], ids=lambda s: s.name)
 def test_a_stop_signal_saves_last_and_says_how_to_resume(sig, tmp_path, caplog):
     log = tmp_path / "fit.log"
     argv = fit_args(tmp_path / "runs", "--trainer.max_steps", "100000", "--trainer.val_check_interval", "5",
