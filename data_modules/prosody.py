@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from ember.data_modules.audio_shards import read_audio_split
 from ember.data_modules.espeak import Source, example_maker
 from ember.data_modules.prosody_tasks import TASKS, ProsodyExample, TaskOrAll, check_length
+from ember.data_modules.remote import check_shard_source
 from ember.data_modules.splits import SPLITS, Split, SplitLoaders, check_loader_args
 from ember.errors import EmberConfigError
 
@@ -77,8 +78,9 @@ class SynthesizedProsody(Dataset):
 class StoredProsody(Dataset):
     """Examples read (and checked) from a shard folder's split, held in memory."""
 
-    def __init__(self, folder: Path, split: Split, task: TaskOrAll, sample_rate: int, seconds: float):
-        examples = read_audio_split(folder, split, sample_rate)
+    def __init__(self, folder: Path | str, split: Split, task: TaskOrAll, sample_rate: int, seconds: float,
+                 val_path: Optional[str] = None):
+        examples = read_audio_split(folder, split, sample_rate, val_path)
         self.examples = [e for e in examples if task in ("all", e.task)]
         self.samples = int(round(seconds * sample_rate))
 
@@ -100,7 +102,9 @@ class ProsodyData(SplitLoaders, LightningDataModule):
 
     Args:
         task: "question", "arousal", "confidence", or "all" (a random task per example).
-        path: shard folder written by `ember data prepare audio-prosody`; None synthesizes on the fly.
+        path: shards written by `ember data prepare audio-prosody`: a folder, a folder URL serving one, or a
+            webdataset URL of the train shards (brace pattern or pipe:, data_modules/remote.py, which needs
+            val_path); None synthesizes on the fly.
         source: voice of on-the-fly utterances: "synth" (built-in source-filter synthesizer) or "espeak"
             (the espeak-ng binary, when installed).
         seconds: length of every utterance (stored audio is padded or cropped to it).
@@ -113,12 +117,13 @@ class ProsodyData(SplitLoaders, LightningDataModule):
         num_workers: DataLoader worker processes.
         snr_db: [low, high]: pink background noise added to synthesized utterances at an SNR drawn per
             utterance from this range (dB); null: clean.
+        val_path: the val (and test) shards' webdataset URL when path is a brace pattern or pipe:; null otherwise.
     """
 
     def __init__(self, task: TaskOrAll = "all", path: Optional[str] = None, source: Source = "synth",
                  seconds: float = 1.5, sample_rate: int = 16000, batch_size: int = 32, train_size: int = 10_000,
                  val_size: int = 256, test_size: int = 512, seed: int = 0, num_workers: int = 0,
-                 snr_db: Optional[tuple[float, float]] = None):
+                 snr_db: Optional[tuple[float, float]] = None, val_path: Optional[str] = None):
         super().__init__()
         if task != "all" and task not in TASKS:
             raise EmberConfigError(f"task={task!r} is unknown: use 'all' or one of {sorted(TASKS)}")
@@ -127,7 +132,9 @@ class ProsodyData(SplitLoaders, LightningDataModule):
         check_loader_args(batch_size, num_workers, seed)
         check_length(seconds, sample_rate)
         example_maker(source)  # refuses an unknown source, or espeak without its binary, now
+        check_shard_source(path, val_path)
         self.task, self.path, self.source, self.seconds, self.sample_rate = task, path, source, seconds, sample_rate
+        self.val_path = val_path
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
         self.sizes = {"train": train_size, "val": val_size, "test": test_size}
         self.snr_db = check_snr(snr_db)
@@ -139,7 +146,7 @@ class ProsodyData(SplitLoaders, LightningDataModule):
             return SynthesizedProsody(self.task, split, self.sizes[split], self.seed, self.seconds, self.sample_rate,
                                       self.source, self.snr_db)
         stored = "val" if split == "test" else split  # shards hold train and val; test reuses val
-        return StoredProsody(Path(self.path).expanduser(), stored, self.task, self.sample_rate, self.seconds)
+        return StoredProsody(self.path, stored, self.task, self.sample_rate, self.seconds, self.val_path)
 
     def _loader(self, split: Split) -> DataLoader:
         return DataLoader(self.dataset(split), batch_size=self.batch_size, shuffle=split == "train" and bool(self.path),

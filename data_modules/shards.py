@@ -5,9 +5,21 @@ Layout of a shard folder:
     train-000000.tar ...       samples {"__key__", "txt": a chunk of raw bytes}
     val-000000.tar ...
 
+The folder can be local or served over http(s), and the shards can be given as webdataset URLs
+(data_modules/remote.py); TextBytes' data.path takes any of:
+    /data/shards                                   a folder `ember data prepare text --out` wrote
+    http://host:8000/shards                        a folder URL serving that folder
+    https://host/shards/train-{000000..000099}.tar a brace pattern of train shards, with data.val_path
+                                                   https://host/shards/val-{000000..000009}.tar
+    pipe:aws s3 cp s3://bucket/train-{000000..000099}.tar -
+                                                   a pipe per shard (S3, GCS, ...), with data.val_path a pipe too
+`ember data prepare text --out` takes a folder or `pipe:COMMAND` with {name} (one run per file, the
+manifest last): `--out 'pipe:aws s3 cp - s3://bucket/shards/{name}'`.
+
 Reading splits the shard list explicitly by (trainer rank, DataLoader worker): Lightning's
 launchers set no RANK variable, so webdataset's own node splitter would hand every rank
-every shard. With fewer shards than readers, readers split the samples instead.
+every shard. With fewer shards than readers, readers split the samples instead. A shard that
+cannot be read is named by its URL; data.bad_shards decides whether training stops or skips it.
 """
 
 from __future__ import annotations
@@ -15,7 +27,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Optional
@@ -25,75 +36,91 @@ import webdataset as wds
 from torch.utils.data import IterableDataset, get_worker_info
 
 from ember.data_modules.corpus import read_text_files
-from ember.data_modules.shard_manifest import FORMAT, MANIFEST, built_folder, check_out, read_manifest
+from ember.data_modules.remote import is_url, shard_samples
+from ember.data_modules.shard_manifest import FORMAT, MANIFEST, ShardOut, check_output, shard_output, shard_splits
 from ember.errors import EmberDataError
 
 log = logging.getLogger(__name__)
+REWRITE = "write the shards again with `ember data prepare text --input <your text> --out <a new folder>`"
+SKIP_HINT = "; or set data.bad_shards: skip to train on without unreadable shards (each is logged)"
 
 
-def prepare_text_shards(inputs: list[Path], out: Path, chunk_bytes: int = 1 << 16, shard_bytes: int = 1 << 28,
+def prepare_text_shards(inputs: list[Path], out: Path | str, chunk_bytes: int = 1 << 16, shard_bytes: int = 1 << 28,
                         val_fraction: float = 0.1, overwrite: bool = False) -> dict:
-    """Write text files as train/val shards into `out` (built in a temporary folder, then renamed).
+    """Write text files as train/val shards into `out` and return the manifest.
 
     The concatenated text is split contiguously: the first (1 - val_fraction) train, the rest validate.
-    Returns the manifest.
+
+    Args:
+        inputs: text files or folders of them.
+        out: a folder (built in a temporary folder, then renamed; new or empty unless overwrite), or a
+            `pipe:COMMAND` holding {name}, run once per file with the file on its stdin (the manifest last), e.g.
+            `pipe:aws s3 cp - s3://bucket/shards/{name}`.
+        chunk_bytes: bytes per sample.
+        shard_bytes: maximum bytes per shard file.
+        val_fraction: trailing share of the text kept for validation.
+        overwrite: replace a non-empty folder (a pipe's command decides for itself).
     """
-    out = Path(out)
-    for path in inputs:  # --overwrite replaces --out as a whole: it must not hold (or be) what is read
-        inside, holds = Path(path).resolve(), out.resolve()
-        if inside == holds or holds in inside.parents or inside in holds.parents:
-            raise EmberDataError(f"--out {out} is, holds or lies inside the input {path}: writing it would replace the "
-                                 "input. Choose an --out outside the inputs")
-    check_out(out, overwrite)
+    _check_inputs(inputs, out)
+    check_output(out, overwrite)
     if chunk_bytes < 1 or shard_bytes < 1:
         raise EmberDataError(f"chunk_bytes={chunk_bytes} and shard_bytes={shard_bytes} must be >= 1")
     if not 0 < val_fraction < 1:
         raise EmberDataError(f"val_fraction={val_fraction} must be in (0, 1)")
     data = _read_inputs(inputs)
     n_val = max(1, int(len(data) * val_fraction))
-    with built_folder(out) as tmp:
+    with shard_output(out) as sink:
         manifest = {"format": FORMAT, "chunk_bytes": chunk_bytes,
-                    "train": _write_split(tmp, "train", data[: len(data) - n_val], chunk_bytes, shard_bytes),
-                    "val": _write_split(tmp, "val", data[len(data) - n_val :], chunk_bytes, shard_bytes)}
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2))
+                    "train": _write_split(sink, "train", data[: len(data) - n_val], chunk_bytes, shard_bytes),
+                    "val": _write_split(sink, "val", data[len(data) - n_val :], chunk_bytes, shard_bytes)}
+        sink.write(MANIFEST, json.dumps(manifest, indent=2).encode())
     log.info("wrote %d train and %d val shard(s) to %s", len(manifest["train"]["shards"]),
              len(manifest["val"]["shards"]), out)
     return manifest
+
+
+def _check_inputs(inputs: list[Path], out: Path | str):
+    """--overwrite replaces a folder --out as a whole: it must not hold (or be) what is read."""
+    if is_url(out):
+        return
+    for path in inputs:
+        inside, holds = Path(path).resolve(), Path(out).resolve()
+        if inside == holds or holds in inside.parents or inside in holds.parents:
+            raise EmberDataError(f"--out {out} is, holds or lies inside the input {path}: writing it would replace the "
+                                 "input. Choose an --out outside the inputs")
 
 
 def _read_inputs(inputs: list[Path]) -> bytes:
     return b"\n".join(read_text_files(Path(p)) for p in inputs)
 
 
-def _write_split(folder: Path, split: str, data: bytes, chunk_bytes: int, shard_bytes: int) -> dict:
-    pattern = str(folder / f"{split}-%06d.tar")
-    with wds.ShardWriter(pattern, maxsize=shard_bytes, verbose=0) as sink:
+def _write_split(sink: ShardOut, split: str, data: bytes, chunk_bytes: int, shard_bytes: int) -> dict:
+    written = []  # ShardWriter calls post with each shard it finishes
+    with wds.ShardWriter(sink.pattern(split), maxsize=shard_bytes, verbose=0, post=written.append) as shards:
         samples = 0
         for i, start in enumerate(range(0, len(data), chunk_bytes)):
-            sink.write({"__key__": f"{i:09d}", "txt": data[start : start + chunk_bytes]})
+            shards.write({"__key__": f"{i:09d}", "txt": data[start : start + chunk_bytes]})
             samples += 1
-    shards = sorted(p.name for p in folder.glob(f"{split}-*.tar"))
-    return {"shards": shards, "bytes": len(data), "samples": samples}
+    return {"shards": [f"{split}-{i:06d}.tar" for i in range(len(written))], "bytes": len(data), "samples": samples}
 
 
-def _samples(folder: Path, shards: list[str]) -> Iterator[bytes]:
-    urls = [str(folder / s) for s in shards]
-    if not urls:
-        return
-    try:
-        for sample in wds.WebDataset(urls, shardshuffle=False, nodesplitter=None, workersplitter=None,
-                                     empty_check=False):
-            yield sample["txt"]
-    except (tarfile.TarError, OSError, KeyError, ValueError) as err:  # truncated, corrupt, or not a text shard
-        raise EmberDataError(f"a shard of {folder} cannot be read ({err}): write the folder again with `ember data "
-                             "prepare text --input <your text> --out <a new folder>`") from err
+def text_samples(urls: list[str], bad_shards: str = "stop",
+                 skipped: Optional[dict[str, str]] = None) -> Iterator[bytes]:
+    """The text chunk of every sample of the shards at `urls` (paths or URLs), in order; bad_shards and skipped
+    as data_modules/remote.py's shard_samples."""
+    for sample in shard_samples(urls, REWRITE, bad_shards, ("txt",), SKIP_HINT, skipped):
+        yield sample["txt"]
 
 
-def read_split_bytes(folder: Path, split: str, max_bytes: Optional[int] = None) -> torch.Tensor:
-    """All bytes of a split (for validation), or its first max_bytes, as a uint8 tensor."""
-    manifest = read_manifest(folder)
+def read_split_bytes(folder: Path | str, split: str, max_bytes: Optional[int] = None) -> torch.Tensor:
+    """All bytes of a split of a shard folder or folder URL, or its first max_bytes, as a uint8 tensor."""
+    return read_shard_bytes(shard_splits(folder)[split], max_bytes=max_bytes)
+
+
+def read_shard_bytes(urls: list[str], bad_shards: str = "stop", max_bytes: Optional[int] = None) -> torch.Tensor:
+    """All bytes of the shards at `urls` (a split, for validation), or their first max_bytes, as a uint8 tensor."""
     parts, size = [], 0
-    for blob in _samples(folder, manifest[split]["shards"]):
+    for blob in text_samples(urls, bad_shards):
         parts.append(blob)
         size += len(blob)
         if max_bytes is not None and size >= max_bytes:
@@ -106,12 +133,22 @@ class ShardWindows(IterableDataset):
 
     Reader r of R = world_size * workers owns shards r, r+R, ... (or samples r, r+R, ...
     when there are fewer shards than readers). Yields `windows` windows per rank in total.
+
+    Args:
+        shards: the split's shards, paths or URLs (shard_manifest.shard_splits lists them).
+        window: bytes per window (seq_len + 1).
+        windows: windows per rank in total.
+        seed: seed of the window offsets (each reader draws its own stream).
+        rank: global rank of this process (node * devices + local rank).
+        world: number of ranks.
+        bad_shards: "stop" or "skip" a shard that cannot be read (remote.py's shard_samples).
+        name: what the shards are, for messages (e.g. the data path and split).
     """
 
-    def __init__(self, folder: Path, split: str, window: int, windows: int, seed: int, rank: int, world: int):
-        self.folder, self.split, self.window, self.windows = folder, split, window, windows
-        self.seed, self.rank, self.world = seed, rank, world
-        self.shards = read_manifest(folder)[split]["shards"]
+    def __init__(self, shards: list[str], window: int, windows: int, seed: int, rank: int, world: int,
+                 bad_shards: str = "stop", name: str = "train"):
+        self.shards, self.window, self.windows = list(shards), window, windows
+        self.seed, self.rank, self.world, self.bad_shards, self.name = seed, rank, world, bad_shards, name
 
     def __len__(self) -> int:
         return self.windows
@@ -124,10 +161,10 @@ class ShardWindows(IterableDataset):
         shards = self.shards[reader::readers] if by_shard else self.shards
         quota = math.ceil(self.windows / workers)
         gen = torch.Generator().manual_seed(self.seed * 7919 + reader)
-        produced, passes = 0, 0
+        produced, skipped = 0, {}
         while produced < quota:
-            passes += 1
-            for i, blob in enumerate(_samples(self.folder, shards)):
+            before = produced
+            for i, blob in enumerate(text_samples(shards, self.bad_shards, skipped)):
                 if not by_shard and i % readers != reader or len(blob) < self.window:
                     continue
                 data = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
@@ -137,6 +174,16 @@ class ShardWindows(IterableDataset):
                     produced += 1
                     if produced >= quota:
                         return
-            if passes > 1 and produced == 0:
-                raise EmberDataError(f"no {self.split} sample in {self.folder} is longer than seq_len+1="
-                                     f"{self.window} bytes: rewrite the shards with a larger --chunk-bytes")
+            if produced == before:
+                raise self._dry_pass(shards, skipped)
+
+    def _dry_pass(self, shards: list[str], skipped: dict[str, str]) -> EmberDataError:
+        """The error of a pass over this reader's shards that gave no window."""
+        if not shards:
+            return EmberDataError(f"the {self.name} split lists no shards: write it again with `ember data prepare "
+                                  "text`")
+        if all(s in skipped for s in shards):
+            return EmberDataError(f"every {self.name} shard this reader owns was skipped as unreadable; the first: "
+                                  f"{skipped[shards[0]]}")
+        return EmberDataError(f"no {self.name} sample is longer than seq_len+1={self.window} bytes: rewrite the "
+                              "shards with a larger --chunk-bytes")

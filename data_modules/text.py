@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import logging
 import math
-from pathlib import Path
 from typing import Optional
 
 import numpy as np
@@ -18,9 +17,10 @@ from torch.utils.data import DataLoader, Dataset
 from ember.base import MemoryTask
 from ember.data_modules.corpus import builtin_corpus, read_text_files
 from ember.data_modules.memory_task import TaskExamples
+from ember.data_modules.remote import BAD_SHARDS, check_shard_source, is_url, local_or_url
 from ember.data_modules.resumable import ResumableLoader, pass_position
-from ember.data_modules.shard_manifest import MANIFEST, read_manifest
-from ember.data_modules.shards import ShardWindows, read_split_bytes
+from ember.data_modules.shard_manifest import MANIFEST, shard_splits
+from ember.data_modules.shards import ShardWindows, read_shard_bytes
 from ember.data_modules.splits import check_loader_args
 from ember.errors import EmberConfigError, EmberDataError
 
@@ -118,13 +118,17 @@ class Interleave:
 class TextBytes(LightningDataModule):
     """Byte-level text for language modelling: built-in corpus, text files, enwik8, or shards.
 
-    `path` may be a text file, a folder of text files, or a folder of webdataset shards written
-    by `ember data prepare text` (recognised by its manifest). Files are split contiguously:
+    `path` may be a text file, a folder of text files, or webdataset shards written by `ember data
+    prepare text`: a local folder (recognised by its manifest), a folder URL, a brace pattern or a
+    pipe: (data_modules/shards.py, remote.py). Files are split contiguously:
     the first bytes train, then validation, then test (nanoGPT's tiny-shakespeare split is
     val_fraction 0.1, test_fraction 0; enwik8's standard split is split_bytes [90e6, 5e6, 5e6]).
 
     Args:
-        path: text file, folder, or shard folder; null for the built-in offline corpus.
+        path: text file, folder, or shards; null for the built-in offline corpus. Shards: a local shard folder;
+            a folder URL serving one (http://host:8000/shards, https://...); a webdataset URL of train shards,
+            a brace pattern (https://host/shards/train-{000000..000099}.tar) or a pipe per shard
+            (pipe:aws s3 cp s3://bucket/shards/train-{000000..000099}.tar -), which needs val_path.
         seq_len: bytes per training sequence n (each sample holds n+1 bytes).
         batch_size: sequences per batch (per device).
         val_fraction: share of the bytes held out for validation (files only).
@@ -143,6 +147,10 @@ class TextBytes(LightningDataModule):
             ProceduralPatterns) test on names and values their training split never holds.
         benchmark_context_weight: weight in the training loss of a benchmark batch's non-answer bytes, the
             answers keeping 1 (MemoryTaskData's context_weight).
+        val_path: the val shards when path is a brace pattern or pipe: (which has no manifest naming them), e.g.
+            https://host/shards/val-{000000..000009}.tar; null otherwise (a folder's manifest names them).
+        bad_shards: what a shard that cannot be read (corrupt, missing, unreachable) does: "stop" raises one
+            error naming its URL and the fix; "skip" logs that as a warning and trains on the other shards.
     """
 
     def __init__(self, path: Optional[str] = None, seq_len: int = 256, batch_size: int = 32,
@@ -150,7 +158,8 @@ class TextBytes(LightningDataModule):
                  train_windows: int = 100_000, max_eval_windows: Optional[int] = 256,
                  prompts: Optional[list[str]] = None, num_workers: int = 0, seed: int = 0,
                  benchmarks: Optional[list[MemoryTask]] = None, benchmark_size: int = 128,
-                 benchmark_share: float = 0.0, benchmark_context_weight: float = 0.0):
+                 benchmark_share: float = 0.0, benchmark_context_weight: float = 0.0,
+                 val_path: Optional[str] = None, bad_shards: str = "stop"):
         super().__init__()
         if seq_len < 2 or batch_size < 1:
             raise EmberConfigError(f"seq_len={seq_len} must be >= 2 and batch_size={batch_size} >= 1")
@@ -164,9 +173,14 @@ class TextBytes(LightningDataModule):
                                    "[0, 1) with val_fraction > 0 and a sum below 1")
         if split_bytes is not None and (len(split_bytes) != 3 or min(split_bytes) < 0):
             raise EmberConfigError(f"split_bytes={split_bytes} must be three byte counts [train, val, test]")
-        self.path = None if path is None else Path(path).expanduser()
-        if self.path is not None and not self.path.exists():
+        if bad_shards not in BAD_SHARDS:
+            raise EmberConfigError(f"bad_shards={bad_shards!r} must be 'stop' (an unreadable shard stops training, "
+                                   "named) or 'skip' (it is skipped with a warning)")
+        check_shard_source(path, val_path)
+        self.path = None if path is None else local_or_url(path)
+        if self.path is not None and not is_url(self.path) and not self.path.exists():
             read_text_files(self.path)  # raises the message that names the fix
+        self.val_path, self.bad_shards = val_path, bad_shards
         self.seq_len, self.batch_size, self.num_workers, self.seed = seq_len, batch_size, num_workers, seed
         self.val_fraction, self.test_fraction, self.split_bytes = val_fraction, test_fraction, split_bytes
         self.train_windows, self.max_eval_windows = train_windows, max_eval_windows
@@ -182,21 +196,20 @@ class TextBytes(LightningDataModule):
         self.eval_tasks = [None, *self.benchmarks]  # per test loader: text first (read by EmberModel)
         self.splits: dict[str, torch.Tensor] = {}
         self.unigram_bpb: Optional[float] = None
-        self._shards: Optional[Path] = None
+        self._shards: Optional[dict[str, list[str]]] = None  # split -> shard paths or URLs
 
     @property
     def is_sharded(self) -> bool:
-        return self.path is not None and (self.path / MANIFEST).is_file()
+        return self.path is not None and (is_url(self.path) or (self.path / MANIFEST).is_file())
 
     def setup(self, stage: str):
         if self.splits or self._shards:
             return
         if self.is_sharded:
-            read_manifest(self.path)  # validates
-            self._shards = self.path
-            self.splits = {"val": read_split_bytes(self.path, "val")}
+            self._shards = shard_splits(self.path, self.val_path)
+            self.splits = {"val": read_shard_bytes(self._shards["val"], self.bad_shards)}
             self.splits["test"] = self.splits["val"]
-            sample = read_split_bytes(self.path, "train", max_bytes=1 << 22)
+            sample = read_shard_bytes(self._shards["train"], self.bad_shards, max_bytes=1 << 22)
         else:
             data = builtin_corpus() if self.path is None else read_text_files(self.path)
             self.splits = self._split(torch.from_numpy(np.frombuffer(data, dtype=np.uint8).copy()))
@@ -234,7 +247,8 @@ class TextBytes(LightningDataModule):
         if self._shards is not None:
             rank, world = self._rank()
             windows = math.ceil(self.train_windows / world)
-            dataset = ShardWindows(self._shards, "train", self.seq_len + 1, windows, self.seed, rank, world)
+            dataset = ShardWindows(self._shards["train"], self.seq_len + 1, windows, self.seed, rank, world,
+                                   self.bad_shards, f"train ({self.path})")
             return ResumableLoader(dataset, batch_size=self.batch_size, num_workers=self.num_workers)
         dataset = RandomWindows(self.splits["train"], self.seq_len + 1, self.train_windows, seed)
         return ResumableLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers,

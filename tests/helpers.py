@@ -278,3 +278,40 @@ def tally(kind: str, handled: bool, kept: bool, outcome: str = ""):
     FUZZ_TALLY.setdefault(kind, Counter()).update(cases=1, handled=int(handled), kept=int(kept))
     if outcome:
         FUZZ_TALLY[kind][outcome] += 1
+
+
+def serve_folder(folder: Path, requests: list[str] | None = None) -> ServedFolder:
+    """A loopback HTTP server of `folder`, as a context manager: `with serve_folder(folder) as base_url:` gives
+    http://127.0.0.1:PORT serving the folder's files (a daemon thread; stopped when the block ends). Each request's
+    "PATH CODE" is appended to `requests` when given."""
+    return ServedFolder(folder, requests)
+
+
+class ServedFolder:
+    """serve_folder's context manager: a ThreadingHTTPServer bound to 127.0.0.1 on a free port."""
+
+    def __init__(self, folder: Path, requests: list[str] | None):
+        import functools  # imported here: this helper is appended to the file, its imports stay with it
+        import http.server
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def log_request(self, code="-", size="-"):
+                if requests is not None:
+                    requests.append(f"{self.path} {int(code)}")
+
+            def log_message(self, format, *args):  # quiet: the test reads `requests`
+                pass
+
+        handler = functools.partial(Handler, directory=str(folder))
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+
+    def __enter__(self) -> str:
+        import threading  # imported here, as in __init__
+
+        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def __exit__(self, *exc_info):
+        self.server.shutdown()
+        self.server.server_close()

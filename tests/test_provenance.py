@@ -78,3 +78,14 @@ def test_system_metrics_are_opt_in(tmp_path, monkeypatch):
     assert run_cli(*fit_args(tmp_path / "off", *steps)) == 0
     system = "select count(*) from metrics where key like 'system/%'"
     assert mlflow_rows(tmp_path / "on", system)[0][0] > 0 and mlflow_rows(tmp_path / "off", system)[0][0] == 0
+
+
+def test_a_remote_data_path_is_recorded_as_its_url():
+    import json
+    from types import SimpleNamespace
+
+    from ember.provenance import dataset_input
+
+    for url in ("http://127.0.0.1:9/shards", "pipe:cat shards/train-000000.tar"):
+        data = dataset_input(SimpleNamespace(path=url), {"seq_len": 64}).dataset
+        assert json.loads(data.source) == {"path": url} and data.source_type == "url"

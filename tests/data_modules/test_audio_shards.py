@@ -9,8 +9,8 @@ import torch
 from ember.data_modules.audio_shards import prepare_prosody_shards, read_audio_split
 from ember.data_modules.prosody import ProsodyData
 from ember.data_modules.prosody_tasks import make_example
-from ember.errors import EmberDataError
-from helpers import SR, run_cli
+from ember.errors import EmberConfigError, EmberDataError
+from helpers import SR, run_cli, serve_folder
 
 
 def test_prepare_audio_prosody_writes_shards_the_data_module_reads(tmp_path):
@@ -53,3 +53,25 @@ def test_stored_audio_that_is_broken_is_named(tmp_path):
     (text_shards / "ember-shards.json").write_text('{"format": 1, "train": {"shards": []}, "val": {"shards": []}}')
     with pytest.raises(EmberDataError, match="audio-prosody"):
         read_audio_split(text_shards, "train")
+
+
+def test_audio_shards_read_over_a_folder_url_a_pattern_and_a_pipe_and_write_to_a_pipe(tmp_path):
+    out = tmp_path / "prosody"
+    prepare_prosody_shards(out, size=6, seconds=0.5, shard_samples=2)
+    local = {split: read_audio_split(out, split) for split in ("train", "val")}
+    train = "train-{000000..000002}.tar"  # 5 train utterances, 2 a shard
+    piped = ProsodyData(path=f"pipe:cat {out}/{train}", val_path=f"pipe:cat {out}/val-000000.tar", seconds=0.5)
+    with serve_folder(out) as base:
+        sources = {"folder URL": ProsodyData(path=base, seconds=0.5), "pipe": piped,
+                   "pattern": ProsodyData(path=f"{base}/{train}", val_path=f"{base}/val-000000.tar", seconds=0.5)}
+        read = {name: {split: dm.dataset(split).examples for split in ("train", "val")} for name, dm in sources.items()}
+    for name, splits in read.items():
+        for split, examples in splits.items():
+            assert len(examples) == len(local[split]) and all(
+                np.array_equal(a.signal, b.signal) and a.label == b.label for a, b in zip(examples, local[split])), name
+    with pytest.raises(EmberConfigError, match="give data.val_path"):
+        ProsodyData(path=f"pipe:cat {out}/train-000000.tar")
+    written = tmp_path / "written"
+    written.mkdir()
+    prepare_prosody_shards(f"pipe:cat > {written}/{{name}}", size=6, seconds=0.5, shard_samples=2)
+    assert [e.label for e in read_audio_split(written, "train")] == [e.label for e in local["train"]]
