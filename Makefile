@@ -21,7 +21,7 @@ MUTATE_ARGS ?=
 FUZZ_EXAMPLES ?= 15
 FUZZ_SEED ?= 1
 
-.PHONY: install test test-fast mutate fuzz fit bench ui lint clean
+.PHONY: install test test-fast mutate fuzz fit bench ui-env ui lint clean
 
 install:  ## create .venv and install ember with its test dependencies
 	$(PYTHON) -m venv $(VENV)
@@ -54,8 +54,9 @@ bench: $(BIN)/ember  ## `ember bench` speed table (CPU-sized twins; BENCH_CONFIG
 	$(BIN)/ember bench --config $(BENCH_CONFIGS) $(BENCH_ARGS)
 
 # The UI's server must be the client's MLflow version: a store written by a newer client is refused by an older server
-# ("out-of-date database schema"), and an older one would be migrated under the client's feet.
-ui:  ## browse runs in the MLflow UI (the full MLflow server, the client's version, in its own .venv-ui)
+# ("out-of-date database schema"), and an older one would be migrated under the client's feet. Nothing to do when
+# .venv-ui holds that version already; CI builds it (.ci/run) for the tests against a real server.
+ui-env: $(BIN)/ember  ## build .venv-ui: the full MLflow server of the client's version (for make ui and the tests)
 	@v=$$($(BIN)/python -c "import mlflow; print(mlflow.__version__)"); \
 	if [ "$$(.venv-ui/bin/python -c 'import mlflow; print(mlflow.__version__)' 2>/dev/null)" != "$$v" ]; then \
 		echo "building .venv-ui with mlflow==$$v (once)"; \
@@ -65,6 +66,8 @@ ui:  ## browse runs in the MLflow UI (the full MLflow server, the client's versi
 	the store from an environment of your own: mlflow ui --backend-store-uri sqlite:///$(abspath $(RUNS))/mlflow.db"; \
 		exit 2; }; \
 	fi
+
+ui: ui-env  ## browse runs in the MLflow UI (the full MLflow server, the client's version, in its own .venv-ui)
 	@echo "open http://$(UI_HOST):$(UI_PORT)/#/experiments/1/runs?workflowType=machine_learning (Ember's first \
 	experiment, in MLflow's model-training view; the experiment list is http://$(UI_HOST):$(UI_PORT)/#/experiments)"
 	.venv-ui/bin/mlflow ui --backend-store-uri sqlite:///$(abspath $(RUNS))/mlflow.db --host $(UI_HOST) --port $(UI_PORT)

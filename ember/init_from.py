@@ -20,10 +20,10 @@ from __future__ import annotations
 import logging
 import re
 from collections import Counter, defaultdict
-from pathlib import Path
 
 from torch import nn
 
+from ember.checkpoint_source import resolve_checkpoint, trainer_store
 from ember.errors import CheckpointMismatchError, EmberConfigError
 from ember.files import load_checkpoint
 
@@ -35,10 +35,13 @@ STACK_KEY = re.compile(r"^(.*?stack\.layers)\.(\d+)\.(.+)$")  # (stack, index, r
 def copy_matching_weights(module: nn.Module, path: str, option: str) -> dict[str, list[str]]:
     """Copy every weight of checkpoint `path`'s state_dict (the EMA average, for runs under weight EMA) that has a
     place in `module`: the same name, or inside a layer stack the same role (see the module docstring); the rest of
-    module keeps its init. `option` names the setting in messages. Returns the names {"copied", "new" (module
-    only), "dropped" (checkpoint only)}, copied and new as module names them; a missing file, a weight whose shape
-    changed or a layer that would change block is refused before anything is copied."""
-    file = Path(path).expanduser()
+    module keeps its init. `path` is a checkpoint file, a run folder (its best.ckpt) or runs:/<run_id>[/<artifact>]
+    (ember.checkpoint_source), the last looked up in the store of the module's trainer's logger. `option` names the
+    setting in messages. Returns the names {"copied", "new" (module only), "dropped" (checkpoint only)}, copied and
+    new as module names them; a missing file, a weight whose shape changed or a layer that would change block is
+    refused before anything is copied."""
+    trainer = getattr(module, "_trainer", None)  # a LightningModule's, once attached (None outside a Trainer)
+    file = resolve_checkpoint(str(path), "init", lambda: trainer_store(trainer), option)
     if not file.is_file():
         raise EmberConfigError(f"{option}={path} does not exist: run the earlier phase first (its config names the "
                                f"checkpoint folder), or set {option} to its checkpoint")

@@ -65,9 +65,15 @@ class EmberModel(ModelLogs, LightningModule):
         tbptt_chunk: tokens per truncated-BPTT chunk; null trains each sequence in one chunk.
         generate_tokens: bytes generated per prompt by `ember predict`.
         temperature: sampling temperature for `ember predict` (0 = greedy).
-        init_from: checkpoint of an earlier phase to start from (configs/phases): every weight whose
+        init_from: checkpoint of an earlier phase or run to start from (configs/phases): every weight whose
             name and shape match is copied, the rest (e.g. a memory this phase adds) keeps its init.
-            Ignored when --ckpt_path restores a checkpoint of this model.
+            Ignored when --ckpt_path restores a checkpoint of this model. One of: a checkpoint file
+            (runs/1/<run_id>/checkpoints/best.ckpt); a run folder (runs/1/<run_id>: its checkpoints/best.ckpt);
+            an MLflow run's checkpoint, runs:/<run_id> (= runs:/<run_id>/best/best.ckpt) or
+            runs:/<run_id>/last/last.ckpt, from the run's tracking store (the logger's tracking_uri, else
+            $MLFLOW_TRACKING_URI, else <run_dir>/mlflow.db), downloaded once into <run_dir>/cache/artifacts.
+            --ckpt_path takes the same forms: `ember fit` resumes from a run folder's or runs:/<run_id>'s
+            last.ckpt, validate/test/predict take its best.ckpt.
         compile_periods: torch.compile mode for the memories' whole plasticity periods
             (ember.ops.slot_memory.compile_plasticity): "default", or "reduce-overhead" for CUDA graphs
             on a GPU; null runs them eager. Compiling costs tens of seconds once, so it is for long runs.

@@ -102,8 +102,13 @@ def dataset_input(datamodule, settings: dict[str, Any]) -> Optional[DatasetInput
 
 
 def checkpoint_run_id(ckpt_path: Optional[str]) -> Optional[str]:
-    """The run id of the folder `<run_dir>/<experiment>/<run id>/checkpoints/X.ckpt` holding a checkpoint, if any."""
+    """The run id of the folder `<run_dir>/<experiment>/<run id>/checkpoints/X.ckpt` holding a checkpoint, or of a
+    runs:/ checkpoint's place in the download cache (`<run_dir>/cache/artifacts/<store>/<run id>/...`), if any."""
     if not ckpt_path:
         return None
     path = Path(ckpt_path).resolve()
+    parts = path.parts
+    for i in range(len(parts) - 4):
+        if parts[i:i + 2] == ("cache", "artifacts"):
+            return parts[i + 3]
     return path.parents[1].name if path.parent.name == "checkpoints" and len(path.parents) > 2 else None

@@ -20,6 +20,7 @@ from mlflow.exceptions import MlflowException
 from ember.errors import EmberConfigError
 from ember.files import atomic_write_text
 from ember.provenance import checkpoint_run_id, dataset_input, provenance_tags, run_description, run_name
+from ember.tracking_server import ServerClient, TrackingServerLost, server_lost, use_server_http_defaults
 
 log = logging.getLogger(__name__)
 PSUTIL = RequirementCache("psutil>=5.9")  # the optional system-metrics dependency
@@ -31,11 +32,20 @@ ENV_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 
 def resolve_tracking_uri(run_dir: str, tracking_uri: Optional[str] = None) -> str:
     """tracking_uri, else $MLFLOW_TRACKING_URI, else a sqlite store at <run_dir>/mlflow.db."""
-    uri = tracking_uri or ENV_TRACKING_URI or f"sqlite:///{Path(run_dir).resolve()}/mlflow.db"
+    uri = tracking_uri or ENV_TRACKING_URI or local_store_uri(run_dir)
     if uri.startswith("file:") or "://" not in uri:
         raise EmberConfigError(f"MLflow tracking URI {uri!r} is a file store, which current MLflow refuses: use "
                                "sqlite:///path/to/mlflow.db, or http://host:port for a server")
     return uri
+
+
+def local_store_uri(run_dir: str) -> str:
+    """The sqlite store of a run folder: sqlite:///<run_dir>/mlflow.db."""
+    return f"sqlite:///{Path(run_dir).resolve()}/mlflow.db"
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
 
 
 def check_reachable(uri: str, timeout: float = 5.0):
@@ -48,7 +58,23 @@ def check_reachable(uri: str, timeout: float = 5.0):
     except OSError as err:
         raise EmberConfigError(f"the MLflow tracking server {uri} does not answer ({err}): start it (mlflow server "
                                "--port ...), fix $MLFLOW_TRACKING_URI or trainer.logger.init_args.tracking_uri, or "
-                               "unset it to log to a local sqlite store under runs/") from err
+                               "unset it to log to a local sqlite store under runs/ (or set trainer.logger.init_args."
+                               "offline_fallback true to do so whenever the server is down)") from err
+
+
+def reach_or_fall_back(uri: str, run_dir: str, offline_fallback: bool) -> str:
+    """The server `uri` when it answers; when it does not, check_reachable's error, or with `offline_fallback` the
+    local sqlite store under run_dir, with one warning that names both."""
+    try:
+        check_reachable(uri)
+        return uri
+    except EmberConfigError as err:
+        if not offline_fallback:
+            raise
+        local = local_store_uri(run_dir)
+        log.warning("the MLflow tracking server %s does not answer (%s): this run logs to the local store %s instead "
+                    "(offline_fallback: true)", uri, err.__cause__, local)
+        return local
 
 
 def check_writable_store(run_dir: str, uri: str):
@@ -101,7 +127,10 @@ class EmberMLFlowLogger(MLFlowLogger):
     """MLflow logger with an explicit tracking URI (a local sqlite store unless told otherwise).
 
     Checkpoints and the resolved config.yaml are written under
-    `<run_dir>/<experiment_id>/<run_id>/` and logged to the run as artifacts.
+    `<run_dir>/<experiment_id>/<run_id>/` and logged to the run as artifacts (with a tracking server, uploaded to the
+    server's artifact store unless the experiment names another). A server must answer when the run starts; one that
+    stops answering later ends the command with one message that says how to resume, within seconds
+    (ember/tracking_server.py).
 
     Args:
         experiment_name: MLflow experiment.
@@ -113,13 +142,16 @@ class EmberMLFlowLogger(MLFlowLogger):
         tags: extra run tags.
         system_metrics: also log CPU, memory, disk, network (and GPU) use every 10 s as `system/*` metrics (MLflow's
             monitor; needs psutil: pip install 'ember[system-metrics]').
+        offline_fallback: when the tracking server does not answer at the start, log this run to the local sqlite
+            store <run_dir>/mlflow.db instead (with a warning naming both) rather than stop with an error.
     """
 
     _continued = False  # continue_run() found the run
 
     def __init__(self, experiment_name: str = "ember", run_name: Optional[str] = None, run_dir: Optional[str] = None,
                  tracking_uri: Optional[str] = None, log_model: bool | str = True,
-                 tags: Optional[dict[str, Any]] = None, system_metrics: bool = False):
+                 tags: Optional[dict[str, Any]] = None, system_metrics: bool = False,
+                 offline_fallback: bool = False):
         if system_metrics and not PSUTIL:
             raise EmberConfigError(f"system_metrics: true needs psutil ({PSUTIL.message}): pip install "
                                    "'ember[system-metrics]', or set trainer.logger.init_args.system_metrics false")
@@ -127,35 +159,44 @@ class EmberMLFlowLogger(MLFlowLogger):
         run_dir = "runs" if run_dir is None else run_dir
         self._run_dir = str(Path(run_dir).resolve())
         uri = resolve_tracking_uri(run_dir, tracking_uri)
+        if is_server(uri):
+            uri = reach_or_fall_back(uri, self._run_dir, offline_fallback)
+        server = is_server(uri)  # still, unless offline_fallback took the local store
         check_writable_store(self._run_dir, uri)
-        if uri.startswith(("http://", "https://")):
-            check_reachable(uri)
+        # a new experiment's artifacts: under run_dir for a local store, the server's own store (mlflow-artifacts:/,
+        # uploaded through it) for a server, whose other clients could not read this machine's folder
+        artifacts = None if server else Path(self._run_dir, "artifacts").as_uri()
         with store_lock(uri):  # the client creates a new store's tables
             super().__init__(experiment_name=experiment_name, run_name=run_name, tracking_uri=uri, tags=tags,
-                             log_model=log_model, artifact_location=Path(self._run_dir, "artifacts").as_uri())
+                             log_model=log_model, artifact_location=artifacts)
+        if server:  # MLflow's retries cut to seconds, each call guarded (ember/tracking_server.py)
+            use_server_http_defaults()
+            self._mlflow_client = ServerClient(self._mlflow_client, lambda reason: server_lost(
+                uri, self._run_dir, self._experiment_id, self._run_id, reason))
 
-    def continue_run(self, checkpoint: str | Path) -> Optional[Path]:
+    def continue_run(self, checkpoint: str | Path, run_id: Optional[str] = None) -> Optional[Path]:
         """Continue the MLflow run whose folder holds `checkpoint` (<run_dir>/<experiment_id>/<run_id>/checkpoints/
-        <file>) instead of starting a new one, so a fit resumed from it writes its checkpoints, config.yaml and
-        metrics where the first part did, and the checkpoint callback keeps the best-so-far (Lightning restores it
-        only into the folder it was saved in). Returns that folder, or None when the checkpoint lies in no run of
-        this store (then a new run starts). Call it before the run starts (the trainer's setup starts it)."""
+        <file>), or the run `run_id` of this store (a runs:/<run_id> checkpoint, downloaded elsewhere), instead of
+        starting a new one, so a fit resumed from it writes its checkpoints, config.yaml and metrics where the first
+        part did, and the checkpoint callback keeps the best-so-far (Lightning restores it only into the folder it
+        was saved in). Returns that folder, or None when the checkpoint lies in no run of this store (then a new run
+        starts). Call it before the run starts (the trainer's setup starts it)."""
         if self._initialized:
             raise RuntimeError("continue_run() must come before the MLflow run starts")
         path = Path(checkpoint).expanduser().resolve()
-        if len(path.parents) < 4 or path.parents[3] != Path(self._run_dir):
+        if run_id is None and (len(path.parents) < 4 or path.parents[3] != Path(self._run_dir)):
             return None
-        folder = path.parents[1]
+        run_id, experiment_id = (path.parents[1].name, path.parents[2].name) if run_id is None else (run_id, None)
         try:
             with store_lock(self._tracking_uri):
-                run = self._mlflow_client.get_run(folder.name)
-                if run.info.experiment_id != folder.parent.name:
+                run = self._mlflow_client.get_run(run_id)
+                if experiment_id not in (None, run.info.experiment_id):
                     return None
-                self._mlflow_client.update_run(folder.name, status="RUNNING")
+                self._mlflow_client.update_run(run_id, status="RUNNING")
         except MlflowException:
             return None
-        self._run_id, self._continued = folder.name, True
-        return folder
+        self._run_id, self._continued = run_id, True
+        return Path(self._run_dir, run.info.experiment_id, run_id)
 
     def log_hyperparams(self, params, *args, **kwargs) -> None:
         """MLflow refuses to change a param a run holds: a continued run given another value of a setting keeps
@@ -224,7 +265,13 @@ class EmberMLFlowLogger(MLFlowLogger):
         if self._monitor is not None:
             self._monitor.finish()
             self._monitor = None
-        super().finalize(status)
+        if self.lost is None:  # a server that stopped answering cannot be told how the run ended
+            super().finalize(status)
+
+    @property
+    def lost(self) -> Optional[TrackingServerLost]:
+        """The error of a tracking server that stopped answering during the run; None while it answers."""
+        return self._mlflow_client.lost if isinstance(self._mlflow_client, ServerClient) else None
 
     def ui_command(self) -> str:
         """How to browse this run's store, as commands that work as printed: `make ui` from the Ember checkout

@@ -315,3 +315,87 @@ class ServedFolder:
     def __exit__(self, *exc_info):
         self.server.shutdown()
         self.server.server_close()
+
+
+# ---- a real MLflow tracking server (tests/test_tracking_server.py): the full mlflow of .venv-ui, `make ui-env` ------
+MLFLOW_SERVER = ROOT / ".venv-ui" / "bin" / "mlflow"
+
+
+def needs_mlflow_server():
+    if not MLFLOW_SERVER.exists():
+        pytest.skip(f"{MLFLOW_SERVER} is absent: `make ui-env` builds the full MLflow server there")
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (now)."""
+    import socket  # imported here: this helper is appended to the file, its imports stay with it
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def mlflow_server(folder: Path, port: int = 0, timeout: float = 120.0) -> MLflowServer:
+    """A loopback MLflow tracking server of .venv-ui, as a context manager: `with mlflow_server(folder) as uri:` gives
+    http://127.0.0.1:PORT once the server answers /health (within `timeout` s), its store folder/server.db and its
+    proxied artifacts (clients upload through the server: mlflow-artifacts:/ URIs) in folder/artifacts, its output in
+    folder/server.log; its process group is stopped when the block ends. port 0: a free one."""
+    return MLflowServer(folder, port, timeout)
+
+
+class MLflowServer:
+    """mlflow_server's context manager: `mlflow server --workers 1` in a session of its own, so that stop() ends the
+    server and its workers together. Entered again after stop(), it starts on the same port and store."""
+
+    def __init__(self, folder: Path, port: int, timeout: float):
+        self.folder, self.port, self.timeout, self.process = Path(folder).resolve(), port, timeout, None
+
+    def __enter__(self) -> str:
+        import subprocess  # imported here, as in free_port
+        import time
+        import urllib.request
+
+        needs_mlflow_server()
+        self.port = self.port or free_port()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        uri = f"http://127.0.0.1:{self.port}"
+        command = [str(MLFLOW_SERVER), "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
+                   "--backend-store-uri", f"sqlite:///{self.folder}/server.db", "--serve-artifacts",
+                   "--artifacts-destination", str(self.folder / "artifacts")]
+        with open(self.folder / "server.log", "ab") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                urllib.request.urlopen(f"{uri}/health", timeout=5).close()
+                return uri
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                said = "exited" if self.process.poll() is not None else f"did not answer in {self.timeout:.0f} s"
+                self.stop()
+                log = (self.folder / "server.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the MLflow server {uri} {said}; its log ends:\n{log}")
+            time.sleep(0.25)
+
+    def __exit__(self, *exc_info):
+        self.stop()
+
+    def stop(self, kill: bool = False):
+        """End the server's process group: SIGTERM (SIGKILL after 10 s), or at once SIGKILL (`kill`, a crash)."""
+        import signal  # imported here, as in free_port
+        import subprocess
+
+        if self.process is None:
+            return
+        for sig in (signal.SIGKILL if kill else signal.SIGTERM, signal.SIGKILL):  # then whatever of the group is left
+            try:
+                os.killpg(self.process.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                pass
+        self.process.wait()
+        self.process = None

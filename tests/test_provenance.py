@@ -23,6 +23,7 @@ def test_run_names_differ_under_the_same_seed_and_name_the_config():
 def test_checkpoint_run_id_reads_the_run_folder():
     assert checkpoint_run_id("runs/1/abc123/checkpoints/best.ckpt") == "abc123"
     assert checkpoint_run_id("elsewhere/model.ckpt") is None and checkpoint_run_id(None) is None
+    assert checkpoint_run_id("runs/cache/artifacts/9f3e/abc123/best/best.ckpt") == "abc123"  # a runs:/ download
 
 
 def test_git_state_of_this_checkout_and_of_a_folder_outside_git(tmp_path):

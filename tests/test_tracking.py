@@ -8,7 +8,7 @@ import pytest
 
 from ember import tracking
 from ember.errors import EmberConfigError
-from helpers import fit_args, run_cli
+from helpers import fit_args, free_port, run_cli
 
 
 def test_default_is_a_sqlite_store_under_the_run_dir(tmp_path, monkeypatch):
@@ -115,3 +115,16 @@ def test_continue_run_takes_the_run_whose_folder_holds_the_checkpoint_and_nothin
     assert again.continue_run(run / "checkpoints/last.ckpt") == run and again.run_path == run
     for elsewhere in (tmp_path / "last.ckpt", run.parent / "f00d/checkpoints/last.ckpt", "/last.ckpt"):
         assert tracking.EmberMLFlowLogger(run_dir=str(tmp_path), log_model=False).continue_run(elsewhere) is None
+
+
+@pytest.mark.slow  # the local store's tables are created: over a second
+def test_offline_fallback_logs_to_the_local_store_with_one_warning_naming_both(tmp_path, caplog):
+    uri = f"http://127.0.0.1:{free_port()}"
+    with pytest.raises(EmberConfigError, match=f"{uri} does not answer"):
+        tracking.EmberMLFlowLogger(run_dir=str(tmp_path), tracking_uri=uri)
+    logger = tracking.EmberMLFlowLogger(run_dir=str(tmp_path), tracking_uri=uri, offline_fallback=True)
+    local = f"sqlite:///{tmp_path}/mlflow.db"
+    assert logger._tracking_uri == local
+    (said,) = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert uri in said and local in said
+

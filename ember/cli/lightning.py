@@ -8,6 +8,7 @@ learning curves, slot-usage plots) and a closing summary.
 from __future__ import annotations
 
 import logging
+import os
 import pydoc
 import signal
 import sys
@@ -16,7 +17,7 @@ from jsonargparse import DefaultHelpFormatter, Namespace, lazy_instance
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
@@ -27,6 +28,7 @@ from ember.callbacks.finite_guard import FiniteGuard
 from ember.callbacks.learning_curves import LearningCurves
 from ember.callbacks.memory_usage import MemoryUsage
 from ember.callbacks.progress import EmberProgressBar
+from ember.checkpoint_source import artifact_run_id, artifact_store, resolve_checkpoint
 from ember.cli.checks import ShortErrorParser, check_config_names
 from ember.errors import EmberConfigError, TrainingStopped
 from ember.files import load_checkpoint
@@ -91,11 +93,18 @@ class EmberCLI(LightningCLI):
         self._asked_model = _leaves(self.config[sub].get("model")) if sub else {}
 
     def _parse_ckpt_path(self):
-        """LightningCLI reads --ckpt_path's hyper-parameters here; a missing, truncated or unsafe file is one message
-        first, not the unpickler's traceback."""
+        """LightningCLI reads --ckpt_path's hyper-parameters here. A run folder or a runs:/ URI becomes its local file
+        first (ember.checkpoint_source: last.ckpt for a fit, best.ckpt otherwise), which replaces the config's value,
+        so Lightning reads a file; a missing, truncated or unsafe file is one message, not the unpickler's
+        traceback."""
         sub = self.config.get("subcommand")
-        if sub and self.config[sub].get("ckpt_path"):
-            load_checkpoint(self.config[sub]["ckpt_path"])
+        self._ckpt_source = self.config[sub].get("ckpt_path") if sub else None
+        if self._ckpt_source:
+            trainer = self.config[sub].get("trainer") or Namespace()
+            path = resolve_checkpoint(str(self._ckpt_source), "resume" if sub == "fit" else "init",
+                                      lambda: artifact_store(*_logger_store(trainer)), "--ckpt_path")
+            self.config[sub]["ckpt_path"] = str(path)
+            load_checkpoint(path)
         super()._parse_ckpt_path()
 
     def before_instantiate_classes(self):
@@ -141,21 +150,25 @@ class EmberCLI(LightningCLI):
         if config.get("enable_progress_bar", True) is not False and not any(
                 isinstance(c, ProgressBar) for c in [*given, *callbacks]):
             callbacks = [*callbacks, EmberProgressBar()]
-        return super()._instantiate_trainer(config, callbacks)
+        _check_node_rank(config.get("num_nodes") or 1)
+        try:
+            return super()._instantiate_trainer(config, callbacks)
+        except (ValueError, MisconfigurationException) as err:  # Lightning refused the accelerator/strategy/devices
+            raise EmberConfigError(_trainer_refusal(err, config)) from None
 
     def before_fit(self):
         """A fit resumed from a checkpoint in a run folder continues that run, so its checkpoint callback (restored
         only into the folder it saved in) keeps the best-so-far and the summary names the true best."""
         ckpt_path = self.config["fit"].get("ckpt_path")
         for logger in self.trainer.loggers if ckpt_path else []:
-            if isinstance(logger, EmberMLFlowLogger):
-                folder = logger.continue_run(ckpt_path)
+            if isinstance(logger, EmberMLFlowLogger):  # a runs:/ URI names the run; a file, the folder it lies in
+                folder = logger.continue_run(ckpt_path, artifact_run_id(self._ckpt_source))
                 if folder is not None:
                     log.info("resuming run %s", folder)
                 else:
                     log.warning("%s is not in a run folder of the MLflow store under %s: this fit starts a new run, "
-                                "whose best checkpoint is chosen from its own validations", ckpt_path,
-                                logger.save_dir)
+                                "whose best checkpoint is chosen from its own validations",
+                                self._ckpt_source, logger.save_dir)
 
     def _stopped(self) -> TrainingStopped:
         """A fit (or evaluation) that a stop signal ended, with the command that resumes a fit."""
@@ -223,6 +236,30 @@ def stopped(trainer, what: str, resume: str) -> TrainingStopped:
     return TrainingStopped(f"{said}; last checkpoint {last}" + (f". {resume}" if resume else ""), 128 + signum)
 
 
+def _check_node_rank(num_nodes: int) -> None:
+    """NODE_RANK (or GROUP_RANK, torchrun's) must name one of the job's nodes: a rank past num_nodes would wait for
+    peers that never come (torch.distributed's rendezvous has a 30-minute timeout)."""
+    for name in ("NODE_RANK", "GROUP_RANK"):
+        value = os.environ.get(name)
+        if value is None:
+            continue
+        if not value.strip().isdigit() or int(value) >= num_nodes:
+            raise EmberConfigError(f"{name}={value} is not a node of this job (--trainer.num_nodes {num_nodes}): give "
+                                   f"each node its number, 0 to {num_nodes - 1}, or set --trainer.num_nodes to the "
+                                   "number of nodes")
+        return
+
+
+def _trainer_refusal(err: BaseException, config: dict) -> str:
+    """Lightning's word on trainer settings it refuses, as one message with the way on the CPU."""
+    text = " ".join(str(err).split())
+    strategy = str(config.get("strategy", ""))
+    if "fsdp" in strategy.lower() or "FSDP" in text:
+        return (f"{text} On a CPU, data parallelism is --trainer.strategy ddp (gloo); FSDP (configs/cloud/fsdp.yaml) "
+                "needs GPUs.")
+    return f"the trainer settings were refused: {text} (see `ember fit --help`, the trainer section)"
+
+
 def _run_dir_follows_root(trainer) -> None:
     """An Ember logger without a run_dir writes where the trainer's default_root_dir says (`runs` by default), so
     `--trainer.default_root_dir /shared/job7` puts the store, run folders, checkpoints and plots there."""
@@ -233,6 +270,20 @@ def _run_dir_follows_root(trainer) -> None:
         cls = pydoc.locate(logger["class_path"]) if isinstance(logger.get("class_path"), str) else None
         if isinstance(cls, type) and issubclass(cls, EmberMLFlowLogger) and logger["init_args"].get("run_dir") is None:
             logger["init_args"]["run_dir"] = trainer.get("default_root_dir") or "runs"
+
+
+def _logger_store(trainer) -> tuple[str, str | None]:
+    """(run_dir, tracking_uri) of the parsed trainer config's Ember logger, before it is built: its run_dir (unset:
+    the trainer's default_root_dir, else `runs`) and tracking_uri; without an Ember logger, default_root_dir's."""
+    root = trainer.get("default_root_dir") or "runs"
+    loggers = trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        cls = pydoc.locate(logger.get("class_path")) if isinstance(logger, Namespace) and isinstance(
+            logger.get("class_path"), str) else None
+        if isinstance(cls, type) and issubclass(cls, EmberMLFlowLogger):
+            args = logger.get("init_args") or Namespace()
+            return args.get("run_dir") or root, args.get("tracking_uri")
+    return root, None
 
 
 def _refuse_automatic_only(name: str, trainer):

@@ -6,7 +6,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import DEBUG, ROOT, fit_args, run_cli, run_folder
+from helpers import DEBUG, ROOT, fit_args, mlflow_rows, run_cli, run_folder
 
 
 def _config(tmp_path, edit) -> str:
@@ -158,3 +158,20 @@ def test_a_command_line_mistake_is_a_short_message_first_with_the_near_names(opt
     err = capsys.readouterr().err
     assert stop.value.code == 2 and err.startswith(first_line)
     assert "usage:" not in err and err.rstrip().endswith(" fit --help")  # the prog is ember from the shell
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("extra, env, said", [
+    (("--trainer.strategy", "fsdp", "--trainer.devices", "2"), {}, "--trainer.strategy ddp"),
+    (("--trainer.devices", "0"), {}, "the trainer settings were refused: `Trainer(devices='0')`"),
+    (("--trainer.num_nodes", "2", "--trainer.strategy", "ddp"), {"NODE_RANK": "5"}, "NODE_RANK=5 is not a node"),
+    (("--trainer.num_nodes", "2", "--trainer.strategy", "ddp"), {"GROUP_RANK": "x"}, "GROUP_RANK=x is not a node"),
+], ids=["fsdp-on-cpu", "no-devices", "node-rank-past-num-nodes", "group-rank-not-a-number"])
+def test_trainer_settings_lightning_or_the_cluster_refuse_are_one_message(extra, env, said, tmp_path, caplog,
+                                                                          monkeypatch):
+    """Before any run starts: no traceback, no MLflow run, and never a wait for nodes that do not exist."""
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert run_cli(*fit_args(tmp_path, "--trainer.max_steps", "2", *extra)) == 2
+    assert said in caplog.text and "Traceback" not in caplog.text
+    assert not (tmp_path / "mlflow.db").exists() or not mlflow_rows(tmp_path, "select * from runs")
