@@ -1,7 +1,8 @@
 """Several nodes on one machine: 2 nodes x 1 process (gloo) on loopback, as a cluster job would run.
 
 Two `ember fit` processes with NODE_RANK 0 and 1 (and MASTER_ADDR/MASTER_PORT), or with SLURM's variables as srun
-sets them (the configs/cloud/multinode_slurm.yaml overlay), train on text shards served over loopback HTTP. A
+sets them (the configs/cloud/multinode_slurm.yaml overlay), train on text shards served over loopback HTTP and log
+to a tracking server on loopback. A
 2-node job is the same computation as 2 processes on one node: same ranks, same shards, the same weights.
 """
 
@@ -16,7 +17,7 @@ import torch
 
 from ember.data_modules.corpus import builtin_corpus
 from ember.data_modules.shards import prepare_text_shards
-from helpers import DEBUG, ROOT, mlflow_rows, run_folder, serve_folder
+from helpers import DEBUG, ROOT, mlflow_rows, mlflow_server, needs_mlflow_server, run_folder, serve_folder
 
 STEPS = ("--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--trainer.enable_progress_bar", "false")
 
@@ -82,12 +83,20 @@ def one_node(shards, tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_two_nodes_on_remote_shards_train_as_two_processes_on_one_node(shards, one_node, tmp_path):
-    with serve_folder(shards) as url:
+def test_two_nodes_on_remote_shards_log_one_run_to_a_server_and_train_as_one_node_does(shards, one_node, tmp_path):
+    """Shards over loopback HTTP, a tracking server on loopback (proxied artifacts), NODE_RANK 0 and 1."""
+    import mlflow
+
+    needs_mlflow_server()
+    with serve_folder(shards) as url, mlflow_server(tmp_path / "server") as server:
         launch_nodes(fit(tmp_path / "runs", url, "--trainer.strategy", "ddp", "--trainer.num_nodes", "2",
-                         "--trainer.devices", "1"), lambda node: {"NODE_RANK": str(node)}, tmp_path)
+                         "--trainer.devices", "1", "--trainer.logger.init_args.tracking_uri", server),
+                     lambda node: {"NODE_RANK": str(node)}, tmp_path)
+        client = mlflow.MlflowClient(server)
+        (run,) = client.search_runs([client.get_experiment_by_name("ember").experiment_id])  # rank 0's alone
+        assert run.info.status == "FINISHED" and "val/bpb" in run.data.metrics
+        assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"config.yaml", "last", "plots"}
     assert_same_weights(last(tmp_path / "runs"), one_node)
-    assert mlflow_rows(tmp_path / "runs", "select status from runs") == [("FINISHED",)]  # one run: rank 0's
 
 
 @pytest.mark.slow
