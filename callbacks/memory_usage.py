@@ -6,7 +6,6 @@ import logging
 from pathlib import Path
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from ember.batch import Batch
 from ember.callbacks.slot_usage import slot_usage_figure, trace_slot_usage
@@ -29,16 +28,17 @@ class MemoryUsage(Callback):
         self.span, self.filename = span, filename
         self.path: Path | None = None
 
-    @rank_zero_only
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule):
         self._plot(trainer, pl_module, trainer.datamodule.val_dataloader() if trainer.datamodule else None, "")
 
-    @rank_zero_only
     def on_test_end(self, trainer: Trainer, pl_module: LightningModule):
         self._plot(trainer, pl_module, trainer.datamodule.test_dataloader() if trainer.datamodule else None, "test_")
 
     def _plot(self, trainer: Trainer, pl_module: LightningModule, loader, prefix: str):
-        if loader is None or not hasattr(pl_module, "backbone"):
+        """Rank 0 traces and draws; under FSDP (a sharded model: every forward gathers from all ranks) every rank
+        traces its first sequence and rank 0 draws."""
+        sharded = getattr(pl_module, "device_mesh", None) is not None
+        if loader is None or not hasattr(pl_module, "backbone") or (trainer.global_rank != 0 and not sharded):
             return
         if isinstance(loader, (list, tuple)):  # several test loaders: the first (the text)
             loader = loader[0]
@@ -48,7 +48,7 @@ class MemoryUsage(Callback):
         pl_module.eval()
         strengths, rates = trace_slot_usage(pl_module, tokens, self.span)
         pl_module.train(was_training)
-        if not strengths:
+        if not strengths or trainer.global_rank != 0:
             return
         import matplotlib.pyplot as plt  # deferred: a second to import, and only the plots need it
 

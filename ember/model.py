@@ -32,6 +32,7 @@ from ember.model_logs import ModelLogs
 from ember.ops.slot_memory import SlotMemoryState, compile_plasticity, memories_off, slot_memories
 from ember.optim import adamw_with_schedule, check_optimizer_args
 from ember.perception import View, check_rounds, rounds_loss, sense_rounds, stop_round
+from ember.sharding import plugin_class, shard_composite
 
 log = logging.getLogger(__name__)
 LN2 = math.log(2.0)
@@ -156,6 +157,11 @@ class EmberModel(ModelLogs, LightningModule):
             self.load_phase(self.hparams.init_from)
         if self.hparams.get("compile_periods"):
             compile_plasticity(self, mode=self.hparams.compile_periods)
+
+    def configure_model(self):
+        """Under ModelParallelStrategy (FSDP2, `device_mesh` set): shard the layers and slots (ember.sharding)."""
+        if self.device_mesh is not None:
+            shard_composite(self, self.device_mesh["data_parallel"])
 
     def load_phase(self, path: str) -> dict[str, list[str]]:
         """Copy the weights of an earlier phase's checkpoint that fit this model (see init_from)."""
@@ -360,7 +366,7 @@ class EmberModel(ModelLogs, LightningModule):
     # ---- checkpoints -----------------------------------------------------------------------
     def composite_signature(self) -> dict:
         """Which plugin fills each slot, and every parameter's shape."""
-        slots = {name: None if mod is None else type(mod).__name__ for name, mod in
+        slots = {name: None if mod is None else plugin_class(mod).__name__ for name, mod in
                  (("backbone", self.backbone), ("sensory", self.sensory), ("reasoning", self.reasoning),
                   ("consolidator", self.consolidator))}
         return {"format": CHECKPOINT_FORMAT, "slots": slots,

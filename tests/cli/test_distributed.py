@@ -12,20 +12,46 @@ import time
 import pytest
 import torch
 
-from helpers import DEBUG, ROOT, mlflow_rows, run_folder
+from helpers import DEBUG, ROOT, mlflow_rows, run_cli, run_folder
+
+
+def _fit_two_processes(run_dir, *strategy: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "ember.cli.main", "fit", "--config", DEBUG, *strategy, "--trainer.max_steps", "6",
+           "--trainer.val_check_interval", "3", "--trainer.logger.init_args.run_dir", str(run_dir)]
+    done = subprocess.run(cmd, cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def ddp_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("ddp") / "runs"
+    return run_dir, _fit_two_processes(run_dir, "--trainer.strategy", "ddp", "--trainer.devices", "2")
 
 
 @pytest.mark.slow
-def test_ddp_two_cpu_processes(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "tests")}
-    cmd = [sys.executable, "-m", "ember.cli.main", "fit", "--config", DEBUG, "--trainer.strategy", "ddp",
-           "--trainer.devices", "2", "--trainer.max_steps", "6", "--trainer.val_check_interval", "3",
-           "--trainer.logger.init_args.run_dir", str(tmp_path)]
-    done = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+def test_ddp_two_cpu_processes(ddp_run):
+    run_dir, done = ddp_run
     assert "Training finished." in done.stderr
-    assert (run_folder(tmp_path) / "checkpoints/last.ckpt").is_file()
-    assert mlflow_rows(tmp_path, "select count(*) from runs")[0][0] == 1  # rank 0 alone tracks the run
+    assert (run_folder(run_dir) / "checkpoints/last.ckpt").is_file()
+    assert mlflow_rows(run_dir, "select count(*) from runs")[0][0] == 1  # rank 0 alone tracks the run
+
+
+@pytest.mark.slow
+def test_fsdp2_on_the_cpu_trains_the_weights_ddp_does(ddp_run, tmp_path):
+    """configs/cloud/fsdp2_cpu.yaml: ModelParallelStrategy with fully_shard on each layer and slot (gloo). The
+    same updates as DDP up to the order of float sums; whole checkpoints that `ember test` reads in one process."""
+    run_dir = tmp_path / "runs"
+    _fit_two_processes(run_dir, "--config", str(ROOT / "configs/cloud/fsdp2_cpu.yaml"))
+    sharded, reference = (_weights(run_folder(d) / "checkpoints/last.ckpt") for d in (run_dir, ddp_run[0]))
+    assert sharded.keys() == reference.keys()
+    for name, value in reference.items():
+        torch.testing.assert_close(sharded[name], value, rtol=1e-4, atol=1e-5, msg=name)
+    assert (run_folder(run_dir) / "slot_usage.png").is_file()  # traced on both ranks (each forward gathers)
+    folder = run_folder(run_dir)
+    assert run_cli("test", "--config", str(folder / "config.yaml"), "--ckpt_path",
+                   str(folder / "checkpoints/best.ckpt"), "--trainer.devices", "1", "--trainer.strategy", "auto") == 0
 
 
 def _ddp_fit(run_dir, *extra: str) -> list[str]:
