@@ -255,8 +255,8 @@ def _trainer_refusal(err: BaseException, config: dict) -> str:
     text = " ".join(str(err).split())
     strategy = str(config.get("strategy", ""))
     if "fsdp" in strategy.lower() or "FSDP" in text:
-        return (f"{text} On a CPU, data parallelism is --trainer.strategy ddp (gloo); FSDP (configs/cloud/fsdp.yaml) "
-                "needs GPUs.")
+        return (f"{text} On a CPU, shard with FSDP2 instead (--config configs/cloud/fsdp2_cpu.yaml), or replicate with "
+                "--trainer.strategy ddp.")
     return f"the trainer settings were refused: {text} (see `ember fit --help`, the trainer section)"
 
 

@@ -162,7 +162,7 @@ def test_a_command_line_mistake_is_a_short_message_first_with_the_near_names(opt
 
 @pytest.mark.slow
 @pytest.mark.parametrize("extra, env, said", [
-    (("--trainer.strategy", "fsdp", "--trainer.devices", "2"), {}, "--trainer.strategy ddp"),
+    (("--trainer.strategy", "fsdp", "--trainer.devices", "2"), {}, "configs/cloud/fsdp2_cpu.yaml"),
     (("--trainer.devices", "0"), {}, "the trainer settings were refused: `Trainer(devices='0')`"),
     (("--trainer.num_nodes", "2", "--trainer.strategy", "ddp"), {"NODE_RANK": "5"}, "NODE_RANK=5 is not a node"),
     (("--trainer.num_nodes", "2", "--trainer.strategy", "ddp"), {"GROUP_RANK": "x"}, "GROUP_RANK=x is not a node"),
