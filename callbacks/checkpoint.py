@@ -50,6 +50,7 @@ class EmberCheckpoint(ModelCheckpoint):
     """
 
     stopped_by: Optional[signal.Signals] = None
+    _pending = 0  # under data parallelism: the signal this rank received, not yet agreed on with the others
     _stop_after_validation: Optional[Callable[[], None]] = None
 
     _stage: Optional[str] = None
@@ -72,7 +73,7 @@ class EmberCheckpoint(ModelCheckpoint):
         lightning = signal.getsignal(signal.SIGTERM)  # registered by the trainer for this fit
         if not callable(lightning) or threading.current_thread() is not threading.main_thread():
             return
-        self.stopped_by = None
+        self.stopped_by, self._pending = None, 0
 
         def stop(signum, frame):
             if get_worker_info() is not None:  # a DataLoader worker forked from here: the main process ends it
@@ -80,6 +81,9 @@ class EmberCheckpoint(ModelCheckpoint):
             if self.stopped_by is not None and signum == signal.SIGINT:
                 raise KeyboardInterrupt  # a second Ctrl+C: stop now
             self.stopped_by = signal.Signals(signum)
+            if _distributed(trainer):  # the ranks agree at the end of the batch (on_train_batch_end); Lightning's
+                self._pending = int(signum)  # handler would broadcast from here, out of step with their collectives
+                return
             if trainer.validating:  # stopping mid-validation would save a half-validated step: finish it first
                 self._stop_after_validation = lambda: lightning(signum, frame)
             else:
@@ -92,6 +96,19 @@ class EmberCheckpoint(ModelCheckpoint):
         usr1 = getattr(signal, "SIGUSR1", None)
         if usr1 is not None and signal.getsignal(usr1) in (signal.SIG_DFL, None):
             signal.signal(usr1, stop)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args, **kwargs) -> None:
+        """Under data parallelism, every rank learns at the same point whether any rank was signalled (a MAX
+        all-reduce of the signal number), so all stop at the end of this batch together; one rank stopping alone
+        would leave the others waiting in their next collective."""
+        super().on_train_batch_end(trainer, pl_module, *args, **kwargs)
+        if not _distributed(trainer):
+            return
+        signalled = torch.tensor([self._pending], device=trainer.strategy.root_device)
+        torch.distributed.all_reduce(signalled, op=torch.distributed.ReduceOp.MAX)
+        if signalled.item():
+            self.stopped_by = self.stopped_by or signal.Signals(int(signalled.item()))
+            trainer._signal_connector.received_sigterm = True  # Lightning's loop raises SIGTERMException on every rank
 
     def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_end(trainer, pl_module)
@@ -108,3 +125,8 @@ class EmberCheckpoint(ModelCheckpoint):
         if isinstance(exception, SIGTERMException) and self.save_last and \
                 not self._should_skip_saving_checkpoint(trainer):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+
+def _distributed(trainer: Trainer) -> bool:
+    """Several ranks in one process group (DDP, FSDP, several nodes)."""
+    return trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized()

@@ -7,6 +7,7 @@ to a tracking server on loopback. A
 """
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -42,15 +43,24 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_nodes(argv: list[str], node_env, folder, timeout: float = 300) -> float:
-    """Start one process per node (node_env(i): its environment), wait for all; the wall time in seconds."""
-    port, procs, start = free_port(), [], time.monotonic()
+def launch_nodes(argv: list[str], node_env, folder, timeout: float = 300, signal_when=None) -> list[int]:
+    """Start one process per node (node_env(i): its environment) and wait for all, which must exit 0 (or, given
+    signal_when, a glob under folder: SIGUSR1 to every node once it matches, as SLURM signals every task); their
+    exit statuses."""
+    port, procs = free_port(), []
     for node in (0, 1):
         env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
                "MASTER_PORT": str(port), **node_env(node)}
         with open(folder / f"node{node}.log", "w") as out:
             procs.append(subprocess.Popen(argv, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT))
     try:
+        if signal_when:
+            deadline = time.monotonic() + timeout
+            while not list(folder.glob(signal_when)) and time.monotonic() < deadline:
+                assert all(p.poll() is None for p in procs), "a node ended before the signal"
+                time.sleep(0.1)
+            for p in procs:
+                p.send_signal(signal.SIGUSR1)
         codes = [p.wait(timeout=timeout) for p in procs]
     finally:
         for p in procs:
@@ -58,8 +68,8 @@ def launch_nodes(argv: list[str], node_env, folder, timeout: float = 300) -> flo
                 p.kill()
                 p.wait()
     logs = "\n".join((folder / f"node{node}.log").read_text()[-2000:] for node in (0, 1))
-    assert codes == [0, 0], logs
-    return time.monotonic() - start
+    assert codes == ([128 + signal.SIGUSR1] * 2 if signal_when else [0, 0]), logs
+    return codes
 
 
 def last(run_dir) -> dict:
@@ -129,3 +139,20 @@ def test_two_nodes_end_near_one_process_with_the_same_global_batch(shards, one_n
 
     alone, nodes = val_loss(last(tmp_path / "runs")), val_loss(one_node)
     assert abs(alone - nodes) < 0.02 * nodes, (alone, nodes)
+
+
+@pytest.mark.slow
+def test_a_two_node_job_signalled_on_every_node_stops_together_and_resumes(shards, tmp_path):
+    """SIGUSR1 reaches both nodes at once (SLURM's --signal): every rank agrees at the end of a batch, both save
+    and exit 138, nothing hangs; the resumed job (NODE_RANK 0/1 again, --ckpt_path last.ckpt) ends at its step."""
+    nodes = ("--trainer.strategy", "ddp", "--trainer.num_nodes", "2", "--trainer.devices", "1")
+    runs = tmp_path / "runs"
+    launch_nodes(fit(runs, str(shards), *nodes, "--trainer.max_steps", "100000"),
+                 lambda node: {"NODE_RANK": str(node)}, tmp_path, signal_when="runs/*/*/checkpoints/last.ckpt")
+    stopped_at = last(runs)["global_step"]
+    assert stopped_at >= 3 and "SIGUSR1 stopped `ember fit` at step" in (tmp_path / "node0.log").read_text()
+    until = (stopped_at // 3 + 2) * 3  # a validation step: last.ckpt is saved at validations
+    launch_nodes(fit(runs, str(shards), *nodes, "--trainer.max_steps", str(until), "--ckpt_path",
+                     str(run_folder(runs) / "checkpoints/last.ckpt")), lambda node: {"NODE_RANK": str(node)}, tmp_path)
+    assert last(runs)["global_step"] == until
+    assert mlflow_rows(runs, "select status from runs") == [("FINISHED",)]
