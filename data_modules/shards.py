@@ -129,7 +129,7 @@ def read_shard_bytes(urls: list[str], bad_shards: str = "stop", max_bytes: Optio
 
 
 class ShardWindows(IterableDataset):
-    """Random windows of `window` bytes drawn from the samples this reader owns.
+    """Random windows of `window` bytes drawn from the samples this reader owns, through a pool of samples.
 
     Reader r of R = world_size * workers owns shards r, r+R, ... (or samples r, r+R, ...
     when there are fewer shards than readers). Yields `windows` windows per rank in total.
@@ -143,10 +143,16 @@ class ShardWindows(IterableDataset):
         world: number of ranks.
         bad_shards: "stop" or "skip" a shard that cannot be read (remote.py's shard_samples).
         name: what the shards are, for messages (e.g. the data path and split).
+        pool: samples held at once; each window comes from a random one of them, so a batch mixes samples (and
+            their places in the text) instead of cutting every window from one sample. The pool fills before the
+            first window.
     """
 
     def __init__(self, shards: list[str], window: int, windows: int, seed: int, rank: int, world: int,
-                 bad_shards: str = "stop", name: str = "train"):
+                 bad_shards: str = "stop", name: str = "train", pool: int = 32):
+        if pool < 1:
+            raise EmberDataError(f"pool={pool} must be >= 1 (samples windows are drawn from)")
+        self.pool = pool
         self.shards, self.window, self.windows = list(shards), window, windows
         self.seed, self.rank, self.world, self.bad_shards, self.name = seed, rank, world, bad_shards, name
 
@@ -161,21 +167,41 @@ class ShardWindows(IterableDataset):
         shards = self.shards[reader::readers] if by_shard else self.shards
         quota = math.ceil(self.windows / workers)
         gen = torch.Generator().manual_seed(self.seed * 7919 + reader)
-        produced, skipped = 0, {}
+        pick = lambda n: int(torch.randint(0, n, (1,), generator=gen))  # noqa: E731
+        pool: list[torch.Tensor] = []  # the samples windows are drawn from (a shuffle buffer of samples)
+        produced, owed, skipped = 0, 0, {}
         while produced < quota:
             before = produced
             for i, blob in enumerate(text_samples(shards, self.bad_shards, skipped)):
                 if not by_shard and i % readers != reader or len(blob) < self.window:
                     continue
                 data = torch.frombuffer(bytearray(blob), dtype=torch.uint8)
-                for _ in range(max(1, len(blob) // self.window)):
-                    start = int(torch.randint(0, len(blob) - self.window + 1, (1,), generator=gen))
-                    yield data[start : start + self.window].long()
-                    produced += 1
+                if len(pool) < self.pool:
+                    pool.append(data)
+                else:  # a random sample leaves the pool for the new one
+                    pool[pick(self.pool)] = data
+                owed += max(1, len(blob) // self.window)  # each sample pays for its share of windows
+                if len(pool) < self.pool:
+                    continue  # filling: windows come from a full pool, not from the first samples alone
+                for window in self._draw(pool, owed, pick):
+                    yield window
+                    produced, owed = produced + 1, owed - 1
                     if produced >= quota:
                         return
+            for window in self._draw(pool, owed, pick):  # a reader with fewer samples than the pool holds
+                yield window
+                produced, owed = produced + 1, owed - 1
+                if produced >= quota:
+                    return
             if produced == before:
                 raise self._dry_pass(shards, skipped)
+
+    def _draw(self, pool: list[torch.Tensor], count: int, pick) -> Iterator[torch.Tensor]:
+        """`count` windows, each from a random sample of the pool at a random offset."""
+        for _ in range(count):
+            data = pool[pick(len(pool))]
+            start = pick(len(data) - self.window + 1)
+            yield data[start : start + self.window].long()
 
     def _dry_pass(self, shards: list[str], skipped: dict[str, str]) -> EmberDataError:
         """The error of a pass over this reader's shards that gave no window."""

@@ -35,6 +35,26 @@ def test_shards_round_trip_and_split_by_rank(tmp_path, text_file):
     assert next(iter(dm.train_dataloader())).shape == (4, 65)
 
 
+def test_windows_mix_the_samples_of_a_pool_instead_of_cutting_a_batch_from_one_sample(tmp_path):
+    """Each 1000-byte sample holds one letter: the letters of the first 15 windows (a sample's share: 1000 // 65)
+    say which samples they came from."""
+    text = tmp_path / "letters.txt"
+    text.write_bytes(b"".join(bytes([97 + i % 26]) * 1000 for i in range(40)))
+    out = tmp_path / "shards"
+    assert main(["data", "prepare", "text", "--input", str(text), "--out", str(out), "--chunk_bytes", "1000",
+                 "--shard_bytes", "1000000"]) == 0
+    train = shard_splits(out)["train"]
+
+    def first_letters(pool: int) -> set[int]:
+        windows = iter(ShardWindows(train, 65, 64, seed=0, rank=0, world=1, pool=pool))
+        return {int(next(windows)[0]) for _ in range(15)}
+
+    assert first_letters(pool=1) == {97}  # one sample at a time: a batch is cut from the first sample alone
+    assert len(first_letters(pool=16)) >= 6  # from a pool of 16 samples
+    with pytest.raises(EmberDataError, match="pool=0 must be >= 1"):
+        ShardWindows(train, 65, 64, seed=0, rank=0, world=1, pool=0)
+
+
 def test_prepare_refuses_a_non_empty_output_and_leaves_it_untouched(tmp_path, text_file, caplog):
     out = tmp_path / "shards"
     out.mkdir()
