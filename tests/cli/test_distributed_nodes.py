@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,16 +44,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_nodes(argv: list[str], node_env, folder, timeout: float = 300, signal_when=None) -> list[int]:
-    """Start one process per node (node_env(i): its environment) and wait for all, which must exit 0 (or, given
-    signal_when, a glob under folder: SIGUSR1 to every node once it matches, as SLURM signals every task); their
-    exit statuses."""
+def launch_nodes(argv: list[str], node_env, folder, timeout: float = 300, signal_when=None,
+                 per_node: str | None = None) -> list[int]:
+    """Start one process per node (node_env(i): its environment; per_node: an argument replaced by the node's number)
+    and wait for all, which must exit 0 (or, given signal_when, a glob under folder: SIGUSR1 to every node once it
+    matches, as SLURM signals every task); their exit statuses."""
     port, procs = free_port(), []
     for node in (0, 1):
         env = {**os.environ, "PYTHONPATH": str(ROOT / "tests"), "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1",
                "MASTER_PORT": str(port), **node_env(node)}
+        command = [str(node) if per_node and arg == per_node else arg for arg in argv]
         with open(folder / f"node{node}.log", "w") as out:
-            procs.append(subprocess.Popen(argv, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT))
+            procs.append(subprocess.Popen(command, cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT))
     try:
         if signal_when:
             deadline = time.monotonic() + timeout
@@ -124,6 +127,18 @@ def test_the_slurm_overlay_runs_from_slurms_variables(shards, one_node, tmp_path
     assert_same_weights(last(tmp_path / "runs"), one_node)
     assert "SLURM auto-requeueing enabled" in (tmp_path / "node0.log").read_text()
     assert mlflow_rows(tmp_path / "runs", "select count(*) from runs") == [(1,)]
+
+
+@pytest.mark.slow
+def test_torchrun_on_two_nodes_trains_as_one_node_does(shards, one_node, tmp_path):
+    """torchrun's rendezvous (--nnodes 2 --node-rank 0/1, GROUP_RANK for Lightning's TorchElasticEnvironment)."""
+    port = free_port()
+    argv = fit(tmp_path / "runs", str(shards), "--trainer.strategy", "ddp", "--trainer.num_nodes", "2",
+               "--trainer.devices", "1")[1:]  # after `python`: torchrun runs `-m ember.cli.main fit ...`
+    torchrun = str(Path(sys.executable).parent / "torchrun")
+    launch_nodes([torchrun, "--nnodes", "2", "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port",
+                  str(port), "--node-rank", "NODE", *argv], lambda node: {}, tmp_path, per_node="NODE")
+    assert_same_weights(last(tmp_path / "runs"), one_node)
 
 
 @pytest.mark.slow
