@@ -35,13 +35,17 @@ os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
 @pytest.fixture(autouse=True)
 def _seed_and_isolate(monkeypatch, tmp_path):
     torch.manual_seed(0)
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    # not monkeypatch.delenv: its undo would put back a value an earlier in-process run leaked
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
     # the CLI's "ember" logger writes to stderr and does not propagate; let caplog see it
     from ember.cli.main import setup_logging as _setup_logging
 
     _setup_logging()
     monkeypatch.setattr(logging.getLogger("ember"), "propagate", True)
     yield
+    # mlflow.set_tracking_uri() (a test's in-process run) writes MLFLOW_TRACKING_URI into os.environ: gone after
+    # the test, so a later module fixture's subprocess does not log into this test's store
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 def pytest_collection_modifyitems(config, items):
