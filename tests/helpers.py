@@ -399,3 +399,15 @@ class MLflowServer:
                 pass
         self.process.wait()
         self.process = None
+
+
+def wait_for(pattern: str, root: Path, proc, log: Path, timeout: float = 180):
+    """Wait until a file matching `pattern` exists under `root` (e.g. a run's first last.ckpt) while `proc` (writing
+    to `log`) runs; fails with the log's tail if it ends first or `timeout` s pass."""
+    import time  # imported here: this helper is appended to the file, its imports stay with it
+
+    deadline = time.monotonic() + timeout
+    while not list(root.glob(pattern)):
+        assert proc.poll() is None, f"it ended ({proc.returncode}) before {pattern}:\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"no {pattern} after {timeout} s"
+        time.sleep(0.1)

@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
-from helpers import DEBUG, ROOT, mlflow_rows, run_cli, run_folder
+from helpers import DEBUG, ROOT, mlflow_rows, run_cli, run_folder, wait_for
 
 
 def _fit_two_processes(run_dir, *strategy: str) -> subprocess.CompletedProcess:
@@ -79,11 +78,7 @@ def test_a_preempted_ddp_fit_resumes_as_if_never_stopped(tmp_path):
         proc = subprocess.Popen(_ddp_fit(runs, "--trainer.max_steps", steps), cwd=tmp_path, env=env, stdout=out,
                                 stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 240
-        while not list(runs.glob("*/*/checkpoints/last.ckpt")):  # the first validation (step 3) is done
-            assert proc.poll() is None, log.read_text()[-3000:]
-            assert time.monotonic() < deadline, "no last.ckpt"
-            time.sleep(0.1)
+        wait_for("*/*/checkpoints/last.ckpt", runs, proc, log, timeout=240)  # the first validation (step 3) is done
         proc.send_signal(signal.SIGUSR1)
         code = proc.wait(timeout=120)
     finally:

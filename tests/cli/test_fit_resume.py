@@ -6,13 +6,12 @@ import re
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from ember.cli import main as cli_main
-from helpers import fit_args, mlflow_rows, run_cli, run_folder
+from helpers import fit_args, mlflow_rows, run_cli, run_folder, wait_for
 
 # The cosine decay spans max_steps: a constant rate after warm-up makes a 6-step fit the first half of a 12-step one.
 STEPS = ("--trainer.max_steps", "12", "--trainer.val_check_interval", "3", "--trainer.log_every_n_steps", "1",
@@ -56,14 +55,6 @@ def test_a_resumed_fit_continues_its_run_as_if_never_stopped(tmp_path, caplog):
     assert "ckpt_path: null" in (folder / "config.yaml").read_text()  # a later fit of it starts fresh
     (curves,) = [v for k, v in ends[1]["callbacks"].items() if "LearningCurves" in k]
     assert [step for step, _ in curves["val"]] == [3, 6, 9, 12]  # the picture spans both parts
-
-
-def wait_for(pattern: str, root, proc, log, timeout: float = 180):
-    deadline = time.monotonic() + timeout
-    while not list(root.glob(pattern)):
-        assert proc.poll() is None, f"ember fit ended ({proc.returncode}) before {pattern}:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no {pattern} after {timeout} s"
-        time.sleep(0.2)
 
 
 @pytest.mark.slow
