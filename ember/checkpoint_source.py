@@ -33,7 +33,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
 
-from ember.errors import EmberConfigError
+from ember.errors import EmberConfigError, first_line
 from ember.files import atomic_write_text
 from ember.tracking import EmberMLFlowLogger, check_reachable, resolve_tracking_uri, store_lock
 
@@ -108,7 +108,7 @@ def run_artifact(source: str, purpose: Purpose, store: Store, option: str) -> Pa
 def parse_runs_uri(source: str, purpose: Purpose, option: str) -> tuple[str, str]:
     """(run id, artifact path) of runs:/<run_id>[/<artifact path>]; the artifact path defaults to the purpose's
     <best|last>/<best|last>.ckpt."""
-    run_id, _, artifact = source[len("runs:"):].lstrip("/").partition("/")
+    run_id, artifact = split_runs_uri(source)
     artifact = artifact.strip("/") or f"{PICK[purpose]}/{PICK[purpose]}.ckpt"
     if not RUN_ID.match(run_id) or ".." in PurePosixPath(artifact).parts:
         raise EmberConfigError(f"{option} {source} is not a run's artifact URI: write runs:/<run_id> or "
@@ -190,16 +190,18 @@ def download(run_id: str, artifact: str, tracking_uri: str, target: Path, size: 
         shutil.rmtree(part, ignore_errors=True)
 
 
-def first_line(err: BaseException) -> str:
-    return (str(getattr(err, "message", None) or err).strip().splitlines() or [type(err).__name__])[0][:200]
-
-
 def artifact_run_id(source: Optional[str]) -> Optional[str]:
     """The run id of a runs:/ URI (None for any other source)."""
     if not source or not str(source).startswith("runs:"):
         return None
-    run_id = str(source)[len("runs:"):].lstrip("/").partition("/")[0]
+    run_id = split_runs_uri(str(source))[0]
     return run_id if RUN_ID.match(run_id) else None
+
+
+def split_runs_uri(source: str) -> tuple[str, str]:
+    """(run id, artifact path) as written in runs:/<run_id>[/<artifact path>], unchecked."""
+    run_id, _, artifact = source[len("runs:"):].lstrip("/").partition("/")
+    return run_id, artifact
 
 
 def artifact_store(run_dir: str | Path, tracking_uri: Optional[str] = None) -> tuple[str, Path]:

@@ -1,6 +1,12 @@
 """Errors that Ember reports to the user as one clear line (the CLI prints them without a traceback)."""
 
 
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (an MlflowException's `message`, else str(err); the type's name
+    when empty), at most `limit` characters: what a one-line error quotes of its cause."""
+    return (str(getattr(err, "message", None) or err).strip().splitlines() or [type(err).__name__])[0][:limit]
+
+
 class EmberError(Exception):
     """Base class: the message says what is wrong and how to fix it."""
 

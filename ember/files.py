@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from ember.errors import EmberConfigError, EmberDataError
+from ember.errors import EmberConfigError, EmberDataError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         saved = torch.load(Path(path).expanduser(), map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001  (garbage makes the unpickler raise anything: IndexError, EOFError, ...)
-        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        reason = first_line(err)
         raise EmberDataError(f"{path} is not a checkpoint Ember can read safely ({reason}). Give a .ckpt that "
                              "`ember fit` wrote; Ember never unpickles code from a file, so a trusted checkpoint of "
                              "another kind must be re-saved as a dict of tensors and plain values") from err

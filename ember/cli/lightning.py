@@ -260,15 +260,24 @@ def _trainer_refusal(err: BaseException, config: dict) -> str:
     return f"the trainer settings were refused: {text} (see `ember fit --help`, the trainer section)"
 
 
+def _ember_loggers(trainer) -> list[Namespace]:
+    """The parsed trainer config's logger entries that build an EmberMLFlowLogger (or a subclass), before they are
+    built."""
+    loggers = trainer.get("logger")
+    found = []
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        path = logger.get("class_path") if isinstance(logger, Namespace) else None
+        cls = pydoc.locate(path) if isinstance(path, str) else None
+        if isinstance(cls, type) and issubclass(cls, EmberMLFlowLogger):
+            found.append(logger)
+    return found
+
+
 def _run_dir_follows_root(trainer) -> None:
     """An Ember logger without a run_dir writes where the trainer's default_root_dir says (`runs` by default), so
     `--trainer.default_root_dir /shared/job7` puts the store, run folders, checkpoints and plots there."""
-    loggers = trainer.get("logger")
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        if not isinstance(logger, Namespace) or logger.get("init_args") is None:
-            continue
-        cls = pydoc.locate(logger["class_path"]) if isinstance(logger.get("class_path"), str) else None
-        if isinstance(cls, type) and issubclass(cls, EmberMLFlowLogger) and logger["init_args"].get("run_dir") is None:
+    for logger in _ember_loggers(trainer):
+        if logger.get("init_args") is not None and logger["init_args"].get("run_dir") is None:
             logger["init_args"]["run_dir"] = trainer.get("default_root_dir") or "runs"
 
 
@@ -276,13 +285,9 @@ def _logger_store(trainer) -> tuple[str, str | None]:
     """(run_dir, tracking_uri) of the parsed trainer config's Ember logger, before it is built: its run_dir (unset:
     the trainer's default_root_dir, else `runs`) and tracking_uri; without an Ember logger, default_root_dir's."""
     root = trainer.get("default_root_dir") or "runs"
-    loggers = trainer.get("logger")
-    for logger in loggers if isinstance(loggers, list) else [loggers]:
-        cls = pydoc.locate(logger.get("class_path")) if isinstance(logger, Namespace) and isinstance(
-            logger.get("class_path"), str) else None
-        if isinstance(cls, type) and issubclass(cls, EmberMLFlowLogger):
-            args = logger.get("init_args") or Namespace()
-            return args.get("run_dir") or root, args.get("tracking_uri")
+    for logger in _ember_loggers(trainer)[:1]:
+        args = logger.get("init_args") or Namespace()
+        return args.get("run_dir") or root, args.get("tracking_uri")
     return root, None
 
 

@@ -19,7 +19,7 @@ import sys
 import warnings
 
 import ember
-from ember.errors import EmberConfigError, EmberError, TrainingStopped
+from ember.errors import EmberConfigError, EmberError, TrainingStopped, first_line
 
 log = logging.getLogger("ember")
 LIGHTNING = "ember.cli.lightning"
@@ -134,7 +134,7 @@ def machine_error(err: BaseException) -> EmberConfigError | None:
     "can't allocate memory" or OutOfMemoryError), a number past a 64-bit size (OverflowError, torch's overflow), a
     file operation (OSError: a full disk, a read-only or missing path, no permission). None for any other error.
     The traceback goes to the debug log."""
-    text = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+    text = first_line(err, 300)
     if isinstance(err, MemoryError) or type(err).__name__ == "OutOfMemoryError" or "can't allocate memory" in text:
         message = (f"out of memory ({text}): the config asks for more memory than this machine has; lower its sizes "
                    "(batch_size, seq_len, d_model, layers, memory items)")
