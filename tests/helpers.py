@@ -401,13 +401,26 @@ class MLflowServer:
         self.process = None
 
 
-def wait_for(pattern: str, root: Path, proc, log: Path, timeout: float = 180):
-    """Wait until a file matching `pattern` exists under `root` (e.g. a run's first last.ckpt) while `proc` (writing
-    to `log`) runs; fails with the log's tail if it ends first or `timeout` s pass."""
-    import time  # imported here: this helper is appended to the file, its imports stay with it
+def signal_after_first_checkpoint(command: list[str], runs: Path, log: Path, sig, timeout: float = 180,
+                                  **popen) -> tuple[int, str]:
+    """Run `command` (its output to `log`), send it `sig` once a run under `runs` has its first last.ckpt, and wait
+    for it: (exit status, the log). Fails with the log's tail if it ends first or `timeout` s pass; a process still
+    running when this fails is killed."""
+    import subprocess  # imported here: this helper is appended to the file, its imports stay with it
+    import time
 
-    deadline = time.monotonic() + timeout
-    while not list(root.glob(pattern)):
-        assert proc.poll() is None, f"it ended ({proc.returncode}) before {pattern}:\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"no {pattern} after {timeout} s"
-        time.sleep(0.1)
+    with open(log, "w") as out:
+        proc = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, **popen)
+    try:
+        deadline = time.monotonic() + timeout
+        while not list(runs.glob("*/*/checkpoints/last.ckpt")):
+            assert proc.poll() is None, f"it ended ({proc.returncode}) before a checkpoint:\n{log.read_text()[-3000:]}"
+            assert time.monotonic() < deadline, f"no last.ckpt after {timeout} s"
+            time.sleep(0.1)
+        proc.send_signal(sig)
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return code, log.read_text()

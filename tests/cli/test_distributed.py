@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from helpers import DEBUG, ROOT, mlflow_rows, run_cli, run_folder, wait_for
+from helpers import DEBUG, ROOT, mlflow_rows, run_cli, run_folder, signal_after_first_checkpoint
 
 
 def _fit_two_processes(run_dir, *strategy: str) -> subprocess.CompletedProcess:
@@ -73,19 +73,10 @@ def test_a_preempted_ddp_fit_resumes_as_if_never_stopped(tmp_path):
                            capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr[-3000:]
 
-    runs, log = tmp_path / "stopped", tmp_path / "stopped.log"
-    with open(log, "w") as out:
-        proc = subprocess.Popen(_ddp_fit(runs, "--trainer.max_steps", steps), cwd=tmp_path, env=env, stdout=out,
-                                stderr=subprocess.STDOUT)
-    try:
-        wait_for("*/*/checkpoints/last.ckpt", runs, proc, log, timeout=240)  # the first validation (step 3) is done
-        proc.send_signal(signal.SIGUSR1)
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = log.read_text()
+    runs = tmp_path / "stopped"  # SIGUSR1 once the first validation (step 3) is done
+    code, text = signal_after_first_checkpoint(_ddp_fit(runs, "--trainer.max_steps", steps), runs,
+                                               tmp_path / "stopped.log", signal.SIGUSR1, timeout=240, cwd=tmp_path,
+                                               env=env)
     assert code == 128 + signal.SIGUSR1 and "Traceback" not in text, text[-3000:]
     folder = run_folder(runs)
     stopped_at = torch.load(folder / "checkpoints/last.ckpt", weights_only=False)["global_step"]

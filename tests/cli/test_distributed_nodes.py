@@ -8,7 +8,6 @@ to a tracking server on loopback. A
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ import torch
 
 from ember.data_modules.corpus import builtin_corpus
 from ember.data_modules.shards import prepare_text_shards
-from helpers import DEBUG, ROOT, mlflow_rows, mlflow_server, needs_mlflow_server, run_folder, serve_folder
+from helpers import DEBUG, ROOT, free_port, mlflow_rows, mlflow_server, needs_mlflow_server, run_folder, serve_folder
 
 STEPS = ("--trainer.max_steps", "6", "--trainer.val_check_interval", "3", "--trainer.enable_progress_bar", "false")
 
@@ -36,12 +35,6 @@ def shards(tmp_path_factory):
 def fit(run_dir, data: str, *extra: str) -> list[str]:
     return [sys.executable, "-m", "ember.cli.main", "fit", "--config", DEBUG, *STEPS, "--data.init_args.path", data,
             "--trainer.logger.init_args.run_dir", str(run_dir), *extra]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def launch_nodes(argv: list[str], node_env, folder, timeout: float = 300, signal_when=None,

@@ -4,14 +4,13 @@ run, best-so-far, data position), and SIGINT/SIGTERM stop a fit with last.ckpt s
 import os
 import re
 import signal
-import subprocess
 import sys
 
 import pytest
 import torch
 
 from ember.cli import main as cli_main
-from helpers import fit_args, mlflow_rows, run_cli, run_folder, wait_for
+from helpers import fit_args, mlflow_rows, run_cli, run_folder, signal_after_first_checkpoint
 
 # The cosine decay spans max_steps: a constant rate after warm-up makes a 6-step fit the first half of a 12-step one.
 STEPS = ("--trainer.max_steps", "12", "--trainer.val_check_interval", "3", "--trainer.log_every_n_steps", "1",
@@ -60,21 +59,10 @@ def test_a_resumed_fit_continues_its_run_as_if_never_stopped(tmp_path, caplog):
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1], ids=lambda s: s.name)
 def test_a_stop_signal_saves_last_and_says_how_to_resume(sig, tmp_path, caplog):
-    log = tmp_path / "fit.log"
     argv = fit_args(tmp_path / "runs", "--trainer.max_steps", "100000", "--trainer.val_check_interval", "5",
                     "--trainer.enable_progress_bar", "false")
-    with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "ember.cli.main", *argv], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        wait_for("*/*/checkpoints/last.ckpt", tmp_path / "runs", proc, log)  # training is under way
-        proc.send_signal(sig)
-        code = proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = log.read_text()
+    code, text = signal_after_first_checkpoint([sys.executable, "-m", "ember.cli.main", *argv], tmp_path / "runs",
+                                               tmp_path / "fit.log", sig, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert code == 128 + sig and "Traceback" not in text, text[-3000:]
     said = re.search(rf"{sig.name} stopped `ember fit` at step (\d+); last checkpoint (\S+)\. "
                      r"Resume: ember fit --config (\S+) --ckpt_path (\S+)\n", text)
