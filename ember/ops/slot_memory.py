@@ -144,10 +144,13 @@ class SlotMemory(nn.Module):
             through unchanged, which is the slow-weight model alone (`memories_off` switches it for a block).
         compile_mode: torch.compile mode for whole plasticity periods, or None for eager
             (`compile_plasticity` sets it for every memory of a model).
+        conv_init: "random" (PyTorch's default) or "induction" (`induction_init`: a query matches the item
+            written after the same conv - 1 tokens, from the first step).
     """
 
     def __init__(self, d_model: int, rule: Callable[[int], SlotRule], controller: Callable[[int], Neuromodulator],
-                 period: int, conv: int = 1, enabled: bool = True, compile_mode: Optional[CompileMode] = None):
+                 period: int, conv: int = 1, enabled: bool = True, compile_mode: Optional[CompileMode] = None,
+                 conv_init: Literal["random", "induction"] = "random"):
         super().__init__()
         if period < 1:
             raise EmberConfigError(f"period={period} must be >= 1")
@@ -166,6 +169,40 @@ class SlotMemory(nn.Module):
         self.slots = self.rule.slots
         self.enabled = enabled
         self.compile_periods(compile_mode)
+        if conv_init not in ("random", "induction"):
+            raise EmberConfigError(f"conv_init={conv_init!r}: use 'random' or 'induction'")
+        self.conv_init = conv_init
+        self.after_host_init()
+
+    def after_host_init(self):
+        """Set the starting point that `conv_init` asks for; a host that re-initialises its parts' weights
+        (the layer stacks) calls this again afterwards, so the tie W_q = W_k survives it."""
+        if self.conv_init == "induction":
+            self.induction_init()
+
+    @torch.no_grad()
+    def induction_init(self):
+        """Start the projections as an induction head: the query of token t matches the key of an item whose
+        conv - 1 preceding tokens equal t's last conv - 1 tokens, and that item's value is its own token, so
+        after the bytes of something seen before the read returns the byte that followed them there.
+
+        Channel group j of d / (conv - 1) channels reads lag j in the queries and lag j + 1 in the keys (the
+        convolution is one-hot per channel), with the same projection (W_q = W_k), and the values read lag 0:
+            q_t[G_j] = (W_k x_{t-j})[G_j],  k_t[G_j] = (W_k x_{t-j-1})[G_j],  v_t = W_v x_t.
+        Only the starting point: training moves every weight from here.
+        """
+        if self.qkv_conv is None:
+            raise EmberConfigError("conv_init='induction' needs conv >= 2 (a key must see the token before its "
+                                   "value): set conv: 4")
+        d, lags, now = self.d_model, self.conv - 1, self.conv - 1  # kernel index `now` is lag 0
+        channel = torch.arange(d)
+        lag = channel * lags // d  # (d,) each channel's lag group
+        weight = torch.zeros_like(self.qkv_conv.weight)  # (3d, 1, conv)
+        weight[channel, 0, now - lag] = 1.0  # queries: lags 0 .. conv - 2
+        weight[d + channel, 0, now - lag - 1] = 1.0  # keys: lags 1 .. conv - 1
+        weight[2 * d + channel, 0, now] = 1.0  # values: the token itself
+        self.qkv_conv.weight.copy_(weight)
+        self.qkv.weight[:d].copy_(self.qkv.weight[d:2 * d])
 
     # ---- switches -------------------------------------------------------------------------
     def switch(self, enabled: bool) -> bool:

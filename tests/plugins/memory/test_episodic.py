@@ -154,3 +154,39 @@ def test_gradients_stay_finite_through_empty_slots():
     logits.float().logsumexp(-1).mean().backward()
     bad = [name for name, p in model.named_parameters() if p.grad is not None and not p.grad.isfinite().all()]
     assert not bad
+
+
+def test_induction_init_makes_a_query_equal_the_key_after_the_same_context():
+    """q_t = k_{s+1} exactly when tokens t, t-1, t-2 repeat s, s-1, s-2 (conv 4), and v_t is token t's alone."""
+    torch.manual_seed(0)
+    memory = EpisodicStore(12, neuromodulator=LearnedNeuromodulator, items=8, period=8, conv=4,
+                           conv_init="induction")
+    vocab = torch.randn(5, 12)
+    tokens = torch.tensor([0, 1, 2, 3, 4, 4, 1, 2, 3])  # "1 2 3" at 1..3, again at 6..8; 4 followed it at first
+    q, k, v = memory.mix_recent(memory.qkv(vocab[tokens][None]), torch.zeros(1, 3, 36))[0].chunk(3, dim=-1)
+    torch.testing.assert_close(q[0, 8], k[0, 4])  # the key of the token after the first "1 2 3"
+    assert not torch.allclose(q[0, 8], k[0, 3])
+    torch.testing.assert_close(v[0, 4], memory.qkv(vocab[4])[24:])
+    random = EpisodicStore(12, neuromodulator=LearnedNeuromodulator, items=8, period=8, conv=4)
+    q, k, _ = random.mix_recent(random.qkv(vocab[tokens][None]), torch.zeros(1, 3, 36))[0].chunk(3, dim=-1)
+    assert not torch.allclose(q[0, 8], k[0, 4])
+
+
+def test_induction_init_survives_the_backbones_weight_init():
+    """The layer stack re-draws every Linear after building its parts; the tie W_q = W_k must be set again."""
+    torch.manual_seed(0)
+    backbone = NMLBackbone(d_model=16, blocks=2, layers_per_block=1, heads=2, window=8,
+                           em=lambda d: EpisodicStore(d, neuromodulator=LearnedNeuromodulator, items=6, period=8,
+                                                      conv=4, conv_init="induction"))
+    memories = [m for m in backbone.modules() if isinstance(m, EpisodicStore)]
+    assert len(memories) == 2
+    for memory in memories:
+        torch.testing.assert_close(memory.qkv.weight[:16], memory.qkv.weight[16:32])
+        assert float(memory.qkv.weight.std()) == pytest.approx(0.02, rel=0.2)  # the stack's scale, kept
+
+
+@pytest.mark.parametrize("kwargs, fix", [(dict(conv=1, conv_init="induction"), "conv: 4"),
+                                         (dict(conv_init="shifted"), "'random' or 'induction'")])
+def test_bad_conv_init_names_the_fix(kwargs, fix):
+    with pytest.raises(EmberConfigError, match=fix):
+        EpisodicStore(16, neuromodulator=LearnedNeuromodulator, items=6, **kwargs)
