@@ -39,6 +39,7 @@ from torch import Tensor, nn
 
 from ember.base import Modulation, Neuromodulator, SpanSummary
 from ember.errors import EmberConfigError
+from ember.ops.induction import induction_init
 from ember.state import StateBase
 
 
@@ -144,7 +145,7 @@ class SlotMemory(nn.Module):
             through unchanged, which is the slow-weight model alone (`memories_off` switches it for a block).
         compile_mode: torch.compile mode for whole plasticity periods, or None for eager
             (`compile_plasticity` sets it for every memory of a model).
-        conv_init: "random" (PyTorch's default) or "induction" (`induction_init`: a query matches the item
+        conv_init: "random" (PyTorch's default) or "induction" (`ember.ops.induction`: a query matches the item
             written after the same conv - 1 tokens, from the first step).
     """
 
@@ -178,31 +179,10 @@ class SlotMemory(nn.Module):
         """Set the starting point that `conv_init` asks for; a host that re-initialises its parts' weights
         (the layer stacks) calls this again afterwards, so the tie W_q = W_k survives it."""
         if self.conv_init == "induction":
-            self.induction_init()
-
-    @torch.no_grad()
-    def induction_init(self):
-        """Start the projections as an induction head: the query of token t matches the key of an item whose
-        conv - 1 preceding tokens equal t's last conv - 1 tokens, and that item's value is its own token, so
-        after the bytes of something seen before the read returns the byte that followed them there.
-
-        Channel group j of d / (conv - 1) channels reads lag j in the queries and lag j + 1 in the keys (the
-        convolution is one-hot per channel), with the same projection (W_q = W_k), and the values read lag 0:
-            q_t[G_j] = (W_k x_{t-j})[G_j],  k_t[G_j] = (W_k x_{t-j-1})[G_j],  v_t = W_v x_t.
-        Only the starting point: training moves every weight from here.
-        """
-        if self.qkv_conv is None:
-            raise EmberConfigError("conv_init='induction' needs conv >= 2 (a key must see the token before its "
-                                   "value): set conv: 4")
-        d, lags, now = self.d_model, self.conv - 1, self.conv - 1  # kernel index `now` is lag 0
-        channel = torch.arange(d)
-        lag = channel * lags // d  # (d,) each channel's lag group
-        weight = torch.zeros_like(self.qkv_conv.weight)  # (3d, 1, conv)
-        weight[channel, 0, now - lag] = 1.0  # queries: lags 0 .. conv - 2
-        weight[d + channel, 0, now - lag - 1] = 1.0  # keys: lags 1 .. conv - 1
-        weight[2 * d + channel, 0, now] = 1.0  # values: the token itself
-        self.qkv_conv.weight.copy_(weight)
-        self.qkv.weight[:d].copy_(self.qkv.weight[d:2 * d])
+            if self.qkv_conv is None:
+                raise EmberConfigError("conv_init='induction' needs conv >= 2 (a key must see the token before "
+                                       "its value): set conv: 4")
+            induction_init(self.qkv, self.qkv_conv)
 
     # ---- switches -------------------------------------------------------------------------
     def switch(self, enabled: bool) -> bool:
