@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from ember.base import Modulation, Neuromodulator, SpanSummary
 from ember.errors import EmberConfigError
-from ember.ops.induction import induction_init
+from ember.ops.induction import InductionHead
 from ember.state import StateBase
 
 
@@ -145,13 +145,15 @@ class SlotMemory(nn.Module):
             through unchanged, which is the slow-weight model alone (`memories_off` switches it for a block).
         compile_mode: torch.compile mode for whole plasticity periods, or None for eager
             (`compile_plasticity` sets it for every memory of a model).
-        conv_init: "random" (PyTorch's default) or "induction" (`ember.ops.induction`: a query matches the item
-            written after the same conv - 1 tokens, from the first step).
+        induction: share of the query/key channels that form a fixed induction head (`ember.ops.induction`):
+            there the query of token t and the key of token s are the same projection of t's last conv - 1
+            tokens and of the conv - 1 tokens before s, so a query finds the item written after the same
+            context however training moves the projection; 0 = none (every channel learned freely).
     """
 
     def __init__(self, d_model: int, rule: Callable[[int], SlotRule], controller: Callable[[int], Neuromodulator],
                  period: int, conv: int = 1, enabled: bool = True, compile_mode: Optional[CompileMode] = None,
-                 conv_init: Literal["random", "induction"] = "random"):
+                 induction: float = 0.0):
         super().__init__()
         if period < 1:
             raise EmberConfigError(f"period={period} must be >= 1")
@@ -170,19 +172,7 @@ class SlotMemory(nn.Module):
         self.slots = self.rule.slots
         self.enabled = enabled
         self.compile_periods(compile_mode)
-        if conv_init not in ("random", "induction"):
-            raise EmberConfigError(f"conv_init={conv_init!r}: use 'random' or 'induction'")
-        self.conv_init = conv_init
-        self.after_host_init()
-
-    def after_host_init(self):
-        """Set the starting point that `conv_init` asks for; a host that re-initialises its parts' weights
-        (the layer stacks) calls this again afterwards, so the tie W_q = W_k survives it."""
-        if self.conv_init == "induction":
-            if self.qkv_conv is None:
-                raise EmberConfigError("conv_init='induction' needs conv >= 2 (a key must see the token before "
-                                       "its value): set conv: 4")
-            induction_init(self.qkv, self.qkv_conv)
+        self.induction = InductionHead(d_model, conv, induction, self.qkv_conv) if induction else None
 
     # ---- switches -------------------------------------------------------------------------
     def switch(self, enabled: bool) -> bool:
@@ -250,6 +240,8 @@ class SlotMemory(nn.Module):
             return qkv, recent
         full = torch.cat([recent.to(qkv.dtype), qkv], dim=1)  # (b, conv - 1 + n, 3d)
         mixed = F.conv1d(full.transpose(1, 2), self.qkv_conv.weight, groups=qkv.shape[-1]).transpose(1, 2)
+        if self.induction is not None:
+            mixed = self.induction(full, mixed)
         return mixed, full[:, full.shape[1] - (self.conv - 1):]
 
     def _span_inputs(self, st: SlotMemoryState, x: Tensor, k: Tensor, v: Tensor, bounds: list[tuple[int, int]],

@@ -52,9 +52,6 @@ class TokenStack(nn.Module):
         for name, p in self.named_parameters():
             if name.endswith(("out.weight", "down.weight")):
                 nn.init.normal_(p, std=residual_std)
-        for module in self.modules():  # a part whose starting point ties weights sets it again over ours
-            if hasattr(module, "after_host_init"):
-                module.after_host_init()
 
     @staticmethod
     def _init_weights(module: nn.Module):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Callable, Literal, Optional
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -167,15 +167,15 @@ class EpisodicStore(SlotMemory, EpisodicMemory):
             the training loss, so salience falls on what is never read and the weakest items, overwritten
             first, are the filler's.
         salience_weight: weight of the salience budget.
-        conv_init: "random" or "induction": the convolution and the query projection start as an induction
-            head (`SlotMemory.induction_init`), so the bytes after a context seen before are found from step 0.
+        induction: share of the query/key channels that form a fixed induction head (`SlotMemory`): after the
+            bytes of a value seen before, a query finds the item of the byte that followed them; 0 = none.
     """
 
     def __init__(self, d_model: int, neuromodulator: Callable[[int], Neuromodulator], items: int = 256,
                  top_k: int = 4, period: int = 64, writes: int = 4, merge_threshold: float = 0.9, conv: int = 4,
                  salience_target: Optional[float] = None, salience_weight: float = 1.0,
-                 conv_init: Literal["random", "induction"] = "random"):
+                 induction: float = 0.0):
         rule = functools.partial(SalientRule, items=items, top_k=top_k, period=period, writes=writes,
                                  merge_threshold=merge_threshold, salience_target=salience_target,
                                  salience_weight=salience_weight)
-        super().__init__(d_model, rule, neuromodulator, period, conv, conv_init=conv_init)
+        super().__init__(d_model, rule, neuromodulator, period, conv, induction=induction)
