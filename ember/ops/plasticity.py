@@ -83,29 +83,33 @@ def pm_commit(K: Tensor, V: Tensor, s: Tensor, k_e: Tensor, v_e: Tensor, w: Tens
     return K, V, s
 
 
-def em_read(q: Tensor, K: Tensor, V: Tensor, s: Tensor, top_k: int) -> Tensor:
+def em_read(q: Tensor, K: Tensor, V: Tensor, s: Tensor, top_k: int, scale: Tensor | None = None) -> Tensor:
     """Episodic read: each token takes the top-k items by strength-weighted similarity
     s_i cos(q_t, K_i) and attends over them with the strengths as prior weights and a null item:
 
         y_t = sum_{j in top-k} s_j exp(l_tj) V_j / (1 + sum_{j in top-k} s_j exp(l_tj)),  l_tj = q_t . K_j / sqrt(d)
+
+    or, with a `scale` tau, the cosine logits l_tj = tau cos(q_t, K_j), whose sharpness does not wait for the
+    query's norm to grow.
 
     A confident match returns its value at full scale whatever its strength (the null item, with
     weight 1, only wins against weak or poor matches), and an empty memory returns exactly 0.
 
     Args:
         q: (b, n, d); K, V: (b, m, d) items, keys of unit norm or 0 (as em_write keeps them);
-        s: (b, m) strengths; top_k: items per token.
+        s: (b, m) strengths; top_k: items per token; scale: () tau of the cosine logits, or None.
 
     Returns:
         (b, n, d); empty items (s = 0) contribute nothing.
     """
     qk = torch.einsum("bnd,bmd->bnm", q, K)  # (b, n, m)
-    score = s[:, None, :] * qk / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # s_i cos(q_t, K_i): unit keys
+    cos = qk / q.norm(dim=-1, keepdim=True).clamp_min(1e-8)  # cos(q_t, K_i): unit keys
+    score = s[:, None, :] * cos
     idx = score.topk(min(top_k, K.shape[1]), dim=-1).indices  # (b, n, k)
     # dense over the items with the unpicked and empty ones at -inf: no (b, n, k, d) gather of V,
     # whose backward would zero-fill and scatter into an expanded (b, n, m, d) copy of V
     picked = torch.zeros_like(score, dtype=torch.bool).scatter_(-1, idx, True) & (s > 0)[:, None, :]  # (b, n, m)
-    logits = qk / math.sqrt(q.shape[-1]) + s.clamp_min(1e-30).log()[:, None, :]
+    logits = (qk / math.sqrt(q.shape[-1]) if scale is None else scale * cos) + s.clamp_min(1e-30).log()[:, None, :]
     prior = torch.cat([logits.new_zeros(*logits.shape[:-1], 1), logits.masked_fill(~picked, float("-inf"))], -1)
     weights = torch.softmax(prior.to(torch.promote_types(prior.dtype, torch.float32)), dim=-1)[..., 1:]  # null first
     return torch.einsum("bnm,bmd->bnd", weights.to(q.dtype), V)

@@ -62,11 +62,18 @@ class SalientRule(SlotRule):
         merge_threshold: cosine above which a candidate merges into an existing item.
         salience_target: mean salience over all tokens that the salience budget aims at; None: no budget.
         salience_weight: weight of the budget salience_weight * (mean a - salience_target)^2.
+        read_scale: None (logits q . K / sqrt(d)) or the starting tau of learned cosine logits tau cos(q, K).
     """
 
     def __init__(self, d_model: int, items: int, top_k: int, period: int, writes: int, merge_threshold: float,
-                 salience_target: Optional[float] = None, salience_weight: float = 1.0):
+                 salience_target: Optional[float] = None, salience_weight: float = 1.0,
+                 read_scale: Optional[float] = None):
         super().__init__()
+        if read_scale is not None and not read_scale > 0:
+            raise EmberConfigError(f"read_scale={read_scale} is the cosine logits' starting temperature tau: use a "
+                                   f"value > 0 (e.g. 10), or null for q . K / sqrt(d)")
+        # tau = exp(log_scale): learned, positive
+        self.log_scale = None if read_scale is None else nn.Parameter(torch.tensor(float(read_scale)).log())
         if not 1 <= top_k <= items:
             raise EmberConfigError(f"top_k={top_k} must be between 1 and items={items}")
         if not 1 <= writes <= min(items, period):
@@ -83,7 +90,7 @@ class SalientRule(SlotRule):
         self.salience = nn.Linear(d_model, 1)
 
     def read(self, q: Tensor, K: Tensor, V: Tensor, s: Tensor) -> Tensor:
-        return em_read(q, K, V, s, self.top_k)
+        return em_read(q, K, V, s, self.top_k, None if self.log_scale is None else self.log_scale.exp())
 
     def init_candidates(self, batch: int, device, dtype) -> SalientCandidates:
         z = lambda *shape: torch.zeros(*shape, device=device, dtype=dtype)  # noqa: E731
@@ -167,6 +174,9 @@ class EpisodicStore(SlotMemory, EpisodicMemory):
             the training loss, so salience falls on what is never read and the weakest items, overwritten
             first, are the filler's.
         salience_weight: weight of the salience budget.
+        read_scale: None: read logits q . K / sqrt(d); a number: the starting tau of learned cosine logits
+            tau cos(q, K), sharp from the first step (at 10 a perfect match outweighs a strength of e^-10), where
+            q . K / sqrt(d) must wait for the query's norm to grow to beat weak strengths.
         induction: share of the query/key channels that form a fixed induction head (`SlotMemory`): after the
             bytes of a value seen before, a query finds the item of the byte that followed them; 0 = none.
     """
@@ -174,8 +184,8 @@ class EpisodicStore(SlotMemory, EpisodicMemory):
     def __init__(self, d_model: int, neuromodulator: Callable[[int], Neuromodulator], items: int = 256,
                  top_k: int = 4, period: int = 64, writes: int = 4, merge_threshold: float = 0.9, conv: int = 4,
                  salience_target: Optional[float] = None, salience_weight: float = 1.0,
-                 induction: float = 0.0):
+                 read_scale: Optional[float] = None, induction: float = 0.0):
         rule = functools.partial(SalientRule, items=items, top_k=top_k, period=period, writes=writes,
                                  merge_threshold=merge_threshold, salience_target=salience_target,
-                                 salience_weight=salience_weight)
+                                 salience_weight=salience_weight, read_scale=read_scale)
         super().__init__(d_model, rule, neuromodulator, period, conv, induction=induction)

@@ -115,9 +115,13 @@ def test_read_by_hand_takes_the_strongest_similar_item():
     torch.testing.assert_close(em_read(q, K, V, s, top_k=2)[0, 0], (a2 * V[0, 2] + a0 * V[0, 0]) / (1 + a2 + a0))
     # an empty memory reads exactly zero
     assert torch.equal(em_read(q, K, V, torch.zeros_like(s), top_k=2), torch.zeros(1, 1, 2, dtype=torch.float64))
+    # cosine logits l = tau cos(q, K): q scaled by 3 changes nothing, tau = 10 sharpens the match
+    a2, a0 = math.exp(10 * 0.6), 0.2 * math.exp(10 * 1.0)
+    torch.testing.assert_close(em_read(3 * q, K, V, s, top_k=2, scale=t(10.0))[0, 0],
+                               (a2 * V[0, 2] + a0 * V[0, 0]) / (1 + a2 + a0))
 
 
-def em_read_loop(q, K, V, s, top_k):
+def em_read_loop(q, K, V, s, top_k, scale=None):
     """em_read's equation one token at a time (the reference for the dense fast path)."""
     out = torch.zeros_like(q)
     for b in range(q.shape[0]):
@@ -126,7 +130,9 @@ def em_read_loop(q, K, V, s, top_k):
             num, den = torch.zeros_like(V[b, 0]), 1.0
             for j in score.topk(top_k).indices.tolist():
                 if s[b, j] > 0:
-                    a = s[b, j] * torch.exp(q[b, n] @ K[b, j] / math.sqrt(q.shape[-1]))
+                    cos = q[b, n] @ K[b, j] / q[b, n].norm()
+                    a = s[b, j] * torch.exp(q[b, n] @ K[b, j] / math.sqrt(q.shape[-1]) if scale is None
+                                            else scale * cos)
                     num, den = num + a * V[b, j], den + a
             out[b, n] = num / den
     return out
@@ -140,12 +146,15 @@ def test_read_matches_the_per_token_reference_with_empty_items_and_gradients():
     s = torch.rand(b, m, dtype=torch.float64) * (torch.rand(b, m) > 0.3)  # some items empty
     for top_k in (1, 3, m):
         torch.testing.assert_close(em_read(q, K, V, s, top_k), em_read_loop(q, K, V, s, top_k))
-    leaves = [t.clone().requires_grad_() for t in (q, K, V, s)]
-    grads = torch.autograd.grad(em_read(*leaves, 3).sum(), leaves)
-    leaves2 = [t.clone().requires_grad_() for t in (q, K, V, s)]
-    grads2 = torch.autograd.grad(em_read_loop(*leaves2, 3).sum(), leaves2)
-    for g1, g2 in zip(grads, grads2):
-        torch.testing.assert_close(g1, g2)
+        torch.testing.assert_close(em_read(q, K, V, s, top_k, t(7.0)), em_read_loop(q, K, V, s, top_k, t(7.0)))
+    for scale in (None, t(7.0)):
+        inputs = (q, K, V, s) if scale is None else (q, K, V, s, scale)
+        leaves = [t.clone().requires_grad_() for t in inputs]
+        grads = torch.autograd.grad(em_read(*leaves[:4], 3, *leaves[4:]).sum(), leaves)
+        leaves2 = [t.clone().requires_grad_() for t in leaves]
+        grads2 = torch.autograd.grad(em_read_loop(*leaves2[:4], 3, *leaves2[4:]).sum(), leaves2)
+        for g1, g2 in zip(grads, grads2):
+            torch.testing.assert_close(g1, g2)
 
 
 def test_write_merges_into_a_similar_item_else_overwrites_the_weakest():

@@ -190,7 +190,8 @@ def test_induction_channels_are_causal_across_chunks():
 
 
 @pytest.mark.parametrize("kwargs, fix", [(dict(conv=1, induction=0.5), "conv: 4"),
-                                         (dict(induction=1.5), "share of the channels")])
+                                         (dict(induction=1.5), "share of the channels"),
+                                         (dict(read_scale=0.0), "read_scale")])
 def test_bad_induction_names_the_fix(kwargs, fix):
     with pytest.raises(EmberConfigError, match=fix):
         EpisodicStore(16, neuromodulator=LearnedNeuromodulator, items=6, **kwargs)
