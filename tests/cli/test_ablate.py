@@ -110,5 +110,5 @@ def test_ablate_tabulates_a_config_with_several_test_loaders(tmp_path):
     assert run_cli("ablate", "--config", config, "--variant", "full=", "--out", str(tmp_path),
                    "--set=--trainer.max_steps=2", "--set=--data.init_args.benchmark_size=2") == 0
     (row,) = json.loads((tmp_path / "ablation.json").read_text())["rows"]
-    assert "test/bpb" in row and "eval/recall/acc/4xW" in row
+    assert "test/bpb" in row and "eval/open_recall/acc/4xW" in row
     assert not any("memories_off" in k for k in row)  # ember ablate's own --memories_off row does that
