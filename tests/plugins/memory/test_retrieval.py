@@ -32,3 +32,26 @@ def test_retrieval_script_ranks_every_answer_byte_of_each_memory(tmp_path, capsy
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 4 and all(re.match(r"EM [12], (first|rest) bytes: median rank \d+", line) for line in lines)
     assert retrieval.main(["--config", str(ROOT / "configs/debug/sudoku.yaml"), "--ckpt_path", ckpt]) == 2
+
+
+def test_answer_bytes_finds_the_attribute_and_tallies_by_place():
+    script = load_script("benchmarks/analysis/answer_bytes.py")
+    text = list(b"Q: Ada Lo's phone? A: 12\n")
+    mask = [False] * len(text)
+    for t in (21, 22):  # positions 21, 22 predict "1", "2"
+        mask[t] = True
+    assert script.answers(text, mask, [0] * 21 + [3, 3] + [0] * 2) == [("phone", [21, 22])]
+    by_place, by_attr = script.tally([("phone", [False, True, True]), ("city", [True, True])], places=2)
+    assert by_place == {0: [False, True], 1: [True, True, True]}  # place 2 and later pooled
+    assert by_attr == {"phone": [[False, True, True]], "city": [[True, True]]}
+
+
+@pytest.mark.slow
+def test_answer_bytes_script_reports_places_and_attributes(tmp_path, capsys):
+    script = load_script("benchmarks/analysis/answer_bytes.py")
+    config = str(ROOT / "configs/debug/memory_open_recall.yaml")
+    ckpt = untrained_checkpoint(config, tmp_path)
+    assert script.main(["--config", config, "--ckpt_path", ckpt, "--limit", "2", "--places", "3"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"byte accuracy by place in the answer: 1: [0-9.]+, 2: [0-9.]+, 3\+: [0-9.]+", out)
+    assert re.search(r"(city|phone|code|password|motto): \d+ answers, acc [0-9.]+", out)
