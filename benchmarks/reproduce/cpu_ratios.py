@@ -16,7 +16,8 @@
    the boundaries cost = 1 - time(one boundary) / time(every P tokens). And the PM+EM model with its
    whole plasticity periods compiled (`compile_plasticity`) against a copy left eager, timed in turn.
 4. Ops per plasticity period: the aten operations (forward and backward) one eager whole period of a
-   PM and of an EM layer dispatches, counted as the difference between 8 and 4 periods. On a GPU
+   PM and of an EM layer dispatches, counted as the difference between 8 and 4 periods
+   (`ember.bench.launches`, which also gives `ember bench` its ops/period column). On a GPU
    each non-view op is a kernel launch, so this is the launch count the sequential loop pays.
    Compiled, the kernels one whole period launches: fused kernels and library calls (matmuls, top-k,
    sort) in the call functions of inductor's generated code for its forward and backward graphs
@@ -41,8 +42,8 @@ import time
 from pathlib import Path
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from ember.bench.launches import memory_ops_per_period
 from ember.bench.measure import measure_decode, measure_training
 from ember.bench.run import build_variant
 from ember.ops.attention import attend_blocked, attend_dense
@@ -207,34 +208,15 @@ def compiled_periods_ratio(config: str, context: int, batch: int, repeats: int) 
             "eager_over_compiled": medians["eager"] / medians["compiled"]}
 
 
-class _CountOps(TorchDispatchMode):
-    """Counts the aten operations dispatched inside it, and how many of them are views (no kernel)."""
-
-    def __init__(self):
-        super().__init__()
-        self.ops = self.views = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.ops += 1
-        self.views += bool(func.is_view)
-        return func(*args, **(kwargs or {}))
-
-
 def ops_per_period(d: int, period: int = 64, batch: int = 2) -> dict:
-    """Aten ops (and non-view ops) of one eager whole period, forward+backward, for a PM and an EM layer."""
+    """Aten ops (and non-view ops) of one eager whole period, forward+backward, for a PM and an EM layer
+    (`ember.bench.launches`, the counter of `ember bench`'s ops/period column), and their compiled kernels."""
     out = {"d": d, "period": period}
     torch.manual_seed(0)
     for name, memory in (("pm", LowRankPM(d, LearnedNeuromodulator, period=period)),
                          ("em", EpisodicStore(d, LearnedNeuromodulator, period=period))):
-        counts = []
-        for periods in (4, 8):
-            x = torch.randn(batch, periods * period, d, requires_grad=True)
-            with _CountOps() as count:
-                y, state = memory(x)
-                (y.sum() + state.aux_loss).backward()
-            counts.append((count.ops, count.ops - count.views))
-        out[f"{name}_ops"] = (counts[1][0] - counts[0][0]) / 4
-        out[f"{name}_non_view_ops"] = (counts[1][1] - counts[0][1]) / 4
+        counted = memory_ops_per_period(memory, periods=(4, 8), batch=batch)
+        out[f"{name}_ops"], out[f"{name}_non_view_ops"] = counted.ops, counted.non_view
         out[f"{name}_compiled_kernels"] = compiled_period_kernels(memory, d, period, batch)
     return out
 

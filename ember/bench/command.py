@@ -21,7 +21,9 @@ from ember.errors import EmberConfigError
 log = logging.getLogger("ember")
 DESCRIPTION = """Measure training tokens/s (forward + backward + AdamW, median of timed steps after warm-up,
 device-synchronized), peak training memory, decode latency and tokens/s of one stream as its context
-grows, and the bytes of per-stream state, for each configured model on this device. Logs a table,
+grows, the bytes of per-stream state, and the plasticity loop's launches (ops/period: the non-view aten
+ops one eager whole plasticity period dispatches, forward + backward, summed over the model's slot
+memories; 0 without memories), for each configured model on this device. Logs a table,
 writes bench.json, bench.md and bench.png to --out, and logs them to an MLflow run (experiment
 `bench`). Ratios are taken against the full-attention transformer of the same run."""
 

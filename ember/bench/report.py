@@ -1,5 +1,9 @@
 """`ember bench` report: ratios against the reference variant, the table, the plot, MLflow.
 
+The table's `ops/period` column is a variant's plasticity launches (`ember.bench.launches`): the non-view
+aten ops one eager whole plasticity period dispatches, forward + backward, summed over the model's slot
+memories (0: none).
+
 The reference is the transformer measured in the same run: `--reference NAME`, else the first
 variant whose backbone is a TransformerBackbone with full attention (window None).
 """
@@ -53,7 +57,8 @@ def _num(value, fmt: str) -> str:
 
 
 def markdown_table(result: dict) -> str:
-    """One row per (variant, context); skipped measurements read `skipped: <reason>`."""
+    """One row per (variant, context); skipped measurements read `skipped: <reason>`. A note under the table
+    says what ops/period counts."""
     ref = result.get("reference")
     meta = result["meta"]
     lines = [f"device: {meta['device']}, dtype {meta['dtype']}, compile {meta['compile']} "
@@ -61,7 +66,7 @@ def markdown_table(result: dict) -> str:
              f"{meta['steps']} timed steps after {meta['warmup']}, {meta['decode_tokens']} decoded tokens; "
              f"peak memory: {meta['peak_mem_method']}; ratios vs {ref or '(no transformer in this run)'}", "",
              "| variant | context | train tok/s | vs ref | peak mem (train) | decode ms/token | decode tok/s "
-             "| vs ref | state/stream | params |", "|---" * 10 + "|"]
+             "| vs ref | state/stream | params | ops/period |", "|---" * 11 + "|"]
     for r in result["rows"]:
         train = r.get("train_skipped") and f"skipped: {r['train_skipped']}"
         decode = r.get("decode_skipped") and f"skipped: {r['decode_skipped']}"
@@ -71,7 +76,10 @@ def markdown_table(result: dict) -> str:
             decode or _num(r.get("decode_ms_median"), ".2f"), "" if decode else _num(r.get("decode_tokens_per_s"),
                                                                                     ",.0f"),
             _num(r.get("decode_vs_ref"), ".2f"), human_bytes(r.get("state_bytes")),
-            f"{r['params'] / 1e6:.2f}M |"]))
+            f"{r['params'] / 1e6:.2f}M", f"{_num(r.get('ops_per_period'), ',.0f')} |"]))
+    lines += ["", "ops/period: non-view aten ops (kernel launches on a GPU) one whole plasticity period dispatches "
+              "eagerly, forward + backward, summed over the model's slot memories (0: none); counted uncompiled "
+              "whatever --compile-periods says"]
     return "\n".join(lines) + "\n"
 
 
@@ -115,7 +123,8 @@ def log_to_mlflow(result: dict, files: list[Path], run_dir: str = "runs", tracki
                                tracking_uri=tracking_uri, log_model=False)
     meta = result["meta"]
     logger.log_hyperparams({k: v for k, v in meta.items() if isinstance(v, (str, int, float, bool))})
-    logger.log_hyperparams({f"{name}.params": info["params"] for name, info in result["variants"].items()})
+    logger.log_hyperparams({f"{name}.{key}": info[key] for name, info in result["variants"].items()
+                            for key in ("params", "ops_per_period") if info.get(key) is not None})
     for row in result["rows"]:
         metrics = {f"bench/{row['variant']}/{key}": float(row[key]) for key in (*METRICS, "train_vs_ref")
                    if row.get(key) is not None}

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ember import registry
+from ember.bench.launches import ops_per_period
 from ember.bench.measure import BenchOptions, measure_decode, measure_training_or_skip
 from ember.bench.memory import cpu_peak_method, free_device_memory
 from ember.bench.report import add_ratios, markdown_table, pick_reference
@@ -74,19 +75,23 @@ def _describe(model) -> dict:
 
 
 def measure_variant(name: str, args: list[str], opts: BenchOptions) -> tuple[dict, list[dict]]:
-    """Build one variant, measure training at each context and decoding as the context grows."""
+    """Build one variant, count its plasticity launches per period, measure training at each context and
+    decoding as the context grows."""
     device = opts.resolved_device()
     model = build_variant(args).to(device)
-    info = {**_describe(model), "args": args}
+    # eager non-view ops of one whole period of every slot memory, forward + backward (0: no memories)
+    launches = ops_per_period(model, dtype=opts.resolved_dtype()).non_view
+    info = {**_describe(model), "ops_per_period": launches, "args": args}
     forward = torch.compile(model) if opts.resolved_compile() else None
     periods = opts.resolved_compile_periods()  # the compiled model leaves the plasticity loop eager
     if periods is not None:
         compile_plasticity(model, mode=periods)
-    log.info("bench: %s: %s, %.2fM parameters, on %s", name, info["backbone"], info["params"] / 1e6, device)
+    log.info("bench: %s: %s, %.2fM parameters, %.0f plasticity ops per period, on %s", name, info["backbone"],
+             info["params"] / 1e6, launches, device)
     rows = []
     for context in opts.contexts:
         train = measure_training_or_skip(model, context, opts, forward)
-        rows.append({"variant": name, "context": context, "params": info["params"],
+        rows.append({"variant": name, "context": context, "params": info["params"], "ops_per_period": launches,
                      **{f"train_{k}": v for k, v in train.items()}})
         log.info("bench: %s n=%d train: %s", name, context, train.get("skipped") or
                  f"{train['tokens_per_s']:.0f} tok/s, {train['step_ms_median']:.1f} ms/step")

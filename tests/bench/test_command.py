@@ -16,7 +16,7 @@ NML = str(ROOT / "configs/debug/bench_nml.yaml")
 TRANSFORMER = str(ROOT / "configs/debug/bench_transformer.yaml")
 ROW_KEYS = {"variant", "context", "params", "train_tokens_per_s", "train_step_ms_median", "train_peak_mem_bytes",
             "train_first_step_s", "decode_ms_median", "decode_tokens_per_s", "prefill_tokens_per_s", "state_bytes",
-            "train_vs_ref", "decode_vs_ref", "mem_vs_ref"}
+            "train_vs_ref", "decode_vs_ref", "mem_vs_ref", "ops_per_period"}
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,8 @@ def test_bench_writes_json_table_and_plot(bench_out):
     assert all(r["train_vs_ref"] == 1.0 for r in result["rows"] if r["variant"] == "bench_transformer")
     assert (bench_out / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = (bench_out / "bench.md").read_text()
-    assert "| bench_nml | 64 |" in table and "state/stream" in table
+    assert "| bench_nml | 64 |" in table and "state/stream" in table and "| ops/period |" in table
+    assert all(r["ops_per_period"] == 0 for r in result["rows"])  # neither model has a slot memory
 
 
 @pytest.mark.slow
