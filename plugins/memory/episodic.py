@@ -72,8 +72,8 @@ class SalientRule(SlotRule):
         if read_scale is not None and not read_scale > 0:
             raise EmberConfigError(f"read_scale={read_scale} is the cosine logits' starting temperature tau: use a "
                                    f"value > 0 (e.g. 10), or null for q . K / sqrt(d)")
-        # tau = exp(log_scale): learned, positive
-        self.log_scale = None if read_scale is None else nn.Parameter(torch.tensor(float(read_scale)).log())
+        # tau = exp(log_scale): learned, positive; shape (1,), not a scalar, which FSDP2's fully_shard refuses
+        self.log_scale = None if read_scale is None else nn.Parameter(torch.tensor([float(read_scale)]).log())
         if not 1 <= top_k <= items:
             raise EmberConfigError(f"top_k={top_k} must be between 1 and items={items}")
         if not 1 <= writes <= min(items, period):
@@ -88,6 +88,13 @@ class SalientRule(SlotRule):
         self.d_model, self.slots, self.period = d_model, items, period
         self.top_k, self.writes, self.merge_threshold = top_k, writes, merge_threshold
         self.salience = nn.Linear(d_model, 1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        """Checkpoints written before log_scale became (1,) hold it as a scalar: read it as (1,)."""
+        old = state_dict.get(prefix + "log_scale")
+        if old is not None and old.dim() == 0:
+            state_dict[prefix + "log_scale"] = old.reshape(1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def read(self, q: Tensor, K: Tensor, V: Tensor, s: Tensor) -> Tensor:
         return em_read(q, K, V, s, self.top_k, None if self.log_scale is None else self.log_scale.exp())

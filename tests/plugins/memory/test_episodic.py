@@ -195,3 +195,13 @@ def test_induction_channels_are_causal_across_chunks():
 def test_bad_induction_names_the_fix(kwargs, fix):
     with pytest.raises(EmberConfigError, match=fix):
         EpisodicStore(16, neuromodulator=LearnedNeuromodulator, items=6, **kwargs)
+
+
+def test_read_scale_is_a_one_element_vector_and_loads_from_a_scalar():
+    """FSDP2's fully_shard refuses scalar parameters; checkpoints from before hold a scalar, which still loads."""
+    memory = EpisodicStore(8, neuromodulator=LearnedNeuromodulator, items=4, period=4, read_scale=10.0)
+    assert memory.rule.log_scale.shape == (1,)
+    state = {k: v.clone() for k, v in memory.state_dict().items()}
+    state["rule.log_scale"] = torch.tensor(3.0)  # the older scalar
+    memory.load_state_dict(state)
+    assert memory.rule.log_scale.shape == (1,) and float(memory.rule.log_scale) == 3.0
