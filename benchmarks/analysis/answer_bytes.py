@@ -15,7 +15,7 @@ from collections import defaultdict
 
 import torch
 
-from ember.cli.runs import load_memory_run
+from ember.cli.runs import add_memory_run_arguments, load_memory_run
 
 QUESTION = re.compile(rb"'s ([^?]+)\? A: $")  # "Q: <name>'s <attribute>? A: " just before an answer
 
@@ -43,10 +43,7 @@ def tally(rows: list[tuple[str, list[bool]]], places: int) -> tuple[dict[int, li
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, action="append",
-                        help="the run's config.yaml (a recall task under MemoryTaskData); again for overlays")
-    parser.add_argument("--ckpt_path", required=True, help="its checkpoint")
-    parser.add_argument("--limit", type=int, default=64, help="validation sessions to read (default 64)")
+    add_memory_run_arguments(parser)
     parser.add_argument("--places", type=int, default=10, help="places reported one by one; later ones pooled "
                         "into the last (default 10)")
     args, extra = parser.parse_known_args(argv)

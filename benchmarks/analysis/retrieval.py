@@ -22,7 +22,7 @@ import sys
 import torch
 import torch.nn.functional as F
 
-from ember.cli.runs import load_memory_run
+from ember.cli.runs import add_memory_run_arguments, load_memory_run
 from ember.ops.slot_memory import SlotMemory
 
 
@@ -64,10 +64,7 @@ def summary(found: list[int]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", required=True, action="append",
-                        help="the run's config.yaml (a recall task under MemoryTaskData); again for overlays")
-    parser.add_argument("--ckpt_path", required=True, help="its checkpoint")
-    parser.add_argument("--limit", type=int, default=64, help="validation sessions to read (default 64)")
+    add_memory_run_arguments(parser)
     args, extra = parser.parse_known_args(argv)
     if args.limit < 1:
         parser.error("--limit must be >= 1")

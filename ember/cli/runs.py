@@ -70,6 +70,15 @@ def add_run_arguments(parser: argparse.ArgumentParser, use: str) -> None:
     parser.add_argument("--split", choices=["val", "test"], default="val", help=f"puzzles to {use} (default val)")
 
 
+def add_memory_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of a script that reads a trained memory-task run: --config (again for overlays), --ckpt_path,
+    and --limit, the validation sessions it reads."""
+    parser.add_argument("--config", required=True, action="append",
+                        help="the run's config.yaml (a recall task under MemoryTaskData); again for overlays")
+    parser.add_argument("--ckpt_path", required=True, help="its checkpoint")
+    parser.add_argument("--limit", type=int, default=64, help="validation sessions to read (default 64)")
+
+
 def split_loader(data, split: str):
     """The DataLoader of a data module's "val" or "test" split, set up for it."""
     data.setup("fit" if split == "val" else "test")
