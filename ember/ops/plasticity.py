@@ -97,7 +97,7 @@ def em_read(q: Tensor, K: Tensor, V: Tensor, s: Tensor, top_k: int, scale: Tenso
 
     Args:
         q: (b, n, d); K, V: (b, m, d) items, keys of unit norm or 0 (as em_write keeps them);
-        s: (b, m) strengths; top_k: items per token; scale: () tau of the cosine logits, or None.
+        s: (b, m) strengths; top_k: items per token; scale: tau of the cosine logits (a scalar or (1,)), or None.
 
     Returns:
         (b, n, d); empty items (s = 0) contribute nothing.
